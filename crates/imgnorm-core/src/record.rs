@@ -1,0 +1,132 @@
+//! One manifest row per input file, and the job-level counts. The manifest's
+//! field order and formatting are part of the output format (docs/FORMAT.md):
+//! every mode writes byte-identical rows for the same input and options.
+use serde::{Deserialize, Serialize};
+
+/// Outcome of one input file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Decoded, normalized and written.
+    Ok,
+    /// Looked like an image (content or extension) but could not be processed.
+    Failed,
+    /// Not an image: neither its content nor its extension says so.
+    Skipped,
+}
+
+impl Status {
+    /// The lowercase name used in the manifest and the protocol.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Failed => "failed",
+            Status::Skipped => "skipped",
+        }
+    }
+
+    /// Parses the lowercase name.
+    pub fn parse(s: &str) -> Option<Status> {
+        match s {
+            "ok" => Some(Status::Ok),
+            "failed" => Some(Status::Failed),
+            "skipped" => Some(Status::Skipped),
+            _ => None,
+        }
+    }
+}
+
+/// A manifest row (`manifest.jsonl`, one JSON object per line).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// Path relative to the input root, `/`-separated.
+    pub path: String,
+    /// What happened.
+    pub status: Status,
+    /// Why it failed or was skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Detected format (`jpeg`, `png`, ...), from the content.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    /// Output path relative to the output root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// Width in pixels of the output array.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    /// Height in pixels of the output array.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    /// Channels of the output array.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels: Option<u32>,
+    /// Bits per sample of the source (8 or 16).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bit_depth: Option<u32>,
+    /// Minimum source value found: one entry, or one per channel for
+    /// `--scope channel`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub min: Vec<u32>,
+    /// Maximum source value found, shaped like `min`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub max: Vec<u32>,
+    /// True when max == min (for any channel under `--scope channel`): the
+    /// output is filled with the range's lower bound.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub constant: bool,
+    /// xxh3-128 of the output file, 32 lowercase hex digits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<String>,
+    /// A non-fatal problem (e.g. truncated JPEG accepted with
+    /// `--allow-truncated`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+}
+
+impl Record {
+    /// A row with only path, status and reason set.
+    pub fn bare(path: impl Into<String>, status: Status, reason: Option<String>) -> Record {
+        Record {
+            path: path.into(),
+            status,
+            reason,
+            format: None,
+            output: None,
+            width: None,
+            height: None,
+            channels: None,
+            bit_depth: None,
+            min: Vec::new(),
+            max: Vec::new(),
+            constant: false,
+            checksum: None,
+            warning: None,
+        }
+    }
+}
+
+/// Counts over a set of records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    /// Every input file.
+    pub images: u64,
+    /// Status ok.
+    pub ok: u64,
+    /// Status failed.
+    pub failed: u64,
+    /// Status skipped.
+    pub skipped: u64,
+}
+
+impl Counts {
+    /// Adds one record's status.
+    pub fn add(&mut self, status: Status) {
+        self.images += 1;
+        match status {
+            Status::Ok => self.ok += 1,
+            Status::Failed => self.failed += 1,
+            Status::Skipped => self.skipped += 1,
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! The `imgnorm.v1` gRPC protocol: the generated message types and the
+//! `Coordinator` client and server. Nothing but generated code lives here.
+#![allow(missing_docs, clippy::all)]
+
+/// Protocol version carried in `Hello` and `Welcome`; a worker with another
+/// version is refused at registration.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Generated code for package `imgnorm.v1`.
+pub mod v1 {
+    tonic::include_proto!("imgnorm.v1");
+}

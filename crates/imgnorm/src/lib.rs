@@ -1,0 +1,3 @@
+//! imgnorm's runtime: the engine that turns files into arrays, discovery, the
+//! centralized baseline, the master and workers over gRPC, and the CLI glue.
+#![warn(missing_docs)]

@@ -1,0 +1,566 @@
+//! The per-image engine every mode shares: sniff the content, decode with a
+//! pixel limit, convert channels, min-max scale into a reused `.npy` buffer,
+//! checksum, and write atomically. One `Engine` per thread; it never panics on
+//! bad input: every problem becomes a manifest [`Record`] with a reason.
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{Cursor, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use image::{ColorType, DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
+use imgnorm_core::normalize::{Kernel, Pixels, extremes, luma_u8, luma_u16, npy_header};
+use imgnorm_core::options::{ChannelMode, EngineOptions, Orientation};
+use imgnorm_core::record::{Record, Status};
+
+/// Extensions that claim an image: a file with one of these whose content is
+/// not a supported image is `failed`, not `skipped`.
+const IMAGE_EXTENSIONS: &[&str] = &[
+    "jpg", "jpeg", "jpe", "jfif", "png", "bmp", "dib", "tif", "tiff", "webp", "gif",
+];
+
+/// Time spent in each stage, summed over the images an engine processed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct StageTimes {
+    /// Reading input bytes.
+    pub read: Duration,
+    /// Sniffing and decoding.
+    pub decode: Duration,
+    /// Channel conversion, extremes and scaling.
+    pub scale: Duration,
+    /// Checksum and writing the output file.
+    pub write: Duration,
+}
+
+impl StageTimes {
+    /// Adds another set of times.
+    pub fn add(&mut self, o: &StageTimes) {
+        self.read += o.read;
+        self.decode += o.decode;
+        self.scale += o.scale;
+        self.write += o.write;
+    }
+}
+
+/// A decoded image's samples, held in reused buffers.
+struct Decoded {
+    width: u32,
+    height: u32,
+    channels: usize,
+    sixteen: bool,
+}
+
+/// Why an image could not be processed (becomes the manifest `reason`).
+#[derive(Debug, thiserror::Error)]
+enum Problem {
+    #[error("empty file (0 bytes)")]
+    Empty,
+    #[error("content is not a supported image although the name ends in .{0}")]
+    NotImage(String),
+    #[error("unsupported image format {0:?} (supported: JPEG, PNG, BMP, TIFF, WebP, GIF)")]
+    Unsupported(ImageFormat),
+    #[error("truncated JPEG: no end-of-image marker after the last scan")]
+    TruncatedJpeg,
+    #[error(
+        "image is {width}x{height} = {pixels} pixels, over the limit of {limit} pixels (--max-pixels)"
+    )]
+    TooLarge {
+        width: u32,
+        height: u32,
+        pixels: u64,
+        limit: u64,
+    },
+    #[error("image has zero width or height")]
+    ZeroSize,
+    #[error("unsupported sample type {0:?} (only 8- and 16-bit integer samples)")]
+    SampleType(ColorType),
+    #[error("decode error: {0}")]
+    Decode(#[from] image::ImageError),
+    #[error("cannot read input: {0}")]
+    Read(std::io::Error),
+    #[error("cannot write output {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Turns input files into normalized arrays. Holds the buffers it reuses from
+/// one image to the next, so the hot path allocates nothing per image.
+pub struct Engine {
+    opts: EngineOptions,
+    kernel: Kernel,
+    input: Vec<u8>,
+    samples: Vec<u16>,
+    converted: Vec<u16>,
+    out: Vec<u8>,
+    made_dirs: HashSet<PathBuf>,
+    times: StageTimes,
+    tmp_suffix: String,
+}
+
+/// The result of processing one image in memory (stream mode).
+pub struct Processed<'a> {
+    /// The manifest row.
+    pub record: Record,
+    /// The `.npy` file's bytes when the status is `ok`.
+    pub npy: Option<&'a [u8]>,
+}
+
+impl Engine {
+    /// An engine for `opts` (already validated).
+    pub fn new(opts: EngineOptions) -> Engine {
+        Engine {
+            opts,
+            kernel: Kernel::new(),
+            input: Vec::new(),
+            samples: Vec::new(),
+            converted: Vec::new(),
+            out: Vec::new(),
+            made_dirs: HashSet::new(),
+            times: StageTimes::default(),
+            tmp_suffix: format!(".{}.tmp", std::process::id()),
+        }
+    }
+
+    /// The options this engine applies.
+    pub fn options(&self) -> &EngineOptions {
+        &self.opts
+    }
+
+    /// Stage times accumulated so far.
+    pub fn times(&self) -> StageTimes {
+        self.times
+    }
+
+    /// Processes `input_root/rel` into `output_root/rel.npy` and returns its
+    /// manifest row. Never panics on bad input.
+    pub fn process_file(&mut self, input_root: &Path, rel: &str, output_root: &Path) -> Record {
+        let t0 = Instant::now();
+        let mut input = std::mem::take(&mut self.input);
+        let read = read_into(&input_root.join(rel), &mut input);
+        self.times.read += t0.elapsed();
+        let record = match read {
+            Err(e) => Record::bare(rel, Status::Failed, Some(Problem::Read(e).to_string())),
+            Ok(()) => {
+                let mut record = self.process_bytes_inner(rel, &input);
+                if record.status == Status::Ok {
+                    let t = Instant::now();
+                    if let Err(p) = self.write_output(output_root, rel) {
+                        record = failed_from(rel, &record, p);
+                    }
+                    self.times.write += t.elapsed();
+                }
+                record
+            }
+        };
+        self.input = input;
+        record
+    }
+
+    /// Processes an image held in memory; on success the `.npy` bytes are
+    /// returned (borrowed from the engine's buffer) for the caller to send.
+    pub fn process_bytes(&mut self, rel: &str, data: &[u8]) -> Processed<'_> {
+        let record = self.process_bytes_inner(rel, data);
+        let npy = (record.status == Status::Ok).then_some(&self.out[..]);
+        Processed { record, npy }
+    }
+
+    fn process_bytes_inner(&mut self, rel: &str, data: &[u8]) -> Record {
+        let t = Instant::now();
+        let decoded = self.decode(rel, data);
+        self.times.decode += t.elapsed();
+        let (format, warning, d) = match decoded {
+            Ok(Some(v)) => v,
+            Ok(None) => {
+                return Record::bare(
+                    rel,
+                    Status::Skipped,
+                    Some("not an image (content matches no image format)".into()),
+                );
+            }
+            Err(p) => return Record::bare(rel, Status::Failed, Some(p.to_string())),
+        };
+        let t = Instant::now();
+        let record = self.scale(rel, format, warning, &d);
+        self.times.scale += t.elapsed();
+        record
+    }
+
+    /// Sniffs and decodes into `self.samples`; `Ok(None)` means "not an image".
+    fn decode(
+        &mut self,
+        rel: &str,
+        data: &[u8],
+    ) -> Result<Option<(ImageFormat, Option<String>, Decoded)>, Problem> {
+        let ext = extension(rel);
+        let claims_image = ext
+            .as_deref()
+            .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e));
+        let format = match image::guess_format(data) {
+            Ok(f) if supported(f) => f,
+            Ok(ImageFormat::Pnm) | Err(_) => {
+                return if data.is_empty() && claims_image {
+                    Err(Problem::Empty)
+                } else if claims_image {
+                    Err(Problem::NotImage(ext.unwrap_or_default()))
+                } else {
+                    Ok(None)
+                };
+            }
+            Ok(other) => return Err(Problem::Unsupported(other)),
+        };
+        let mut warning = None;
+        if format == ImageFormat::Jpeg && !jpeg_complete(data) {
+            if !self.opts.allow_truncated {
+                return Err(Problem::TruncatedJpeg);
+            }
+            warning = Some("truncated JPEG accepted (--allow-truncated): missing part filled".into());
+        }
+        let mut reader = ImageReader::with_format(Cursor::new(data), format);
+        let mut limits = Limits::default();
+        // Room for the largest allowed image at 4 channels x 16 bit, plus slack.
+        limits.max_alloc = Some(self.opts.max_pixels.saturating_mul(8).saturating_add(1 << 26));
+        reader.limits(limits);
+        let mut decoder = reader.into_decoder()?;
+        let (width, height) = decoder.dimensions();
+        let pixels = u64::from(width) * u64::from(height);
+        if pixels > self.opts.max_pixels {
+            return Err(Problem::TooLarge {
+                width,
+                height,
+                pixels,
+                limit: self.opts.max_pixels,
+            });
+        }
+        if pixels == 0 {
+            return Err(Problem::ZeroSize);
+        }
+        let color = decoder.color_type();
+        let (channels, sixteen) = match color {
+            ColorType::L8 => (1, false),
+            ColorType::La8 => (2, false),
+            ColorType::Rgb8 => (3, false),
+            ColorType::Rgba8 => (4, false),
+            ColorType::L16 => (1, true),
+            ColorType::La16 => (2, true),
+            ColorType::Rgb16 => (3, true),
+            ColorType::Rgba16 => (4, true),
+            other => return Err(Problem::SampleType(other)),
+        };
+        let orientation = match self.opts.orientation {
+            Orientation::Apply => Some(decoder.orientation()?),
+            Orientation::Ignore => None,
+        };
+        let decoded = match orientation {
+            Some(o) if o != image::metadata::Orientation::NoTransforms => {
+                let mut img = DynamicImage::from_decoder(decoder)?;
+                img.apply_orientation(o);
+                self.load_dynamic(&img);
+                Decoded {
+                    width: img.width(),
+                    height: img.height(),
+                    channels,
+                    sixteen,
+                }
+            }
+            _ => {
+                let bytes = usize::try_from(decoder.total_bytes()).unwrap_or(usize::MAX);
+                let words = bytes.div_ceil(2);
+                self.samples.clear();
+                self.samples.resize(words, 0);
+                let buf: &mut [u8] = bytemuck::cast_slice_mut(&mut self.samples[..]);
+                decoder.read_image(&mut buf[..bytes])?;
+                Decoded {
+                    width,
+                    height,
+                    channels,
+                    sixteen,
+                }
+            }
+        };
+        Ok(Some((format, warning, decoded)))
+    }
+
+    /// Copies a `DynamicImage`'s samples into `self.samples` (orientation path).
+    fn load_dynamic(&mut self, img: &DynamicImage) {
+        let bytes = img.as_bytes();
+        self.samples.clear();
+        self.samples.resize(bytes.len().div_ceil(2), 0);
+        let buf: &mut [u8] = bytemuck::cast_slice_mut(&mut self.samples[..]);
+        buf[..bytes.len()].copy_from_slice(bytes);
+    }
+
+    /// Channel conversion, extremes, scaling into `self.out`.
+    fn scale(
+        &mut self,
+        rel: &str,
+        format: ImageFormat,
+        warning: Option<String>,
+        d: &Decoded,
+    ) -> Record {
+        let n = d.width as usize * d.height as usize * d.channels;
+        let (px, channels) = convert(&self.samples, &mut self.converted, self.opts.channels, d, n);
+        let scope = self.opts.scope;
+        let ext = extremes(px, channels, scope);
+        self.out.clear();
+        self.out.extend_from_slice(&npy_header(
+            self.opts.dtype,
+            &[d.height as usize, d.width as usize, channels],
+        ));
+        self.kernel.scale_into(
+            px,
+            channels,
+            scope,
+            &ext,
+            self.opts.range,
+            self.opts.dtype,
+            &mut self.out,
+        );
+        let checksum = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&self.out));
+        Record {
+            path: rel.to_string(),
+            status: Status::Ok,
+            reason: None,
+            format: Some(format_name(format).to_string()),
+            output: Some(format!("{rel}.npy")),
+            width: Some(d.width),
+            height: Some(d.height),
+            channels: Some(channels as u32),
+            bit_depth: Some(if d.sixteen { 16 } else { 8 }),
+            constant: ext.constant(),
+            min: ext.min,
+            max: ext.max,
+            checksum: Some(checksum),
+            warning,
+        }
+    }
+
+}
+
+/// The samples after `--channels`, borrowing the engine's buffers.
+fn convert<'a>(
+    samples: &'a [u16],
+    conv: &'a mut Vec<u16>,
+    mode: ChannelMode,
+    d: &Decoded,
+    n: usize,
+) -> (Pixels<'a>, usize) {
+        let c = d.channels;
+        let target = match mode {
+            ChannelMode::Keep => c,
+            ChannelMode::Rgb => 3,
+            ChannelMode::Gray => 1,
+        };
+        if target == c {
+            return (samples_view(samples, n, d.sixteen), c);
+        }
+        let src = samples_view(samples, n, d.sixteen);
+        match (mode, src) {
+            (ChannelMode::Gray, Pixels::U8(s)) => {
+                let mut tmp = Vec::new();
+                if c <= 2 {
+                    tmp.extend(s.chunks_exact(c).map(|p| p[0]));
+                } else {
+                    luma_u8(s, c, &mut tmp);
+                }
+                store_u8(conv, &tmp);
+            }
+            (ChannelMode::Gray, Pixels::U16(s)) => {
+                conv.clear();
+                if c <= 2 {
+                    conv.extend(s.chunks_exact(c).map(|p| p[0]));
+                } else {
+                    luma_u16(s, c, conv);
+                }
+            }
+            (_, Pixels::U8(s)) => {
+                let mut tmp = Vec::with_capacity(n / c * 3);
+                for p in s.chunks_exact(c) {
+                    if c <= 2 {
+                        tmp.extend_from_slice(&[p[0], p[0], p[0]]);
+                    } else {
+                        tmp.extend_from_slice(&p[..3]);
+                    }
+                }
+                store_u8(conv, &tmp);
+            }
+            (_, Pixels::U16(s)) => {
+                conv.clear();
+                for p in s.chunks_exact(c) {
+                    if c <= 2 {
+                        conv.extend_from_slice(&[p[0], p[0], p[0]]);
+                    } else {
+                        conv.extend_from_slice(&p[..3]);
+                    }
+                }
+            }
+        }
+        let m = n / c * target;
+        (samples_view(conv, m, d.sixteen), target)
+}
+
+impl Engine {
+    /// Writes `self.out` to `output_root/rel.npy` through a temporary name.
+    fn write_output(&mut self, output_root: &Path, rel: &str) -> Result<(), Problem> {
+        let path = output_root.join(format!("{rel}.npy"));
+        let werr = |path: &Path, source| Problem::Write {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(dir) = path.parent()
+            && !self.made_dirs.contains(dir)
+        {
+            std::fs::create_dir_all(dir).map_err(|e| werr(dir, e))?;
+            self.made_dirs.insert(dir.to_path_buf());
+        }
+        write_atomic(&path, &self.out, &self.tmp_suffix).map_err(|e| werr(&path, e))
+    }
+}
+
+/// Writes `bytes` to `path` via `path` + `suffix` and a rename, so a killed
+/// process never leaves a truncated file under the final name.
+pub fn write_atomic(path: &Path, bytes: &[u8], suffix: &str) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(suffix);
+    let tmp = PathBuf::from(tmp);
+    let result = File::create(&tmp)
+        .and_then(|mut f| f.write_all(bytes))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn failed_from(rel: &str, ok: &Record, p: Problem) -> Record {
+    let mut r = Record::bare(rel, Status::Failed, Some(p.to_string()));
+    r.format = ok.format.clone();
+    r
+}
+
+fn read_into(path: &Path, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    buf.clear();
+    let mut f = File::open(path)?;
+    if let Ok(meta) = f.metadata() {
+        if meta.is_dir() {
+            return Err(std::io::Error::other("is a directory"));
+        }
+        buf.reserve(meta.len() as usize);
+    }
+    f.read_to_end(buf)?;
+    Ok(())
+}
+
+fn store_u8(conv: &mut Vec<u16>, bytes: &[u8]) {
+    conv.clear();
+    conv.resize(bytes.len().div_ceil(2), 0);
+    let buf: &mut [u8] = bytemuck::cast_slice_mut(&mut conv[..]);
+    buf[..bytes.len()].copy_from_slice(bytes);
+}
+
+fn samples_view(buf: &[u16], n: usize, sixteen: bool) -> Pixels<'_> {
+    if sixteen {
+        Pixels::U16(&buf[..n.min(buf.len())])
+    } else {
+        let bytes: &[u8] = bytemuck::cast_slice(buf);
+        Pixels::U8(&bytes[..n.min(bytes.len())])
+    }
+}
+
+fn supported(f: ImageFormat) -> bool {
+    matches!(
+        f,
+        ImageFormat::Jpeg
+            | ImageFormat::Png
+            | ImageFormat::Bmp
+            | ImageFormat::Tiff
+            | ImageFormat::WebP
+            | ImageFormat::Gif
+    )
+}
+
+fn format_name(f: ImageFormat) -> &'static str {
+    match f {
+        ImageFormat::Jpeg => "jpeg",
+        ImageFormat::Png => "png",
+        ImageFormat::Bmp => "bmp",
+        ImageFormat::Tiff => "tiff",
+        ImageFormat::WebP => "webp",
+        ImageFormat::Gif => "gif",
+        _ => "other",
+    }
+}
+
+fn extension(rel: &str) -> Option<String> {
+    let name = rel.rsplit('/').next()?;
+    let (stem, ext) = name.rsplit_once('.')?;
+    (!stem.is_empty()).then(|| ext.to_ascii_lowercase())
+}
+
+/// True when a JPEG stream has an end-of-image marker after its last
+/// start-of-scan marker. Entropy-coded data cannot contain `FF D9` or `FF DA`
+/// (0xFF is byte-stuffed), so this detects truncation exactly, also when an
+/// embedded EXIF thumbnail carries markers of its own near the start.
+pub fn jpeg_complete(data: &[u8]) -> bool {
+    let last = |m: u8| data.windows(2).rposition(|w| w[0] == 0xFF && w[1] == m);
+    match (last(0xD9), last(0xDA)) {
+        (Some(eoi), Some(sos)) => eoi > sos,
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extension_is_lowercased_and_needs_a_stem() {
+        assert_eq!(extension("a/B.JPG").as_deref(), Some("jpg"));
+        assert_eq!(extension("a/.hidden"), None);
+        assert_eq!(extension("noext"), None);
+    }
+
+    #[test]
+    fn jpeg_completeness() {
+        assert!(jpeg_complete(&[0xFF, 0xD8, 0xFF, 0xDA, 1, 2, 0xFF, 0xD9]));
+        assert!(!jpeg_complete(&[0xFF, 0xD8, 0xFF, 0xDA, 1, 2, 3]));
+        // A thumbnail's EOI before the main scan does not count.
+        assert!(!jpeg_complete(&[
+            0xFF, 0xD8, 0xFF, 0xDA, 0xFF, 0xD9, 0xFF, 0xDA, 5
+        ]));
+    }
+
+    #[test]
+    fn hostile_bytes_become_records() {
+        let mut e = Engine::new(EngineOptions::default());
+        let r = e.process_bytes("x.jpg", b"").record;
+        assert_eq!(r.status, Status::Failed);
+        assert!(r.reason.unwrap().contains("empty"));
+        let r = e.process_bytes("x.txt", b"hello").record;
+        assert_eq!(r.status, Status::Skipped);
+        let r = e.process_bytes("x.png", b"hello").record;
+        assert_eq!(r.status, Status::Failed);
+        let r = e.process_bytes("x.jpg", &[0xFF, 0xD8, 0xFF, 0xE0, 0, 0]).record;
+        assert_eq!(r.status, Status::Failed);
+    }
+
+    #[test]
+    fn png_roundtrip_values() {
+        let img = image::RgbImage::from_fn(4, 2, |x, y| image::Rgb([x as u8 * 10, y as u8, 200]));
+        let mut png = Vec::new();
+        img.write_to(&mut Cursor::new(&mut png), ImageFormat::Png).unwrap();
+        let mut e = Engine::new(EngineOptions::default());
+        let p = e.process_bytes("a.png", &png);
+        assert_eq!(p.record.status, Status::Ok, "{:?}", p.record.reason);
+        assert_eq!(p.record.min, vec![0]);
+        assert_eq!(p.record.max, vec![200]);
+        let npy = p.npy.unwrap();
+        let data = &npy[npy.len() - 4 * 4 * 2 * 3..];
+        let first = f32::from_le_bytes([data[0], data[1], data[2], data[3]]);
+        assert_eq!(first, 0.0);
+        let third = f32::from_le_bytes([data[8], data[9], data[10], data[11]]);
+        assert_eq!(third, 1.0);
+    }
+}

@@ -2,3 +2,6 @@
 //! centralized baseline, the master and workers over gRPC, and the CLI glue.
 #![warn(missing_docs)]
 pub mod engine;
+pub mod discovery;
+pub mod output;
+pub mod progress;

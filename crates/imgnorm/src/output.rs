@@ -1,0 +1,190 @@
+//! The output dataset's metadata files: `manifest.jsonl` (one row per input
+//! file, sorted by path, byte-identical across modes), `stats.json` (counts,
+//! options, version, timings) and the one-line JSON summary printed last.
+use std::path::Path;
+use std::time::Duration;
+
+use imgnorm_core::options::EngineOptions;
+use imgnorm_core::record::{Counts, Record};
+use serde::Serialize;
+
+use crate::engine::{StageTimes, write_atomic};
+
+/// Name of the manifest file in the output folder.
+pub const MANIFEST: &str = "manifest.jsonl";
+/// Name of the statistics file in the output folder.
+pub const STATS: &str = "stats.json";
+/// Name of the per-image provenance file (distributed runs only).
+pub const PROVENANCE: &str = "provenance.jsonl";
+
+/// Writing the dataset's metadata failed.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write {path}: {source}")]
+pub struct OutputError {
+    /// The file.
+    pub path: String,
+    /// Why.
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Writes `manifest.jsonl` from rows already sorted by path.
+pub fn write_manifest<'a>(
+    out: &Path,
+    rows: impl IntoIterator<Item = &'a Record>,
+) -> Result<Counts, OutputError> {
+    let mut counts = Counts::default();
+    let mut buf = Vec::with_capacity(1 << 16);
+    for r in rows {
+        counts.add(r.status);
+        // Serialising a plain struct of strings and integers cannot fail.
+        if serde_json::to_writer(&mut buf, r).is_ok() {
+            buf.push(b'\n');
+        }
+    }
+    write_file(out, MANIFEST, &buf)?;
+    Ok(counts)
+}
+
+/// Merges two path-sorted row lists into one path-sorted list.
+pub fn merge_sorted(a: Vec<Record>, b: Vec<Record>) -> Vec<Record> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let mut a = a.into_iter().peekable();
+    let mut b = b.into_iter().peekable();
+    loop {
+        let take_a = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) => x.path <= y.path,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => break,
+        };
+        let next = if take_a { a.next() } else { b.next() };
+        out.extend(next);
+    }
+    out
+}
+
+/// Contents of `stats.json`.
+#[derive(Debug, Serialize)]
+pub struct Stats<'a> {
+    /// Always "imgnorm".
+    pub tool: &'static str,
+    /// imgnorm's version.
+    pub version: &'static str,
+    /// "centralized" or "distributed".
+    pub mode: &'a str,
+    /// The input folder as given.
+    pub input: String,
+    /// Counts by status.
+    pub counts: Counts,
+    /// Engine options used.
+    pub options: &'a EngineOptions,
+    /// Number of worker processes (0 for centralized).
+    pub workers: usize,
+    /// Wall-clock seconds, discovery to last file written.
+    pub elapsed_s: f64,
+    /// Images per second over `elapsed_s`.
+    pub images_per_s: f64,
+    /// Seconds per stage summed over engines (centralized only; 0 otherwise).
+    pub stage_seconds: StageSeconds,
+}
+
+/// Stage times in seconds.
+#[derive(Debug, Default, Serialize)]
+pub struct StageSeconds {
+    /// Reading input files.
+    pub read: f64,
+    /// Decoding.
+    pub decode: f64,
+    /// Channel conversion and scaling.
+    pub scale: f64,
+    /// Checksum and writing.
+    pub write: f64,
+}
+
+impl From<StageTimes> for StageSeconds {
+    fn from(t: StageTimes) -> Self {
+        StageSeconds {
+            read: t.read.as_secs_f64(),
+            decode: t.decode.as_secs_f64(),
+            scale: t.scale.as_secs_f64(),
+            write: t.write.as_secs_f64(),
+        }
+    }
+}
+
+/// Writes `stats.json`.
+pub fn write_stats(out: &Path, stats: &Stats<'_>) -> Result<(), OutputError> {
+    let mut buf = serde_json::to_vec_pretty(stats).unwrap_or_default();
+    buf.push(b'\n');
+    write_file(out, STATS, &buf)
+}
+
+/// Writes a file in the output folder atomically.
+pub fn write_file(out: &Path, name: &str, bytes: &[u8]) -> Result<(), OutputError> {
+    let path = out.join(name);
+    write_atomic(&path, bytes, ".tmp").map_err(|source| OutputError {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// The final JSON line every run prints on stdout.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Summary {
+    /// Every input file.
+    pub images: u64,
+    /// Status ok.
+    pub ok: u64,
+    /// Status failed.
+    pub failed: u64,
+    /// Status skipped.
+    pub skipped: u64,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+    /// `images / seconds`.
+    pub images_per_s: f64,
+}
+
+impl Summary {
+    /// A summary of `counts` over `elapsed`.
+    pub fn new(counts: Counts, elapsed: Duration) -> Summary {
+        let seconds = elapsed.as_secs_f64();
+        Summary {
+            images: counts.images,
+            ok: counts.ok,
+            failed: counts.failed,
+            skipped: counts.skipped,
+            seconds: round3(seconds),
+            images_per_s: round3(if seconds > 0.0 {
+                counts.images as f64 / seconds
+            } else {
+                0.0
+            }),
+        }
+    }
+
+    /// The human line printed before the JSON.
+    pub fn human(&self, out: &Path) -> String {
+        format!(
+            "{} files in {:.2}s ({:.1} images/s): {} ok, {} failed, {} skipped -> {}",
+            self.images,
+            self.seconds,
+            self.images_per_s,
+            self.ok,
+            self.failed,
+            self.skipped,
+            out.display()
+        )
+    }
+
+    /// The JSON line.
+    pub fn json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// Rounds to milliseconds for display.
+pub fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}

@@ -1,3 +1,4 @@
 //! imgnorm's runtime: the engine that turns files into arrays, discovery, the
 //! centralized baseline, the master and workers over gRPC, and the CLI glue.
 #![warn(missing_docs)]
+pub mod r#gen;

@@ -1,7 +1,9 @@
 //! imgnorm's runtime: the engine that turns files into arrays, discovery, the
 //! centralized baseline, the master and workers over gRPC, and the CLI glue.
 #![warn(missing_docs)]
-pub mod engine;
+
 pub mod discovery;
+pub mod engine;
 pub mod output;
 pub mod progress;
+pub mod synth;

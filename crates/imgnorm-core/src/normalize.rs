@@ -391,7 +391,13 @@ mod tests {
     #[test]
     fn image_scope_matches_reference_f32() {
         let data: Vec<u8> = vec![10, 20, 30, 40, 50, 60, 255, 10, 12];
-        let out = f32s(&run(Pixels::U8(&data), 3, Scope::Image, (0.0, 1.0), Dtype::F32));
+        let out = f32s(&run(
+            Pixels::U8(&data),
+            3,
+            Scope::Image,
+            (0.0, 1.0),
+            Dtype::F32,
+        ));
         let want = naive(
             &data.iter().map(|&v| v as u32).collect::<Vec<_>>(),
             3,
@@ -410,7 +416,13 @@ mod tests {
         let data = vec![7u8; 12];
         let ext = extremes(Pixels::U8(&data), 3, Scope::Image);
         assert!(ext.constant());
-        let out = f32s(&run(Pixels::U8(&data), 3, Scope::Image, (-1.0, 1.0), Dtype::F32));
+        let out = f32s(&run(
+            Pixels::U8(&data),
+            3,
+            Scope::Image,
+            (-1.0, 1.0),
+            Dtype::F32,
+        ));
         assert!(out.iter().all(|&v| v == -1.0));
     }
 
@@ -421,14 +433,26 @@ mod tests {
         let ext = extremes(Pixels::U8(&data), 2, Scope::Channel);
         assert_eq!(ext.min, vec![0, 50]);
         assert_eq!(ext.max, vec![100, 60]);
-        let out = f32s(&run(Pixels::U8(&data), 2, Scope::Channel, (0.0, 1.0), Dtype::F32));
+        let out = f32s(&run(
+            Pixels::U8(&data),
+            2,
+            Scope::Channel,
+            (0.0, 1.0),
+            Dtype::F32,
+        ));
         assert_eq!(out, vec![0.0, 0.0, 1.0, 1.0, 0.5, 0.5]);
     }
 
     #[test]
     fn sixteen_bit_keeps_precision() {
         let data: Vec<u16> = vec![0, 1, 65534, 65535];
-        let out = f32s(&run(Pixels::U16(&data), 1, Scope::Image, (0.0, 1.0), Dtype::F32));
+        let out = f32s(&run(
+            Pixels::U16(&data),
+            1,
+            Scope::Image,
+            (0.0, 1.0),
+            Dtype::F32,
+        ));
         assert_eq!(out[0], 0.0);
         assert_eq!(out[1], (1.0f64 / 65535.0) as f32);
         assert_eq!(out[2], (65534.0f64 / 65535.0) as f32);
@@ -440,7 +464,13 @@ mod tests {
         let data: Vec<u8> = vec![0, 1, 2, 3];
         let out = run(Pixels::U8(&data), 1, Scope::Image, (0.0, 255.0), Dtype::U8);
         assert_eq!(out, vec![0, 85, 170, 255]);
-        let out = run(Pixels::U8(&data), 1, Scope::Image, (0.0, 65535.0), Dtype::U16);
+        let out = run(
+            Pixels::U8(&data),
+            1,
+            Scope::Image,
+            (0.0, 65535.0),
+            Dtype::U16,
+        );
         let v: Vec<u16> = out
             .chunks_exact(2)
             .map(|c| u16::from_le_bytes([c[0], c[1]]))
@@ -464,14 +494,26 @@ mod tests {
     #[test]
     fn inverted_range() {
         let data: Vec<u8> = vec![0, 255];
-        let out = f32s(&run(Pixels::U8(&data), 1, Scope::Image, (1.0, 0.0), Dtype::F32));
+        let out = f32s(&run(
+            Pixels::U8(&data),
+            1,
+            Scope::Image,
+            (1.0, 0.0),
+            Dtype::F32,
+        ));
         assert_eq!(out, vec![1.0, 0.0]);
     }
 
     #[test]
     fn more_than_four_channels_per_channel_scope() {
         let data: Vec<u8> = (0..50).collect();
-        let out = f32s(&run(Pixels::U8(&data), 5, Scope::Channel, (0.0, 1.0), Dtype::F32));
+        let out = f32s(&run(
+            Pixels::U8(&data),
+            5,
+            Scope::Channel,
+            (0.0, 1.0),
+            Dtype::F32,
+        ));
         assert_eq!(&out[..5], &[0.0; 5]);
         assert_eq!(&out[45..], &[1.0; 5]);
     }
@@ -484,7 +526,9 @@ mod tests {
         let len = u16::from_le_bytes([h[8], h[9]]) as usize;
         assert_eq!(len + 10, h.len());
         let text = std::str::from_utf8(&h[10..]).unwrap();
-        assert!(text.starts_with("{'descr': '<f4', 'fortran_order': False, 'shape': (480, 640, 3), }"));
+        assert!(
+            text.starts_with("{'descr': '<f4', 'fortran_order': False, 'shape': (480, 640, 3), }")
+        );
         assert!(text.ends_with('\n'));
     }
 

@@ -95,9 +95,13 @@ pub fn discover(root: &Path, exclude: Option<&Path>) -> Result<Discovered, Disco
                 let (status, reason) = if err.loop_ancestor().is_some() {
                     (
                         Status::Skipped,
-                        "symlink loop: this link points to one of its own parent folders".to_string(),
+                        "symlink loop: this link points to one of its own parent folders"
+                            .to_string(),
                     )
-                } else if path.as_deref().is_some_and(|p| p.symlink_metadata().is_ok() && p.metadata().is_err()) {
+                } else if path
+                    .as_deref()
+                    .is_some_and(|p| p.symlink_metadata().is_ok() && p.metadata().is_err())
+                {
                     (Status::Skipped, "broken symlink".to_string())
                 } else {
                     let why = err
@@ -150,10 +154,22 @@ mod tests {
         }
         let d = discover(root, None).unwrap();
         assert_eq!(d.files, vec!["a-b.png", "b/a.png", "b/c/z.png", "link.png"]);
-        let reasons: Vec<_> = d.problems.iter().map(|r| (r.path.as_str(), r.reason.clone().unwrap())).collect();
+        let reasons: Vec<_> = d
+            .problems
+            .iter()
+            .map(|r| (r.path.as_str(), r.reason.clone().unwrap()))
+            .collect();
         assert_eq!(reasons.len(), 2, "{reasons:?}");
-        assert!(reasons.iter().any(|(p, r)| *p == "b/c/loop" && r.contains("loop")));
-        assert!(reasons.iter().any(|(p, r)| *p == "dangling.png" && r.contains("broken")));
+        assert!(
+            reasons
+                .iter()
+                .any(|(p, r)| *p == "b/c/loop" && r.contains("loop"))
+        );
+        assert!(
+            reasons
+                .iter()
+                .any(|(p, r)| *p == "dangling.png" && r.contains("broken"))
+        );
     }
 
     #[test]

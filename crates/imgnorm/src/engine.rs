@@ -215,12 +215,18 @@ impl Engine {
             if !self.opts.allow_truncated {
                 return Err(Problem::TruncatedJpeg);
             }
-            warning = Some("truncated JPEG accepted (--allow-truncated): missing part filled".into());
+            warning =
+                Some("truncated JPEG accepted (--allow-truncated): missing part filled".into());
         }
         let mut reader = ImageReader::with_format(Cursor::new(data), format);
         let mut limits = Limits::default();
         // Room for the largest allowed image at 4 channels x 16 bit, plus slack.
-        limits.max_alloc = Some(self.opts.max_pixels.saturating_mul(8).saturating_add(1 << 26));
+        limits.max_alloc = Some(
+            self.opts
+                .max_pixels
+                .saturating_mul(8)
+                .saturating_add(1 << 26),
+        );
         reader.limits(limits);
         let mut decoder = reader.into_decoder()?;
         let (width, height) = decoder.dimensions();
@@ -335,7 +341,6 @@ impl Engine {
             warning,
         }
     }
-
 }
 
 /// The samples after `--channels`, borrowing the engine's buffers.
@@ -346,58 +351,58 @@ fn convert<'a>(
     d: &Decoded,
     n: usize,
 ) -> (Pixels<'a>, usize) {
-        let c = d.channels;
-        let target = match mode {
-            ChannelMode::Keep => c,
-            ChannelMode::Rgb => 3,
-            ChannelMode::Gray => 1,
-        };
-        if target == c {
-            return (samples_view(samples, n, d.sixteen), c);
+    let c = d.channels;
+    let target = match mode {
+        ChannelMode::Keep => c,
+        ChannelMode::Rgb => 3,
+        ChannelMode::Gray => 1,
+    };
+    if target == c {
+        return (samples_view(samples, n, d.sixteen), c);
+    }
+    let src = samples_view(samples, n, d.sixteen);
+    match (mode, src) {
+        (ChannelMode::Gray, Pixels::U8(s)) => {
+            let mut tmp = Vec::new();
+            if c <= 2 {
+                tmp.extend(s.chunks_exact(c).map(|p| p[0]));
+            } else {
+                luma_u8(s, c, &mut tmp);
+            }
+            store_u8(conv, &tmp);
         }
-        let src = samples_view(samples, n, d.sixteen);
-        match (mode, src) {
-            (ChannelMode::Gray, Pixels::U8(s)) => {
-                let mut tmp = Vec::new();
-                if c <= 2 {
-                    tmp.extend(s.chunks_exact(c).map(|p| p[0]));
-                } else {
-                    luma_u8(s, c, &mut tmp);
-                }
-                store_u8(conv, &tmp);
-            }
-            (ChannelMode::Gray, Pixels::U16(s)) => {
-                conv.clear();
-                if c <= 2 {
-                    conv.extend(s.chunks_exact(c).map(|p| p[0]));
-                } else {
-                    luma_u16(s, c, conv);
-                }
-            }
-            (_, Pixels::U8(s)) => {
-                let mut tmp = Vec::with_capacity(n / c * 3);
-                for p in s.chunks_exact(c) {
-                    if c <= 2 {
-                        tmp.extend_from_slice(&[p[0], p[0], p[0]]);
-                    } else {
-                        tmp.extend_from_slice(&p[..3]);
-                    }
-                }
-                store_u8(conv, &tmp);
-            }
-            (_, Pixels::U16(s)) => {
-                conv.clear();
-                for p in s.chunks_exact(c) {
-                    if c <= 2 {
-                        conv.extend_from_slice(&[p[0], p[0], p[0]]);
-                    } else {
-                        conv.extend_from_slice(&p[..3]);
-                    }
-                }
+        (ChannelMode::Gray, Pixels::U16(s)) => {
+            conv.clear();
+            if c <= 2 {
+                conv.extend(s.chunks_exact(c).map(|p| p[0]));
+            } else {
+                luma_u16(s, c, conv);
             }
         }
-        let m = n / c * target;
-        (samples_view(conv, m, d.sixteen), target)
+        (_, Pixels::U8(s)) => {
+            let mut tmp = Vec::with_capacity(n / c * 3);
+            for p in s.chunks_exact(c) {
+                if c <= 2 {
+                    tmp.extend_from_slice(&[p[0], p[0], p[0]]);
+                } else {
+                    tmp.extend_from_slice(&p[..3]);
+                }
+            }
+            store_u8(conv, &tmp);
+        }
+        (_, Pixels::U16(s)) => {
+            conv.clear();
+            for p in s.chunks_exact(c) {
+                if c <= 2 {
+                    conv.extend_from_slice(&[p[0], p[0], p[0]]);
+                } else {
+                    conv.extend_from_slice(&p[..3]);
+                }
+            }
+        }
+    }
+    let m = n / c * target;
+    (samples_view(conv, m, d.sixteen), target)
 }
 
 impl Engine {
@@ -542,7 +547,9 @@ mod tests {
         assert_eq!(r.status, Status::Skipped);
         let r = e.process_bytes("x.png", b"hello").record;
         assert_eq!(r.status, Status::Failed);
-        let r = e.process_bytes("x.jpg", &[0xFF, 0xD8, 0xFF, 0xE0, 0, 0]).record;
+        let r = e
+            .process_bytes("x.jpg", &[0xFF, 0xD8, 0xFF, 0xE0, 0, 0])
+            .record;
         assert_eq!(r.status, Status::Failed);
     }
 
@@ -550,7 +557,8 @@ mod tests {
     fn png_roundtrip_values() {
         let img = image::RgbImage::from_fn(4, 2, |x, y| image::Rgb([x as u8 * 10, y as u8, 200]));
         let mut png = Vec::new();
-        img.write_to(&mut Cursor::new(&mut png), ImageFormat::Png).unwrap();
+        img.write_to(&mut Cursor::new(&mut png), ImageFormat::Png)
+            .unwrap();
         let mut e = Engine::new(EngineOptions::default());
         let p = e.process_bytes("a.png", &png);
         assert_eq!(p.record.status, Status::Ok, "{:?}", p.record.reason);

@@ -2,6 +2,9 @@
 //! centralized baseline, the master and workers over gRPC, and the CLI glue.
 #![warn(missing_docs)]
 
+pub mod centralized;
+pub mod cli;
+pub mod demo;
 pub mod discovery;
 pub mod engine;
 pub mod output;

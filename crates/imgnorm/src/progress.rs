@@ -87,14 +87,21 @@ impl Progress {
     /// The plain progress line.
     pub fn plain_line(&self) -> String {
         let secs = self.started.elapsed().as_secs_f64();
-        let rate = if secs > 0.0 { self.done as f64 / secs } else { 0.0 };
+        let rate = if secs > 0.0 {
+            self.done as f64 / secs
+        } else {
+            0.0
+        };
         let pct = if self.total > 0 {
             100.0 * self.done as f64 / self.total as f64
         } else {
             100.0
         };
         let eta = if rate > 0.0 {
-            format!("{:.0}s", (self.total.saturating_sub(self.done)) as f64 / rate)
+            format!(
+                "{:.0}s",
+                (self.total.saturating_sub(self.done)) as f64 / rate
+            )
         } else {
             "?".into()
         };

@@ -26,6 +26,163 @@ pub enum Command {
     Centralized(CentralizedArgs),
     /// Generate a deterministic dataset of natural-looking images.
     Gen(GenArgs),
+    /// Coordinate workers: run one job (--input/--output) or serve jobs (--serve).
+    Master(MasterArgs),
+    /// Pull batches from a master and process them.
+    Worker(WorkerArgs),
+    /// Master plus N local worker processes in one command.
+    Run(RunArgs),
+    /// Queue a job on a serving master.
+    Submit(SubmitArgs),
+    /// Show jobs and workers of a master.
+    Status(StatusArgs),
+}
+
+/// Scheduling flags shared by `master` and `run`.
+#[derive(Debug, Clone, Args)]
+pub struct SchedArgs {
+    /// Largest number of images per lease (smaller near the end of a job).
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: u64,
+    /// Seconds without a heartbeat before a worker is declared dead.
+    #[arg(long, default_value_t = 5.0)]
+    pub heartbeat_timeout: f64,
+    /// Seconds between worker heartbeats.
+    #[arg(long, default_value_t = 1.0)]
+    pub heartbeat_interval: f64,
+    /// Worker deaths while holding an image alone before it is quarantined.
+    #[arg(long, default_value_t = 3)]
+    pub max_crashes: u32,
+    /// Do not re-issue straggling batches to idle workers.
+    #[arg(long)]
+    pub no_speculation: bool,
+    /// How images travel: workers read/write by path (shared), or through the
+    /// master over gRPC (stream; no shared storage needed).
+    #[arg(long, value_enum, default_value = "shared")]
+    pub transfer: TransferArg,
+}
+
+/// `--transfer`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum TransferArg {
+    /// Shared filesystem.
+    Shared,
+    /// Through the master.
+    Stream,
+}
+
+/// `imgnorm master`.
+#[derive(Debug, Args)]
+pub struct MasterArgs {
+    /// Folder of images (run one job, then exit).
+    #[arg(long, required_unless_present = "serve")]
+    pub input: Option<PathBuf>,
+    /// Folder for the dataset.
+    #[arg(long, required_unless_present = "serve")]
+    pub output: Option<PathBuf>,
+    /// Keep running and accept jobs with `imgnorm submit`.
+    #[arg(long, conflicts_with_all = ["input", "output"])]
+    pub serve: bool,
+    /// gRPC address to listen on (port 0 picks a free port; the address is printed).
+    #[arg(long, default_value = "0.0.0.0:50051")]
+    pub listen: String,
+    /// Scheduling.
+    #[command(flatten)]
+    pub sched: SchedArgs,
+    /// Engine options.
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// No progress output.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// `imgnorm worker`.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Master URL.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    pub master: String,
+    /// Engine threads in this worker.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Name shown by the master (default: host name and pid).
+    #[arg(long, default_value = "")]
+    pub name: String,
+    /// Leases held at once (the one in progress plus prefetched ones).
+    #[arg(long, default_value_t = 2)]
+    pub prefetch: u32,
+    /// Milliseconds to sleep after each image (simulate a slow node in demos
+    /// and fault tests).
+    #[arg(long, default_value_t = 0, hide = true)]
+    pub delay_per_image_ms: u64,
+    /// Exit with an error if no master answers for this many seconds
+    /// (default: keep trying).
+    #[arg(long)]
+    pub connect_timeout: Option<f64>,
+}
+
+/// `imgnorm run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Folder of images.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Folder for the dataset.
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Worker processes to start.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// Engine threads per worker.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Scheduling.
+    #[command(flatten)]
+    pub sched: SchedArgs,
+    /// Engine options.
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// No progress output.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// `imgnorm submit`.
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// Master URL.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    pub master: String,
+    /// Folder of images, as the master sees it.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Folder for the dataset, as the master sees it.
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Transfer mode.
+    #[arg(long, value_enum, default_value = "shared")]
+    pub transfer: TransferArg,
+    /// Wait for the job to finish and print its summary.
+    #[arg(long)]
+    pub wait: bool,
+    /// Engine options.
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+/// `imgnorm status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Master URL.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    pub master: String,
+    /// Only this job.
+    #[arg(long)]
+    pub job: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `imgnorm demo`.

@@ -2,11 +2,16 @@
 //! centralized baseline, the master and workers over gRPC, and the CLI glue.
 #![warn(missing_docs)]
 
+pub mod app;
 pub mod centralized;
 pub mod cli;
 pub mod demo;
 pub mod discovery;
 pub mod engine;
+pub mod master;
 pub mod output;
 pub mod progress;
+pub mod shutdown;
 pub mod synth;
+pub mod wire;
+pub mod worker;

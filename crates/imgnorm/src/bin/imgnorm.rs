@@ -8,9 +8,19 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
+use imgnorm::app;
 use imgnorm::cli::{Cli, Command, GenFormatArg};
 use imgnorm::output::Summary;
 use imgnorm::synth::{GenFormat, GenOptions};
+use imgnorm::worker::WorkerConfig;
+use std::time::Duration;
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -76,6 +86,112 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Master(a) => {
+            let opts = a.engine.to_options().context("invalid options")?;
+            let config = a.sched.to_config()?;
+            let rt = runtime()?;
+            rt.block_on(async {
+                let listener = app::bind(&a.listen).await?;
+                let addr = listener.local_addr().context("listener address")?;
+                eprintln!("imgnorm master listening on {addr}");
+                if a.serve {
+                    app::master_serve(listener, config).await?;
+                    return Ok(ExitCode::SUCCESS);
+                }
+                let (Some(input), Some(output)) = (a.input.as_ref(), a.output.as_ref()) else {
+                    anyhow::bail!("--input and --output are required without --serve");
+                };
+                let s = app::master_one_job(
+                    listener,
+                    config,
+                    input,
+                    output,
+                    a.sched.transfer(),
+                    opts,
+                    a.quiet,
+                    None,
+                )
+                .await
+                .context("distributed run failed")?;
+                println!("{}", s.human(output));
+                println!("{}", s.json());
+                Ok(finished(&s))
+            })
+        }
+        Command::Worker(a) => {
+            let cfg = WorkerConfig {
+                master: a.master.clone(),
+                threads: a.threads.max(1),
+                name: a.name.clone(),
+                prefetch: a.prefetch.max(1),
+                delay_per_image: Duration::from_millis(a.delay_per_image_ms),
+                connect_timeout: a.connect_timeout.map(Duration::from_secs_f64),
+            };
+            runtime()?
+                .block_on(imgnorm::worker::run(cfg, imgnorm::shutdown::signal()))
+                .context("worker failed")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run(a) => {
+            let opts = a.engine.to_options().context("invalid options")?;
+            let config = a.sched.to_config()?;
+            if a.workers == 0 {
+                anyhow::bail!("--workers must be at least 1");
+            }
+            let s = runtime()?
+                .block_on(app::run_local(
+                    &a.input,
+                    &a.output,
+                    a.workers,
+                    a.threads.max(1),
+                    config,
+                    a.sched.transfer(),
+                    opts,
+                    a.quiet,
+                ))
+                .context("distributed run failed")?;
+            println!("{}", s.human(&a.output));
+            println!("{}", s.json());
+            Ok(finished(&s))
+        }
+        Command::Submit(a) => {
+            let opts = a.engine.to_options().context("invalid options")?;
+            runtime()?.block_on(async {
+                let r = app::submit(&a.master, &a.input, &a.output, a.transfer.into(), &opts).await?;
+                println!("submitted {} ({} files)", r.job_id, r.images);
+                if !a.wait {
+                    return Ok(ExitCode::SUCCESS);
+                }
+                let j = app::wait_remote(&a.master, &r.job_id).await?;
+                println!(
+                    "{} {}: {} files, {} ok, {} failed, {} skipped in {:.2}s",
+                    j.job_id, j.state, j.images, j.ok, j.failed, j.skipped, j.elapsed_s
+                );
+                Ok(match j.state.as_str() {
+                    "done" if j.failed == 0 => ExitCode::SUCCESS,
+                    "done" => ExitCode::from(3),
+                    _ => ExitCode::from(2),
+                })
+            })
+        }
+        Command::Status(a) => runtime()?.block_on(async {
+            let s = app::status(&a.master, a.job.as_deref()).await?;
+            if a.json {
+                let jobs: Vec<_> = s.jobs.iter().map(|j| serde_json::json!({
+                    "job_id": j.job_id, "state": j.state, "images": j.images, "done": j.done,
+                    "ok": j.ok, "failed": j.failed, "skipped": j.skipped, "elapsed_s": j.elapsed_s,
+                    "input": j.input, "output": j.output, "error": j.error,
+                })).collect();
+                let workers: Vec<_> = s.workers.iter().map(|w| serde_json::json!({
+                    "worker_id": w.worker_id, "name": w.name, "hostname": w.hostname, "state": w.state,
+                    "images_done": w.images_done, "leases": w.leases, "last_seen_s_ago": w.last_seen_s_ago,
+                })).collect();
+                println!("{}", serde_json::json!({"jobs": jobs, "workers": workers}));
+            } else {
+                print!("{}", app::status_table(&s));
+            }
+            Ok(ExitCode::SUCCESS)
+        }),
         Command::Demo(a) => {
             imgnorm::demo::run(&a.dir, a.count)?;
             Ok(ExitCode::SUCCESS)

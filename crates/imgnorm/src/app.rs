@@ -1,0 +1,382 @@
+//! The distributed subcommands (`master`, `worker`, `run`, `submit`,
+//! `status`) wired from parsed arguments to the master and worker: binding
+//! listeners, starting local worker processes, showing progress, and turning
+//! the outcome into a summary.
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use imgnorm_core::ids::JobId;
+use imgnorm_core::options::EngineOptions;
+use imgnorm_proto::v1 as pb;
+use imgnorm_proto::v1::coordinator_client::CoordinatorClient;
+use tokio::net::TcpListener;
+
+use crate::cli::{SchedArgs, TransferArg};
+use crate::master::{self, Master, MasterConfig, MasterError};
+use crate::output::Summary;
+use crate::progress::Progress;
+use crate::wire::{self, Transfer};
+
+/// Failures of the distributed commands.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// Bad scheduling flags.
+    #[error("invalid option: {0}")]
+    Invalid(String),
+    /// Binding the listen address failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The master failed.
+    #[error(transparent)]
+    Master(#[from] MasterError),
+    /// Starting a local worker process failed.
+    #[error("cannot start worker process: {0}")]
+    Spawn(std::io::Error),
+    /// Talking to a remote master failed.
+    #[error("master at {url}: {message}")]
+    Remote {
+        /// URL.
+        url: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl SchedArgs {
+    /// Master settings from flags.
+    pub fn to_config(&self) -> Result<MasterConfig, AppError> {
+        let secs = |v: f64, what: &str| {
+            if v.is_finite() && v > 0.0 {
+                Ok(Duration::from_secs_f64(v))
+            } else {
+                Err(AppError::Invalid(format!(
+                    "{what} must be a positive number of seconds"
+                )))
+            }
+        };
+        let interval = secs(self.heartbeat_interval, "--heartbeat-interval")?;
+        let timeout = secs(self.heartbeat_timeout, "--heartbeat-timeout")?;
+        if timeout <= interval {
+            return Err(AppError::Invalid(
+                "--heartbeat-timeout must be longer than --heartbeat-interval".into(),
+            ));
+        }
+        if self.batch_size == 0 {
+            return Err(AppError::Invalid("--batch-size must be at least 1".into()));
+        }
+        Ok(MasterConfig {
+            batch_size: self.batch_size,
+            heartbeat_interval: interval,
+            heartbeat_timeout: timeout,
+            max_crashes: self.max_crashes.max(1),
+            speculate: !self.no_speculation,
+        })
+    }
+
+    /// The transfer mode.
+    pub fn transfer(&self) -> Transfer {
+        self.transfer.into()
+    }
+}
+
+impl From<TransferArg> for Transfer {
+    fn from(t: TransferArg) -> Transfer {
+        match t {
+            TransferArg::Shared => Transfer::Shared,
+            TransferArg::Stream => Transfer::Stream,
+        }
+    }
+}
+
+/// Binds the gRPC listener.
+pub async fn bind(addr: &str) -> Result<TcpListener, AppError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| AppError::Bind {
+            addr: addr.to_string(),
+            source,
+        })
+}
+
+/// Shows a job's progress until it ends.
+async fn show_progress(m: Master, id: JobId, quiet: bool) {
+    let total = m
+        .status(Some(&id.0))
+        .jobs
+        .first()
+        .map(|j| j.images)
+        .unwrap_or(0);
+    let mut p = Progress::new(total, quiet);
+    let mut t = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        t.tick().await;
+        let s = m.status(Some(&id.0));
+        let Some(j) = s.jobs.first() else { break };
+        let alive = s.workers.iter().filter(|w| w.state != "dead").count();
+        p.set(j.done, j.failed, Some(alive));
+        if !matches!(j.state.as_str(), "queued" | "running") {
+            break;
+        }
+    }
+    p.finish();
+}
+
+/// `imgnorm master` for one job: serve until it is done, return its summary.
+/// `local` workers (from `imgnorm run`) are stopped once the job is done.
+#[allow(clippy::too_many_arguments)]
+pub async fn master_one_job(
+    listener: TcpListener,
+    config: MasterConfig,
+    input: &Path,
+    output: &Path,
+    transfer: Transfer,
+    options: EngineOptions,
+    quiet: bool,
+    local: Option<LocalWorkers>,
+) -> Result<Summary, AppError> {
+    let m = Master::new(config)?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = {
+        let m = m.clone();
+        tokio::spawn(async move {
+            m.serve(listener, async {
+                let _ = stop_rx.await;
+            })
+            .await
+        })
+    };
+    let (id, _) = m
+        .submit(
+            master::absolute(input),
+            master::absolute(output),
+            transfer,
+            options,
+        )
+        .await?;
+    let progress = tokio::spawn(show_progress(m.clone(), id.clone(), quiet));
+    let outcome = tokio::select! {
+        r = m.wait(&id) => r,
+        _ = crate::shutdown::signal() => Err(MasterError::JobEnded {
+            id: id.0.clone(),
+            state: "interrupted",
+            reason: "the master was stopped before the job finished".into(),
+        }),
+    };
+    let _ = progress.await;
+    if let Some(local) = local {
+        local.stop().await;
+    }
+    // Graceful shutdown waits for open sessions; remote workers keep theirs
+    // open (they stay for the next master), so give them a moment, then go.
+    let _ = stop_tx.send(());
+    let mut server = server;
+    if tokio::time::timeout(Duration::from_secs(2), &mut server)
+        .await
+        .is_err()
+    {
+        server.abort();
+    }
+    Ok(outcome?.summary)
+}
+
+/// `imgnorm master --serve`: accept jobs until Ctrl-C/SIGTERM.
+pub async fn master_serve(listener: TcpListener, config: MasterConfig) -> Result<(), AppError> {
+    let m = Master::new(config)?;
+    m.serve(listener, crate::shutdown::signal()).await?;
+    Ok(())
+}
+
+/// Local worker processes started by `imgnorm run`.
+pub struct LocalWorkers {
+    children: Vec<tokio::process::Child>,
+}
+
+impl LocalWorkers {
+    /// Starts `n` workers of this executable connected to `addr`.
+    pub fn spawn(n: usize, threads: usize, addr: SocketAddr) -> Result<LocalWorkers, AppError> {
+        let exe = std::env::current_exe().map_err(AppError::Spawn)?;
+        let mut children = Vec::with_capacity(n);
+        for i in 0..n {
+            let child = tokio::process::Command::new(&exe)
+                .arg("worker")
+                .arg("--master")
+                .arg(format!("http://{addr}"))
+                .arg("--threads")
+                .arg(threads.to_string())
+                .arg("--name")
+                .arg(format!("local-{}", i + 1))
+                .arg("--connect-timeout")
+                .arg("30")
+                .env(
+                    "IMGNORM_LOG",
+                    std::env::var("IMGNORM_WORKER_LOG").unwrap_or_else(|_| "warn".into()),
+                )
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(AppError::Spawn)?;
+            children.push(child);
+        }
+        Ok(LocalWorkers { children })
+    }
+
+    /// Process ids.
+    pub fn pids(&self) -> Vec<u32> {
+        self.children.iter().filter_map(|c| c.id()).collect()
+    }
+
+    /// Asks every worker to drain (SIGTERM), then waits; kills stragglers.
+    pub async fn stop(mut self) {
+        for c in &self.children {
+            if let Some(pid) = c.id() {
+                terminate(pid);
+            }
+        }
+        for c in &mut self.children {
+            if tokio::time::timeout(Duration::from_secs(10), c.wait())
+                .await
+                .is_err()
+            {
+                let _ = c.kill().await;
+            }
+        }
+    }
+}
+
+/// Sends SIGTERM to a process.
+pub fn terminate(pid: u32) {
+    #[cfg(unix)]
+    if let Ok(pid) = i32::try_from(pid) {
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+    }
+}
+
+/// `imgnorm run`: in-process master on loopback plus `workers` processes.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_local(
+    input: &Path,
+    output: &Path,
+    workers: usize,
+    threads: usize,
+    config: MasterConfig,
+    transfer: Transfer,
+    options: EngineOptions,
+    quiet: bool,
+) -> Result<Summary, AppError> {
+    let listener = bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr().map_err(|source| AppError::Bind {
+        addr: "127.0.0.1:0".into(),
+        source,
+    })?;
+    let pool = LocalWorkers::spawn(workers, threads, addr)?;
+    master_one_job(
+        listener,
+        config,
+        input,
+        output,
+        transfer,
+        options,
+        quiet,
+        Some(pool),
+    )
+    .await
+}
+
+async fn client(url: &str) -> Result<CoordinatorClient<tonic::transport::Channel>, AppError> {
+    let remote = |message: String| AppError::Remote {
+        url: url.to_string(),
+        message,
+    };
+    let ep = tonic::transport::Endpoint::from_shared(url.to_string())
+        .map_err(|e| remote(e.to_string()))?
+        .connect_timeout(Duration::from_secs(5));
+    let ch = ep.connect().await.map_err(|e| remote(format!("{e:#}")))?;
+    Ok(CoordinatorClient::new(ch))
+}
+
+/// `imgnorm submit`.
+pub async fn submit(
+    url: &str,
+    input: &Path,
+    output: &Path,
+    transfer: Transfer,
+    options: &EngineOptions,
+) -> Result<pb::SubmitResponse, AppError> {
+    let mut c = client(url).await?;
+    let r = c
+        .submit(pb::SubmitRequest {
+            input: master::absolute(input).display().to_string(),
+            output: master::absolute(output).display().to_string(),
+            batch_size: 0,
+            transfer: transfer.as_str().to_string(),
+            engine_options_json: wire::options_to_json(options),
+        })
+        .await
+        .map_err(|s| AppError::Remote {
+            url: url.to_string(),
+            message: s.message().to_string(),
+        })?;
+    Ok(r.into_inner())
+}
+
+/// `imgnorm status`.
+pub async fn status(url: &str, job: Option<&str>) -> Result<pb::StatusResponse, AppError> {
+    let mut c = client(url).await?;
+    let r = c
+        .status(pb::StatusRequest {
+            job_id: job.unwrap_or_default().to_string(),
+        })
+        .await
+        .map_err(|s| AppError::Remote {
+            url: url.to_string(),
+            message: s.message().to_string(),
+        })?;
+    Ok(r.into_inner())
+}
+
+/// Polls a remote job until it ends.
+pub async fn wait_remote(url: &str, job: &str) -> Result<pb::JobStatus, AppError> {
+    loop {
+        let s = status(url, Some(job)).await?;
+        if let Some(j) = s.jobs.into_iter().next()
+            && !matches!(j.state.as_str(), "queued" | "running")
+        {
+            return Ok(j);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Renders a status response as a table.
+pub fn status_table(s: &pb::StatusResponse) -> String {
+    let mut out = String::from(
+        "JOB        STATE      DONE/TOTAL        OK  FAILED  SKIPPED  ELAPSED  OUTPUT\n",
+    );
+    for j in &s.jobs {
+        out.push_str(&format!(
+            "{:<10} {:<10} {:>8}/{:<8} {:>6} {:>7} {:>8} {:>7.1}s  {}\n",
+            j.job_id, j.state, j.done, j.images, j.ok, j.failed, j.skipped, j.elapsed_s, j.output
+        ));
+    }
+    out.push_str(
+        "\nWORKER  NAME                 HOST             STATE     IMAGES  LEASES  LAST SEEN\n",
+    );
+    for w in &s.workers {
+        out.push_str(&format!(
+            "{:<7} {:<20} {:<16} {:<9} {:>6} {:>7}  {:.1}s ago\n",
+            w.worker_id, w.name, w.hostname, w.state, w.images_done, w.leases, w.last_seen_s_ago
+        ));
+    }
+    out
+}

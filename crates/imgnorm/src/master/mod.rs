@@ -1,0 +1,411 @@
+//! The master: serves the `Coordinator` gRPC service on a listener it is given,
+//! runs the reaper that expires silent workers, accepts jobs (discovering their
+//! files), and writes each finished job's dataset. `Master::serve` takes an
+//! already bound listener and a shutdown future, so tests bind port 0.
+pub mod service;
+pub mod state;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use imgnorm_core::ids::JobId;
+use imgnorm_core::options::EngineOptions;
+use imgnorm_core::record::Record;
+use imgnorm_core::scheduler::{Scheduler, SchedulerConfig};
+use imgnorm_proto::v1 as pb;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::discovery::{DiscoveryError, discover};
+use crate::engine::write_atomic;
+use crate::output::{self, OutputError, StageSeconds, Stats, Summary};
+use crate::wire::Transfer;
+use state::{Effects, JobState, State};
+
+/// Master settings.
+#[derive(Debug, Clone)]
+pub struct MasterConfig {
+    /// Largest batch handed out.
+    pub batch_size: u64,
+    /// How often workers send heartbeats.
+    pub heartbeat_interval: Duration,
+    /// A worker silent for this long is declared dead.
+    pub heartbeat_timeout: Duration,
+    /// Deaths of a worker holding an image alone before it is quarantined.
+    pub max_crashes: u32,
+    /// Issue speculative copies of straggling batches to idle workers.
+    pub speculate: bool,
+}
+
+impl Default for MasterConfig {
+    fn default() -> Self {
+        MasterConfig {
+            batch_size: 32,
+            heartbeat_interval: Duration::from_millis(1000),
+            heartbeat_timeout: Duration::from_secs(5),
+            max_crashes: 3,
+            speculate: true,
+        }
+    }
+}
+
+/// Master-level failures.
+#[derive(Debug, thiserror::Error)]
+pub enum MasterError {
+    /// Invalid scheduler settings.
+    #[error("invalid master settings: {0}")]
+    Config(#[from] imgnorm_core::scheduler::SchedError),
+    /// The input could not be listed.
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryError),
+    /// The output folder could not be created.
+    #[error("cannot create output folder {path}: {source}")]
+    CreateOutput {
+        /// The folder.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("gRPC server failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+    /// The job id is unknown.
+    #[error("unknown job {0}")]
+    UnknownJob(String),
+    /// The job ended without a dataset.
+    #[error("job {id} {state}: {reason}")]
+    JobEnded {
+        /// Job id.
+        id: String,
+        /// Final state.
+        state: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Shared master handle (cheap to clone).
+#[derive(Clone)]
+pub struct Master {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    config: MasterConfig,
+    /// Bumped whenever a job changes state, so waiters can re-check.
+    changed: watch::Sender<u64>,
+    started: Instant,
+}
+
+/// A job's final result as the master reports it.
+#[derive(Debug, Clone)]
+pub struct JobOutcome {
+    /// Job id.
+    pub id: String,
+    /// Summary of the run.
+    pub summary: Summary,
+}
+
+impl Master {
+    /// A master with no jobs.
+    pub fn new(config: MasterConfig) -> Result<Master, MasterError> {
+        let sched = Scheduler::new(SchedulerConfig {
+            batch_size: config.batch_size,
+            min_batch_size: 1,
+            heartbeat_timeout: config.heartbeat_timeout,
+            max_crashes: config.max_crashes,
+            speculate: config.speculate,
+        })?;
+        let (changed, _) = watch::channel(0);
+        Ok(Master {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State::new(sched, config.heartbeat_interval)),
+                config,
+                changed,
+                started: Instant::now(),
+            }),
+        })
+    }
+
+    /// Settings.
+    pub fn config(&self) -> &MasterConfig {
+        &self.inner.config
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock is a bug; the state is still usable.
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Seconds since the master started.
+    pub fn uptime(&self) -> Duration {
+        self.inner.started.elapsed()
+    }
+
+    /// Serves gRPC on `listener` until `shutdown` resolves.
+    pub async fn serve(
+        &self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), MasterError> {
+        let reaper = {
+            let m = self.clone();
+            tokio::spawn(async move { m.reap_loop().await })
+        };
+        let svc = service::CoordinatorService::new(self.clone()).into_server();
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let result = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .add_service(svc)
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await;
+        reaper.abort();
+        result.map_err(MasterError::from)
+    }
+
+    async fn reap_loop(&self) {
+        let every = (self.inner.config.heartbeat_timeout / 4).max(Duration::from_millis(50));
+        let mut t = tokio::time::interval(every);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            t.tick().await;
+            let fx = self.lock().tick(Instant::now());
+            self.apply(fx).await;
+        }
+    }
+
+    /// Carries out what a state change asked for: send leases (reading input
+    /// bytes first in stream mode) and write finished jobs.
+    pub(crate) async fn apply(&self, fx: Effects) {
+        for (tx, mut lease, transfer, input) in fx.leases {
+            if transfer == Transfer::Stream {
+                lease = tokio::task::spawn_blocking(move || {
+                    for item in &mut lease.items {
+                        // Unreadable files travel empty; the worker reports them.
+                        item.data = std::fs::read(input.join(&item.path)).unwrap_or_default();
+                    }
+                    lease
+                })
+                .await
+                .unwrap_or_default();
+            }
+            let _ = tx.send(Ok(pb::MasterMessage {
+                msg: Some(pb::master_message::Msg::Lease(lease)),
+            }));
+        }
+        for f in fx.finalize {
+            let m = self.clone();
+            let result = tokio::task::spawn_blocking(move || m.write_dataset(f.key))
+                .await
+                .unwrap_or_else(|e| Err(format!("writer panicked: {e}")));
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "writing the dataset failed");
+            }
+            let more = self.lock().finished(f.key, result, Instant::now());
+            self.inner.changed.send_modify(|v| *v += 1);
+            Box::pin(self.apply(more)).await;
+        }
+    }
+
+    /// Writes manifest, provenance and stats of a completed job.
+    fn write_dataset(&self, key: u64) -> Result<Summary, String> {
+        let (rows, prov, out, input, options, transfer, elapsed) = {
+            let mut st = self.lock();
+            let workers = st.live_workers();
+            let Some(j) = st.jobs.get_mut(&key) else {
+                return Err("job vanished".into());
+            };
+            let records: Vec<Record> = j.records.iter_mut().filter_map(Option::take).collect();
+            if records.len() != j.files.len() {
+                return Err(format!(
+                    "{} of {} images have no result",
+                    j.files.len() - records.len(),
+                    j.files.len()
+                ));
+            }
+            let prov: Vec<String> = j
+                .files
+                .iter()
+                .zip(&j.provenance)
+                .filter_map(|(path, p)| {
+                    p.as_ref().map(|p| {
+                        serde_json::json!({"path": path, "worker": p.worker, "worker_id": p.worker_id, "lease": p.lease, "attempt": p.attempt})
+                            .to_string()
+                    })
+                })
+                .collect();
+            let _ = workers;
+            (
+                output::merge_sorted(records, j.problems.clone()),
+                prov,
+                j.output.clone(),
+                j.input.clone(),
+                j.options.clone(),
+                j.transfer,
+                j.submitted.elapsed(),
+            )
+        };
+        let e = |e: OutputError| e.to_string();
+        let counts = output::write_manifest(&out, &rows).map_err(e)?;
+        let mut p = prov.join("\n");
+        if !p.is_empty() {
+            p.push('\n');
+        }
+        output::write_file(&out, output::PROVENANCE, p.as_bytes()).map_err(e)?;
+        let summary = Summary::new(counts, elapsed);
+        let workers = self.lock().worker_status(Instant::now()).len();
+        output::write_stats(
+            &out,
+            &Stats {
+                tool: "imgnorm",
+                version: env!("CARGO_PKG_VERSION"),
+                mode: if transfer == Transfer::Stream {
+                    "distributed-stream"
+                } else {
+                    "distributed"
+                },
+                input: input.display().to_string(),
+                counts,
+                options: &options,
+                workers,
+                elapsed_s: summary.seconds,
+                images_per_s: summary.images_per_s,
+                stage_seconds: StageSeconds::default(),
+            },
+        )
+        .map_err(e)?;
+        Ok(summary)
+    }
+
+    /// Discovers `input` and queues a job writing to `output`.
+    pub async fn submit(
+        &self,
+        input: PathBuf,
+        output: PathBuf,
+        transfer: Transfer,
+        options: EngineOptions,
+    ) -> Result<(JobId, u64), MasterError> {
+        let (inp, out) = (input.clone(), output.clone());
+        let found = tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&out).map_err(|source| MasterError::CreateOutput {
+                path: out.clone(),
+                source,
+            })?;
+            Ok::<_, MasterError>(discover(&inp, Some(&out))?)
+        })
+        .await
+        .map_err(|e| MasterError::JobEnded {
+            id: String::new(),
+            state: "failed",
+            reason: e.to_string(),
+        })??;
+        let total = found.total();
+        tracing::info!(input = %input.display(), files = found.files.len(), "job submitted");
+        let (id, fx) = self.lock().add_job(
+            input,
+            output,
+            transfer,
+            options,
+            found.files,
+            found.problems,
+            Instant::now(),
+        );
+        self.inner.changed.send_modify(|v| *v += 1);
+        self.apply(fx).await;
+        Ok((id, total))
+    }
+
+    /// Cancels a job.
+    pub fn cancel(&self, id: &JobId) -> bool {
+        let ok = self.lock().cancel(id, Instant::now());
+        self.inner.changed.send_modify(|v| *v += 1);
+        ok
+    }
+
+    /// Waits until the job is done (or failed/cancelled).
+    pub async fn wait(&self, id: &JobId) -> Result<JobOutcome, MasterError> {
+        let mut rx = self.inner.changed.subscribe();
+        loop {
+            {
+                let st = self.lock();
+                let job = st
+                    .jobs
+                    .values()
+                    .find(|j| &j.id == id)
+                    .ok_or_else(|| MasterError::UnknownJob(id.0.clone()))?;
+                match job.state {
+                    JobState::Done => {
+                        if let Some(s) = job.summary {
+                            return Ok(JobOutcome {
+                                id: id.0.clone(),
+                                summary: s,
+                            });
+                        }
+                    }
+                    JobState::Failed | JobState::Cancelled => {
+                        return Err(MasterError::JobEnded {
+                            id: id.0.clone(),
+                            state: job.state.as_str(),
+                            reason: job.error.clone().unwrap_or_else(|| "cancelled".into()),
+                        });
+                    }
+                    JobState::Queued | JobState::Running => {}
+                }
+            }
+            if rx.changed().await.is_err() {
+                return Err(MasterError::UnknownJob(id.0.clone()));
+            }
+        }
+    }
+
+    /// Status of jobs (all, or one) and workers.
+    pub fn status(&self, job: Option<&str>) -> pb::StatusResponse {
+        let st = self.lock();
+        let now = Instant::now();
+        let jobs = st
+            .jobs
+            .iter()
+            .filter(|(_, j)| job.is_none_or(|id| j.id.0 == id))
+            .map(|(key, j)| {
+                let done =
+                    st.progress(*key).map(|p| p.completed).unwrap_or(0) + j.problems.len() as u64;
+                let end = j.finished.unwrap_or(now);
+                pb::JobStatus {
+                    job_id: j.id.0.clone(),
+                    state: j.state.as_str().to_string(),
+                    images: (j.files.len() + j.problems.len()) as u64,
+                    done,
+                    ok: j.counts.ok,
+                    failed: j.counts.failed,
+                    skipped: j.counts.skipped,
+                    elapsed_s: end.saturating_duration_since(j.submitted).as_secs_f64(),
+                    input: j.input.display().to_string(),
+                    output: j.output.display().to_string(),
+                    error: j.error.clone().unwrap_or_default(),
+                }
+            })
+            .collect();
+        pb::StatusResponse {
+            jobs,
+            workers: st.worker_status(now),
+        }
+    }
+}
+
+/// Absolute form of a path (without resolving symlinks), so workers started
+/// elsewhere on the same host see the same folder.
+pub fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// Writes the bytes a stream-mode worker sent for `rel` under `out`.
+pub fn write_streamed(out: &Path, rel_output: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let path = out.join(rel_output);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    write_atomic(&path, bytes, &format!(".{}.tmp", std::process::id()))
+}

@@ -1,0 +1,637 @@
+//! The master's mutable state around the pure [`Scheduler`]: connected workers
+//! and their outgoing channels, jobs with their file lists and collected
+//! records. Methods take `now` and return what must be sent; the lock is a
+//! `std::sync::Mutex` held only for short, non-blocking sections (sends go to
+//! unbounded channels whose size is bounded by the workers' credits).
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use imgnorm_core::ids::{JobId, LeaseId, WorkerId};
+use imgnorm_core::options::EngineOptions;
+use imgnorm_core::record::{Counts, Record, Status};
+use imgnorm_core::scheduler::{
+    DeathReason, Event, ItemVerdict, JobProgress, Scheduler, WorkerState,
+};
+use imgnorm_proto::v1 as pb;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::output::Summary;
+use crate::wire::{self, Transfer};
+
+/// What a session sends to its worker.
+pub type Outbox = UnboundedSender<Result<pb::MasterMessage, tonic::Status>>;
+
+/// A worker's self-description from its `Hello`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct WorkerInfo {
+    /// Name given with `--name` (or the host name).
+    pub name: String,
+    /// Host name.
+    pub hostname: String,
+    /// Engine threads.
+    pub threads: u32,
+    /// Process id on its host.
+    pub pid: u32,
+}
+
+struct Conn {
+    tx: Outbox,
+    credits: u32,
+}
+
+/// Lifecycle of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Waiting for earlier jobs.
+    Queued,
+    /// Being processed.
+    Running,
+    /// Every image accounted for, dataset written.
+    Done,
+    /// Could not complete (e.g. the output could not be written).
+    Failed,
+    /// Cancelled by a user.
+    Cancelled,
+}
+
+impl JobState {
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Done => "done",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Which worker and attempt produced an image (written to provenance.jsonl).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Provenance {
+    /// Worker name.
+    pub worker: String,
+    /// Worker id on this master.
+    pub worker_id: u64,
+    /// Lease id.
+    pub lease: u64,
+    /// Attempt of the batch (1 = first hand-out).
+    pub attempt: u32,
+}
+
+/// A job and everything collected for it.
+pub struct JobRun {
+    /// Id.
+    pub id: JobId,
+    /// Input root.
+    pub input: PathBuf,
+    /// Output root.
+    pub output: PathBuf,
+    /// Data path.
+    pub transfer: Transfer,
+    /// Engine options.
+    pub options: EngineOptions,
+    options_json: String,
+    /// Relative paths, indexed by item.
+    pub files: Arc<Vec<String>>,
+    /// Rows found at discovery (loops, unreadable entries).
+    pub problems: Vec<Record>,
+    /// One slot per item, filled by accepted results.
+    pub records: Vec<Option<Record>>,
+    /// Who produced each item.
+    pub provenance: Vec<Option<Provenance>>,
+    /// Counts of accepted rows so far (problems included).
+    pub counts: Counts,
+    /// When it was submitted.
+    pub submitted: Instant,
+    /// When it finished.
+    pub finished: Option<Instant>,
+    /// State.
+    pub state: JobState,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Final summary once done.
+    pub summary: Option<Summary>,
+}
+
+/// The master's state. See the module docs.
+pub struct State {
+    sched: Scheduler,
+    conns: HashMap<WorkerId, Conn>,
+    infos: HashMap<WorkerId, WorkerInfo>,
+    /// Jobs by id, in submission order of their numeric suffix.
+    pub jobs: BTreeMap<u64, JobRun>,
+    next_worker: u64,
+    next_job: u64,
+    heartbeat_interval: Duration,
+}
+
+/// A finished job that must be written out (outside the lock).
+pub struct ToFinalize {
+    /// Job number.
+    pub key: u64,
+}
+
+/// What a state change asks the caller to do after releasing the lock.
+#[derive(Default)]
+pub struct Effects {
+    /// Jobs whose every item is accounted for.
+    pub finalize: Vec<ToFinalize>,
+    /// Leases to send (stream mode needs file bytes read first).
+    pub leases: Vec<(Outbox, pb::Lease, Transfer, PathBuf)>,
+    /// The result just handled was accepted (stream mode then writes it).
+    pub accepted: bool,
+}
+
+impl Effects {
+    fn merge(&mut self, o: Effects) {
+        self.finalize.extend(o.finalize);
+        self.leases.extend(o.leases);
+        self.accepted |= o.accepted;
+    }
+}
+
+fn job_key(id: &JobId) -> Option<u64> {
+    id.0.strip_prefix("job-").and_then(|n| n.parse().ok())
+}
+
+impl State {
+    /// New state around `sched`.
+    pub fn new(sched: Scheduler, heartbeat_interval: Duration) -> State {
+        State {
+            sched,
+            conns: HashMap::new(),
+            infos: HashMap::new(),
+            jobs: BTreeMap::new(),
+            next_worker: 1,
+            next_job: 1,
+            heartbeat_interval,
+        }
+    }
+
+    /// Registers a worker that said `Hello`; returns its id and the `Welcome`.
+    pub fn register(
+        &mut self,
+        info: WorkerInfo,
+        tx: Outbox,
+        now: Instant,
+    ) -> (WorkerId, pb::Welcome) {
+        let id = WorkerId(self.next_worker);
+        self.next_worker += 1;
+        // A fresh id cannot be registered already.
+        let _ = self.sched.register(id, now);
+        tracing::info!(worker = %id, name = %info.name, host = %info.hostname, "worker joined");
+        self.infos.insert(id, info);
+        self.conns.insert(id, Conn { tx, credits: 0 });
+        let welcome = pb::Welcome {
+            worker_id: id.0.to_string(),
+            heartbeat_interval_ms: self.heartbeat_interval.as_millis() as u32,
+            protocol_version: imgnorm_proto::PROTOCOL_VERSION,
+        };
+        (id, welcome)
+    }
+
+    /// Adds a job; the caller already discovered its files.
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_job(
+        &mut self,
+        input: PathBuf,
+        output: PathBuf,
+        transfer: Transfer,
+        options: EngineOptions,
+        files: Vec<String>,
+        problems: Vec<Record>,
+        now: Instant,
+    ) -> (JobId, Effects) {
+        let key = self.next_job;
+        self.next_job += 1;
+        let id = JobId(format!("job-{key}"));
+        let n = files.len();
+        let mut counts = Counts::default();
+        for p in &problems {
+            counts.add(p.status);
+        }
+        let state = if self.jobs.values().any(|j| j.state == JobState::Running) {
+            JobState::Queued
+        } else {
+            JobState::Running
+        };
+        self.jobs.insert(
+            key,
+            JobRun {
+                id: id.clone(),
+                input,
+                output,
+                transfer,
+                options_json: wire::options_to_json(&options),
+                options,
+                files: Arc::new(files),
+                problems,
+                records: vec![None; n],
+                provenance: vec![None; n],
+                counts,
+                submitted: now,
+                finished: None,
+                state,
+                error: None,
+                summary: None,
+            },
+        );
+        let events = self
+            .sched
+            .add_job(id.clone(), n as u64, now)
+            .unwrap_or_default();
+        let mut fx = self.apply(events, now);
+        fx.merge(self.dispatch_all(now));
+        (id, fx)
+    }
+
+    /// Cancels a job: pending work dropped, leases revoked.
+    pub fn cancel(&mut self, id: &JobId, now: Instant) -> bool {
+        let Some(key) = job_key(id) else { return false };
+        let Some(job) = self.jobs.get_mut(&key) else {
+            return false;
+        };
+        if matches!(
+            job.state,
+            JobState::Done | JobState::Failed | JobState::Cancelled
+        ) {
+            return false;
+        }
+        job.state = JobState::Cancelled;
+        job.finished = Some(now);
+        let events = self.sched.cancel_job(id).unwrap_or_default();
+        let _ = self.apply(events, now);
+        self.promote_next();
+        true
+    }
+
+    fn promote_next(&mut self) {
+        if self.jobs.values().any(|j| j.state == JobState::Running) {
+            return;
+        }
+        if let Some(j) = self.jobs.values_mut().find(|j| j.state == JobState::Queued) {
+            j.state = JobState::Running;
+        }
+    }
+
+    /// Any message from a worker proves it alive.
+    pub fn touch(&mut self, w: WorkerId, now: Instant) -> bool {
+        self.sched.heartbeat(w, now).is_ok()
+    }
+
+    /// A heartbeat, possibly announcing a drain.
+    pub fn heartbeat(&mut self, w: WorkerId, draining: bool, now: Instant) {
+        if self.touch(w, now) && draining {
+            tracing::info!(worker = %w, "worker draining");
+            let _ = self.sched.set_draining(w);
+        }
+    }
+
+    /// The worker wants `credits` more leases.
+    pub fn ready(&mut self, w: WorkerId, credits: u32, now: Instant) -> Effects {
+        if let Some(c) = self.conns.get_mut(&w) {
+            c.credits = c.credits.saturating_add(credits).min(64);
+        }
+        self.dispatch(w, now)
+    }
+
+    /// A result for one image.
+    #[allow(clippy::too_many_arguments)]
+    pub fn image_done(
+        &mut self,
+        w: WorkerId,
+        job: &str,
+        lease: u64,
+        attempt: u32,
+        index: u64,
+        record: Record,
+        now: Instant,
+    ) -> Result<Effects, String> {
+        let id = JobId(job.to_string());
+        let key = job_key(&id).ok_or_else(|| format!("unknown job {job:?}"))?;
+        let jr = self
+            .jobs
+            .get(&key)
+            .ok_or_else(|| format!("unknown job {job:?}"))?;
+        let i = usize::try_from(index).map_err(|_| "index out of range".to_string())?;
+        let expected = jr
+            .files
+            .get(i)
+            .ok_or_else(|| format!("index {index} out of range for {job}"))?;
+        validate_record(&record, expected)?;
+        let verdict = self
+            .sched
+            .complete_item(w, LeaseId(lease), index, now)
+            .map_err(|e| e.to_string())?;
+        match verdict {
+            ItemVerdict::Discarded(reason) => {
+                tracing::debug!(worker = %w, lease, index, ?reason, "result discarded");
+                Ok(Effects::default())
+            }
+            ItemVerdict::Accepted { events } => {
+                let name = self
+                    .infos
+                    .get(&w)
+                    .map(|i| i.name.clone())
+                    .unwrap_or_default();
+                if let Some(jr) = self.jobs.get_mut(&key) {
+                    jr.counts.add(record.status);
+                    jr.records[i] = Some(record);
+                    jr.provenance[i] = Some(Provenance {
+                        worker: name,
+                        worker_id: w.0,
+                        lease,
+                        attempt,
+                    });
+                }
+                let mut fx = self.apply(events, now);
+                fx.accepted = true;
+                Ok(fx)
+            }
+        }
+    }
+
+    /// Output root and transfer mode of a job.
+    pub fn output_of(&self, job: &str) -> Option<(PathBuf, Transfer)> {
+        let key = job_key(&JobId(job.to_string()))?;
+        self.jobs.get(&key).map(|j| (j.output.clone(), j.transfer))
+    }
+
+    /// The master could not write a streamed result: the row becomes failed.
+    pub fn write_failed(&mut self, job: &str, index: u64, error: &str) {
+        let Some(key) = job_key(&JobId(job.to_string())) else {
+            return;
+        };
+        let Some(j) = self.jobs.get_mut(&key) else {
+            return;
+        };
+        let Some(slot) = j.records.get_mut(index as usize) else {
+            return;
+        };
+        if let Some(r) = slot.take() {
+            j.counts.ok = j
+                .counts
+                .ok
+                .saturating_sub(u64::from(r.status == Status::Ok));
+            j.counts.failed += u64::from(r.status == Status::Ok);
+            let mut f = Record::bare(
+                r.path,
+                Status::Failed,
+                Some(format!("master could not write the output: {error}")),
+            );
+            f.format = r.format;
+            *slot = Some(f);
+        }
+    }
+
+    /// The worker closed a lease (done, or handed back on shutdown).
+    pub fn lease_done(&mut self, w: WorkerId, lease: u64, now: Instant) -> Effects {
+        let events = self
+            .sched
+            .finish_lease(w, LeaseId(lease), now)
+            .unwrap_or_default();
+        let mut fx = self.apply(events, now);
+        fx.merge(self.dispatch_all(now));
+        fx
+    }
+
+    /// The worker's stream ended.
+    pub fn disconnect(&mut self, w: WorkerId, now: Instant) -> Effects {
+        self.conns.remove(&w);
+        let events = self.sched.disconnect(w, now);
+        let mut fx = self.apply(events, now);
+        fx.merge(self.dispatch_all(now));
+        fx
+    }
+
+    /// Periodic expiry of silent workers.
+    pub fn tick(&mut self, now: Instant) -> Effects {
+        let events = self.sched.tick(now);
+        if events.is_empty() {
+            return Effects::default();
+        }
+        let mut fx = self.apply(events, now);
+        fx.merge(self.dispatch_all(now));
+        fx
+    }
+
+    fn apply(&mut self, events: Vec<Event>, now: Instant) -> Effects {
+        let mut fx = Effects::default();
+        for e in events {
+            match e {
+                Event::WorkerDead {
+                    worker,
+                    reason,
+                    requeued,
+                } => {
+                    match reason {
+                        DeathReason::Disconnected => {
+                            tracing::info!(worker = %worker, requeued, "worker disconnected")
+                        }
+                        DeathReason::Timeout => {
+                            tracing::warn!(worker = %worker, requeued, "worker silent past the heartbeat timeout: declared dead")
+                        }
+                    }
+                    // Dropping the sender ends the worker's response stream.
+                    self.conns.remove(&worker);
+                }
+                Event::Requeued { job, lease, items } => {
+                    tracing::debug!(%job, %lease, items, "re-queued");
+                }
+                Event::Quarantined { job, item, crashes } => {
+                    if let Some(key) = job_key(&job)
+                        && let Some(jr) = self.jobs.get_mut(&key)
+                        && let Some(path) = jr.files.get(item as usize)
+                    {
+                        tracing::warn!(%job, path = %path, crashes, "image quarantined");
+                        let r = Record::bare(
+                            path.clone(),
+                            Status::Failed,
+                            Some(format!(
+                                "quarantined: a worker died {crashes} times while processing this image alone"
+                            )),
+                        );
+                        jr.counts.add(Status::Failed);
+                        jr.records[item as usize] = Some(r);
+                    }
+                }
+                Event::Revoke { worker, lease } => {
+                    if let Some(c) = self.conns.get(&worker) {
+                        let job = self
+                            .jobs
+                            .values()
+                            .find(|j| j.state == JobState::Running)
+                            .map(|j| j.id.0.clone())
+                            .unwrap_or_default();
+                        let _ = c.tx.send(Ok(pb::MasterMessage {
+                            msg: Some(pb::master_message::Msg::Revoke(pb::Revoke {
+                                job_id: job,
+                                lease_id: lease.0,
+                            })),
+                        }));
+                    }
+                }
+                Event::JobComplete(job) => {
+                    if let Some(key) = job_key(&job)
+                        && let Some(jr) = self.jobs.get_mut(&key)
+                        && jr.state != JobState::Cancelled
+                    {
+                        jr.finished = Some(now);
+                        fx.finalize.push(ToFinalize { key });
+                    }
+                }
+            }
+        }
+        fx
+    }
+
+    fn dispatch_all(&mut self, now: Instant) -> Effects {
+        let mut fx = Effects::default();
+        let ids: Vec<WorkerId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.credits > 0)
+            .map(|(id, _)| *id)
+            .collect();
+        for w in ids {
+            fx.merge(self.dispatch(w, now));
+        }
+        fx
+    }
+
+    fn dispatch(&mut self, w: WorkerId, now: Instant) -> Effects {
+        let mut fx = Effects::default();
+        while self.conns.get(&w).is_some_and(|c| c.credits > 0) {
+            let Ok(Some(lease)) = self.sched.lease(w, now) else {
+                break;
+            };
+            let Some(key) = job_key(&lease.job) else {
+                break;
+            };
+            let Some(jr) = self.jobs.get_mut(&key) else {
+                break;
+            };
+            if jr.state == JobState::Queued {
+                jr.state = JobState::Running;
+            }
+            let items = lease
+                .items
+                .iter()
+                .map(|&i| pb::Item {
+                    index: i,
+                    path: jr.files.get(i as usize).cloned().unwrap_or_default(),
+                    data: Vec::new(),
+                })
+                .collect();
+            let msg = pb::Lease {
+                job_id: lease.job.0.clone(),
+                lease_id: lease.id.0,
+                attempt: lease.attempt,
+                batch_id: lease.batch.0,
+                spec: Some(pb::JobSpec {
+                    input_root: jr.input.display().to_string(),
+                    output_root: jr.output.display().to_string(),
+                    transfer: jr.transfer.as_str().to_string(),
+                    engine_options_json: jr.options_json.clone(),
+                }),
+                items,
+            };
+            let transfer = jr.transfer;
+            let input = jr.input.clone();
+            if let Some(conn) = self.conns.get_mut(&w) {
+                conn.credits -= 1;
+                fx.leases.push((conn.tx.clone(), msg, transfer, input));
+            }
+        }
+        fx
+    }
+
+    /// Progress of a job as the scheduler sees it.
+    pub fn progress(&self, key: u64) -> Option<JobProgress> {
+        self.jobs
+            .get(&key)
+            .and_then(|j| self.sched.job_progress(&j.id))
+    }
+
+    /// Workers able to take work.
+    pub fn live_workers(&self) -> usize {
+        self.sched.live_workers()
+    }
+
+    /// Status of every worker ever seen.
+    pub fn worker_status(&self, now: Instant) -> Vec<pb::WorkerStatus> {
+        self.sched
+            .workers()
+            .map(|v| {
+                let info = self.infos.get(&v.id).cloned().unwrap_or_default();
+                pb::WorkerStatus {
+                    worker_id: v.id.0.to_string(),
+                    name: info.name,
+                    hostname: info.hostname,
+                    state: match v.state {
+                        WorkerState::Alive => "alive",
+                        WorkerState::Draining => "draining",
+                        WorkerState::Dead => "dead",
+                    }
+                    .to_string(),
+                    images_done: v.items_done,
+                    leases: v.leases.len() as u32,
+                    last_seen_s_ago: now.saturating_duration_since(v.last_seen).as_secs_f64(),
+                }
+            })
+            .collect()
+    }
+
+    /// Marks a finalized job done (or failed) and starts the next queued one.
+    pub fn finished(&mut self, key: u64, result: Result<Summary, String>, now: Instant) -> Effects {
+        if let Some(j) = self.jobs.get_mut(&key) {
+            match result {
+                Ok(s) => {
+                    j.state = JobState::Done;
+                    j.summary = Some(s);
+                }
+                Err(e) => {
+                    j.state = JobState::Failed;
+                    j.error = Some(e);
+                }
+            }
+            j.finished.get_or_insert(now);
+        }
+        self.promote_next();
+        self.dispatch_all(now)
+    }
+}
+
+/// Refuses results that do not describe the expected file: a worker must not
+/// be able to write rows for other paths or claim outputs elsewhere.
+fn validate_record(r: &Record, expected: &str) -> Result<(), String> {
+    if r.path != expected {
+        return Err(format!(
+            "result path {:?} does not match the leased file {expected:?}",
+            r.path
+        ));
+    }
+    if r.status == Status::Ok {
+        let want = format!("{expected}.npy");
+        if r.output.as_deref() != Some(want.as_str()) {
+            return Err(format!("result output {:?} is not {want:?}", r.output));
+        }
+        let (w, h, c) = (
+            r.width.unwrap_or(0),
+            r.height.unwrap_or(0),
+            r.channels.unwrap_or(0),
+        );
+        if w == 0 || h == 0 || !(1..=4).contains(&c) {
+            return Err(format!("impossible shape {h}x{w}x{c}"));
+        }
+        if r.checksum.as_deref().is_none_or(|s| s.len() != 32) {
+            return Err("missing or malformed checksum".into());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,141 @@
+//! Conversions between protocol messages and domain types. The gRPC layer calls
+//! these and nothing else: no logic lives here, only field mapping and the
+//! checks that turn untrusted wire data into typed values.
+use imgnorm_core::options::EngineOptions;
+use imgnorm_core::record::{Record, Status};
+use imgnorm_proto::v1 as pb;
+
+/// A protocol message that cannot be turned into a domain value.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// A status string other than ok/failed/skipped.
+    #[error("unknown record status {0:?}")]
+    Status(String),
+    /// Engine options that do not parse or validate.
+    #[error("invalid engine options: {0}")]
+    Options(String),
+    /// A transfer mode other than shared/stream.
+    #[error("unknown transfer mode {0:?} (expected shared or stream)")]
+    Transfer(String),
+}
+
+/// How images and arrays travel between master and workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transfer {
+    /// Workers read inputs and write outputs by path (shared filesystem).
+    #[default]
+    Shared,
+    /// The master sends image bytes and writes the arrays workers send back.
+    Stream,
+}
+
+impl Transfer {
+    /// The protocol's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transfer::Shared => "shared",
+            Transfer::Stream => "stream",
+        }
+    }
+
+    /// Parses the protocol's name; empty means shared.
+    pub fn parse(s: &str) -> Result<Transfer, WireError> {
+        match s {
+            "" | "shared" => Ok(Transfer::Shared),
+            "stream" => Ok(Transfer::Stream),
+            other => Err(WireError::Transfer(other.to_string())),
+        }
+    }
+}
+
+fn opt_str(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+fn opt_u32(v: u32) -> Option<u32> {
+    (v != 0).then_some(v)
+}
+
+/// Domain record to protocol record.
+pub fn record_to_pb(r: &Record) -> pb::Record {
+    pb::Record {
+        path: r.path.clone(),
+        status: r.status.as_str().to_string(),
+        reason: r.reason.clone().unwrap_or_default(),
+        output: r.output.clone().unwrap_or_default(),
+        width: r.width.unwrap_or(0),
+        height: r.height.unwrap_or(0),
+        channels: r.channels.unwrap_or(0),
+        bit_depth: r.bit_depth.unwrap_or(0),
+        min: r.min.clone(),
+        max: r.max.clone(),
+        constant: r.constant,
+        checksum: r.checksum.clone().unwrap_or_default(),
+        format: r.format.clone().unwrap_or_default(),
+        warning: r.warning.clone().unwrap_or_default(),
+    }
+}
+
+/// Protocol record to domain record.
+pub fn record_from_pb(p: pb::Record) -> Result<Record, WireError> {
+    let status = Status::parse(&p.status).ok_or_else(|| WireError::Status(p.status.clone()))?;
+    Ok(Record {
+        path: p.path,
+        status,
+        reason: opt_str(&p.reason),
+        format: opt_str(&p.format),
+        output: opt_str(&p.output),
+        width: opt_u32(p.width),
+        height: opt_u32(p.height),
+        channels: opt_u32(p.channels),
+        bit_depth: opt_u32(p.bit_depth),
+        min: p.min,
+        max: p.max,
+        constant: p.constant,
+        checksum: opt_str(&p.checksum),
+        warning: opt_str(&p.warning),
+    })
+}
+
+/// Engine options to the JSON carried in `JobSpec`.
+pub fn options_to_json(o: &EngineOptions) -> String {
+    serde_json::to_string(o).unwrap_or_default()
+}
+
+/// `JobSpec` JSON to validated engine options.
+pub fn options_from_json(s: &str) -> Result<EngineOptions, WireError> {
+    let o: EngineOptions =
+        serde_json::from_str(s).map_err(|e| WireError::Options(e.to_string()))?;
+    o.validate()
+        .map_err(|e| WireError::Options(e.to_string()))?;
+    Ok(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_roundtrip() {
+        let mut r = Record::bare("a/b.png", Status::Ok, None);
+        r.width = Some(3);
+        r.min = vec![1, 2];
+        r.max = vec![3, 4];
+        r.constant = true;
+        r.checksum = Some("ab".into());
+        assert_eq!(record_from_pb(record_to_pb(&r)).unwrap(), r);
+        let bad = pb::Record {
+            status: "weird".into(),
+            ..Default::default()
+        };
+        assert!(record_from_pb(bad).is_err());
+    }
+
+    #[test]
+    fn options_roundtrip() {
+        let o = EngineOptions::default();
+        assert_eq!(options_from_json(&options_to_json(&o)).unwrap(), o);
+        assert!(options_from_json("{").is_err());
+    }
+}

@@ -1,0 +1,260 @@
+//! The worker: connects to the master (retrying with backoff, and again after
+//! the master restarts), opens a session, pulls leases with credits, runs the
+//! engine on its own OS threads (never on the async runtime, so heartbeats are
+//! never starved), reports each image as soon as it is done, and drains on
+//! shutdown: it stops asking for work, finishes the lease it has started,
+//! hands back the ones it has not, and leaves.
+mod pool;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use imgnorm_proto::PROTOCOL_VERSION;
+use imgnorm_proto::v1 as pb;
+use imgnorm_proto::v1::coordinator_client::CoordinatorClient;
+use imgnorm_proto::v1::master_message::Msg as MMsg;
+use imgnorm_proto::v1::worker_message::Msg as WMsg;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::transport::Endpoint;
+
+use crate::master::service::MAX_MESSAGE_BYTES;
+use pool::{LeaseCtx, Pool};
+
+/// Worker settings.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Master URL, e.g. `http://127.0.0.1:50051`.
+    pub master: String,
+    /// Engine threads.
+    pub threads: usize,
+    /// Name shown by the master.
+    pub name: String,
+    /// Leases held at once (one being processed, the rest prefetched).
+    pub prefetch: u32,
+    /// Artificial delay after each image (demos and fault tests).
+    pub delay_per_image: Duration,
+    /// Give up after this long without reaching a master (None: never).
+    pub connect_timeout: Option<Duration>,
+}
+
+/// Why a worker stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The master refused this worker's protocol version.
+    #[error("the master refused this worker: {0}")]
+    Refused(String),
+    /// The master URL is malformed.
+    #[error("invalid master URL {url:?}: {source}")]
+    Url {
+        /// The URL.
+        url: String,
+        /// Why.
+        source: tonic::transport::Error,
+    },
+    /// No master answered within the connect timeout.
+    #[error("no master reachable at {0} within the connect timeout")]
+    Unreachable(String),
+}
+
+enum SessionEnd {
+    /// Shut down on request, after draining.
+    Shutdown,
+    /// The connection or the session was lost; reconnect.
+    Lost { established: bool },
+}
+
+fn msg(m: WMsg) -> pb::WorkerMessage {
+    pb::WorkerMessage { msg: Some(m) }
+}
+
+/// Runs a worker until `shutdown` resolves (then drains) or a fatal error.
+pub async fn run(
+    cfg: WorkerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), WorkerError> {
+    let endpoint =
+        Endpoint::from_shared(cfg.master.clone()).map_err(|source| WorkerError::Url {
+            url: cfg.master.clone(),
+            source,
+        })?;
+    let endpoint = endpoint
+        .connect_timeout(Duration::from_secs(3))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(20));
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let pool = Arc::new(Pool::new(cfg.threads.max(1), cfg.delay_per_image));
+    let mut backoff = Duration::from_millis(100);
+    let mut unreachable_since = tokio::time::Instant::now();
+    let mut logged_waiting = false;
+    loop {
+        if *stop_rx.borrow() {
+            break;
+        }
+        match session(&cfg, &endpoint, &pool, &mut stop_rx).await {
+            Ok(SessionEnd::Shutdown) => break,
+            Ok(SessionEnd::Lost { established }) => {
+                if established {
+                    tracing::warn!(master = %cfg.master, "lost the master; reconnecting");
+                    backoff = Duration::from_millis(100);
+                    unreachable_since = tokio::time::Instant::now();
+                }
+            }
+            Err(SessionError::Refused(e)) => return Err(WorkerError::Refused(e)),
+            Err(SessionError::Connect(e)) => {
+                if !logged_waiting {
+                    tracing::info!(master = %cfg.master, error = %e, "waiting for the master");
+                    logged_waiting = true;
+                }
+                if let Some(limit) = cfg.connect_timeout
+                    && unreachable_since.elapsed() > limit
+                {
+                    return Err(WorkerError::Unreachable(cfg.master.clone()));
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop_rx.changed() => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+    pool.close();
+    Ok(())
+}
+
+enum SessionError {
+    Refused(String),
+    Connect(String),
+}
+
+async fn session(
+    cfg: &WorkerConfig,
+    endpoint: &Endpoint,
+    pool: &Arc<Pool>,
+    stop_rx: &mut watch::Receiver<bool>,
+) -> Result<SessionEnd, SessionError> {
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| SessionError::Connect(format!("{e:#}")))?;
+    let mut client = CoordinatorClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let (out_tx, out_rx) = mpsc::unbounded_channel();
+    let hostname = hostname();
+    let _ = out_tx.send(msg(WMsg::Hello(pb::Hello {
+        protocol_version: PROTOCOL_VERSION,
+        name: if cfg.name.is_empty() {
+            format!("{hostname}-{}", std::process::id())
+        } else {
+            cfg.name.clone()
+        },
+        hostname,
+        threads: cfg.threads as u32,
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        shared_storage: true,
+    })));
+    let response = match client.session(UnboundedReceiverStream::new(out_rx)).await {
+        Ok(r) => r,
+        Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+            return Err(SessionError::Refused(s.message().to_string()));
+        }
+        Err(s) => return Err(SessionError::Connect(s.to_string())),
+    };
+    let mut inbound = response.into_inner();
+    let welcome = match inbound.message().await {
+        Ok(Some(pb::MasterMessage {
+            msg: Some(MMsg::Welcome(w)),
+        })) => w,
+        Ok(_) => return Ok(SessionEnd::Lost { established: false }),
+        Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+            return Err(SessionError::Refused(s.message().to_string()));
+        }
+        Err(s) => return Err(SessionError::Connect(s.to_string())),
+    };
+    tracing::info!(worker_id = %welcome.worker_id, master = %cfg.master, "registered with the master");
+    let session = pool.new_session(out_tx.clone());
+    let _ = out_tx.send(msg(WMsg::Ready(pb::Ready {
+        credits: cfg.prefetch.max(1),
+    })));
+    let beat = Duration::from_millis(u64::from(welcome.heartbeat_interval_ms.max(50)));
+    let hb = {
+        let tx = out_tx.clone();
+        let draining = session.draining_flag();
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(beat);
+            loop {
+                t.tick().await;
+                let d = draining.load(std::sync::atomic::Ordering::Relaxed);
+                if tx
+                    .send(msg(WMsg::Heartbeat(pb::Heartbeat { draining: d })))
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        })
+    };
+    drop(out_tx);
+    let end = loop {
+        tokio::select! {
+            m = inbound.message() => match m {
+                Ok(Some(pb::MasterMessage { msg: Some(MMsg::Lease(l)) })) => {
+                    match LeaseCtx::from_pb(l) {
+                        Ok(ctx) => session.submit(ctx),
+                        Err((lease_id, job_id, e)) => {
+                            tracing::error!(error = %e, "lease with an unusable job spec: handing it back");
+                            session.send(WMsg::LeaseDone(pb::LeaseDone { job_id, lease_id }));
+                        }
+                    }
+                }
+                Ok(Some(pb::MasterMessage { msg: Some(MMsg::Revoke(r)) })) => session.revoke(r.lease_id),
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break SessionEnd::Lost { established: true },
+            },
+            _ = stop_rx.changed() => {
+                tracing::info!("shutdown requested: draining (finishing the lease in progress, handing back the rest)");
+                session.drain();
+                session.send(WMsg::Heartbeat(pb::Heartbeat { draining: true }));
+                // Keep reading so revokes still arrive, until the work in hand is done.
+                let drained = session.wait_idle();
+                tokio::pin!(drained);
+                loop {
+                    tokio::select! {
+                        _ = &mut drained => break,
+                        m = inbound.message() => match m {
+                            Ok(Some(pb::MasterMessage { msg: Some(MMsg::Revoke(r)) })) => session.revoke(r.lease_id),
+                            Ok(Some(_)) => {}
+                            Ok(None) | Err(_) => break,
+                        },
+                    }
+                }
+                break SessionEnd::Shutdown;
+            }
+        }
+    };
+    hb.abort();
+    session.end();
+    Ok(end)
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|s| s.trim().to_string())
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}

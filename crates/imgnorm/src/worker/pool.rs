@@ -1,0 +1,310 @@
+//! The worker's engine threads: plain OS threads, each with its own reusable
+//! [`Engine`], fed image by image from the leases of the current session. A
+//! panic inside the engine is caught and reported as that image's failure, so
+//! one bad file can never take the worker down.
+use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use imgnorm_core::options::EngineOptions;
+use imgnorm_core::record::{Record, Status};
+use imgnorm_proto::v1 as pb;
+use imgnorm_proto::v1::worker_message::Msg as WMsg;
+use tokio::sync::Notify;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::engine::Engine;
+use crate::wire::{self, Transfer};
+
+/// One lease as the worker holds it.
+pub struct LeaseCtx {
+    job_id: String,
+    lease_id: u64,
+    attempt: u32,
+    input_root: PathBuf,
+    output_root: PathBuf,
+    transfer: Transfer,
+    options_json: String,
+    options: EngineOptions,
+    items: Vec<pb::Item>,
+    remaining: AtomicUsize,
+    revoked: AtomicBool,
+    started: AtomicBool,
+}
+
+impl LeaseCtx {
+    /// Checks a lease from the wire; on error returns (lease id, job id, why).
+    pub fn from_pb(l: pb::Lease) -> Result<LeaseCtx, (u64, String, String)> {
+        let fail = |e: String| (l.lease_id, l.job_id.clone(), e);
+        let spec = l
+            .spec
+            .clone()
+            .ok_or_else(|| fail("lease without a job spec".into()))?;
+        let options =
+            wire::options_from_json(&spec.engine_options_json).map_err(|e| fail(e.to_string()))?;
+        let transfer = Transfer::parse(&spec.transfer).map_err(|e| fail(e.to_string()))?;
+        Ok(LeaseCtx {
+            job_id: l.job_id,
+            lease_id: l.lease_id,
+            attempt: l.attempt,
+            input_root: PathBuf::from(spec.input_root),
+            output_root: PathBuf::from(spec.output_root),
+            transfer,
+            options_json: spec.engine_options_json,
+            options,
+            remaining: AtomicUsize::new(l.items.len()),
+            items: l.items,
+            revoked: AtomicBool::new(false),
+            started: AtomicBool::new(false),
+        })
+    }
+}
+
+struct Task {
+    session: Arc<SessionShared>,
+    lease: Arc<LeaseCtx>,
+    index: usize,
+}
+
+struct SessionShared {
+    out: UnboundedSender<pb::WorkerMessage>,
+    draining: Arc<AtomicBool>,
+    ended: AtomicBool,
+    leases: Mutex<HashMap<u64, Arc<LeaseCtx>>>,
+    idle: Notify,
+}
+
+impl SessionShared {
+    fn send(&self, m: WMsg) {
+        if !self.ended.load(Ordering::Relaxed) {
+            let _ = self.out.send(pb::WorkerMessage { msg: Some(m) });
+        }
+    }
+
+    fn leases(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<LeaseCtx>>> {
+        self.leases.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// One item of `lease` is finished (processed or skipped).
+    fn item_finished(&self, lease: &LeaseCtx) {
+        if lease.remaining.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        self.send(WMsg::LeaseDone(pb::LeaseDone {
+            job_id: lease.job_id.clone(),
+            lease_id: lease.lease_id,
+        }));
+        if !self.draining.load(Ordering::Relaxed) {
+            self.send(WMsg::Ready(pb::Ready { credits: 1 }));
+        }
+        let empty = {
+            let mut l = self.leases();
+            l.remove(&lease.lease_id);
+            l.is_empty()
+        };
+        if empty {
+            self.idle.notify_waiters();
+        }
+    }
+}
+
+/// The engine threads, shared by every session of this worker process.
+pub struct Pool {
+    tx: Mutex<Option<mpsc::Sender<Task>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Pool {
+    /// Starts `threads` engine threads.
+    pub fn new(threads: usize, delay: Duration) -> Pool {
+        let (tx, rx) = mpsc::channel::<Task>();
+        let rx = Arc::new(Mutex::new(rx));
+        let handles = (0..threads)
+            .map(|i| {
+                let rx = Arc::clone(&rx);
+                std::thread::Builder::new()
+                    .name(format!("engine-{i}"))
+                    .spawn(move || engine_thread(rx, delay))
+            })
+            .filter_map(Result::ok)
+            .collect();
+        Pool {
+            tx: Mutex::new(Some(tx)),
+            threads: Mutex::new(handles),
+        }
+    }
+
+    /// A handle for a new session that sends results on `out`.
+    pub fn new_session(self: &Arc<Self>, out: UnboundedSender<pb::WorkerMessage>) -> SessionHandle {
+        SessionHandle {
+            pool: Arc::clone(self),
+            shared: Arc::new(SessionShared {
+                out,
+                draining: Arc::new(AtomicBool::new(false)),
+                ended: AtomicBool::new(false),
+                leases: Mutex::new(HashMap::new()),
+                idle: Notify::new(),
+            }),
+        }
+    }
+
+    fn push(&self, t: Task) {
+        let guard = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = guard.as_ref() {
+            let _ = tx.send(t);
+        }
+    }
+
+    /// Stops the threads after the queued tasks and joins them.
+    pub fn close(&self) {
+        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let handles = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for h in handles {
+            let _ = h.join();
+        }
+    }
+}
+
+/// A session's view of the pool.
+pub struct SessionHandle {
+    pool: Arc<Pool>,
+    shared: Arc<SessionShared>,
+}
+
+impl SessionHandle {
+    /// The flag the heartbeat task reports.
+    pub fn draining_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.shared.draining)
+    }
+
+    /// Sends a message on this session.
+    pub fn send(&self, m: WMsg) {
+        self.shared.send(m);
+    }
+
+    /// Queues every image of a lease.
+    pub fn submit(&self, ctx: LeaseCtx) {
+        let lease = Arc::new(ctx);
+        if lease.items.is_empty() {
+            self.shared
+                .leases()
+                .insert(lease.lease_id, Arc::clone(&lease));
+            lease.remaining.store(1, Ordering::Relaxed);
+            self.shared.item_finished(&lease);
+            return;
+        }
+        self.shared
+            .leases()
+            .insert(lease.lease_id, Arc::clone(&lease));
+        for index in 0..lease.items.len() {
+            self.pool.push(Task {
+                session: Arc::clone(&self.shared),
+                lease: Arc::clone(&lease),
+                index,
+            });
+        }
+    }
+
+    /// The master no longer wants this lease.
+    pub fn revoke(&self, lease_id: u64) {
+        if let Some(l) = self.shared.leases().get(&lease_id) {
+            l.revoked.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Stop taking work: leases not started yet are handed back.
+    pub fn drain(&self) {
+        self.shared.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Resolves when no lease is held any more.
+    pub async fn wait_idle(&self) {
+        loop {
+            let notified = self.shared.idle.notified();
+            if self.shared.leases().is_empty() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// The session is over: queued images of it are dropped unsent.
+    pub fn end(&self) {
+        self.shared.ended.store(true, Ordering::Relaxed);
+    }
+}
+
+fn engine_thread(rx: Arc<Mutex<mpsc::Receiver<Task>>>, delay: Duration) {
+    let mut engine: Option<(String, Engine)> = None;
+    loop {
+        let task = {
+            let guard = rx.lock().unwrap_or_else(|p| p.into_inner());
+            guard.recv()
+        };
+        let Ok(task) = task else { return };
+        let Task {
+            session,
+            lease,
+            index,
+        } = task;
+        let skip = session.ended.load(Ordering::Relaxed)
+            || lease.revoked.load(Ordering::Relaxed)
+            || (session.draining.load(Ordering::Relaxed) && !lease.started.load(Ordering::Relaxed));
+        if !skip {
+            lease.started.store(true, Ordering::Relaxed);
+            let item = &lease.items[index];
+            if engine
+                .as_ref()
+                .is_none_or(|(j, _)| *j != lease.options_json)
+            {
+                engine = Some((
+                    lease.options_json.clone(),
+                    Engine::new(lease.options.clone()),
+                ));
+            }
+            if let Some((_, eng)) = engine.as_mut() {
+                let result = catch_unwind(AssertUnwindSafe(|| match lease.transfer {
+                    Transfer::Shared => {
+                        let r = eng.process_file(&lease.input_root, &item.path, &lease.output_root);
+                        (r, Vec::new())
+                    }
+                    Transfer::Stream => {
+                        let p = eng.process_bytes(&item.path, &item.data);
+                        let bytes = p.npy.map(<[u8]>::to_vec).unwrap_or_default();
+                        (p.record, bytes)
+                    }
+                }));
+                let (record, output) = match result {
+                    Ok(v) => v,
+                    Err(_) => {
+                        engine = None;
+                        (
+                            Record::bare(
+                                item.path.clone(),
+                                Status::Failed,
+                                Some("internal error: the engine panicked on this image".into()),
+                            ),
+                            Vec::new(),
+                        )
+                    }
+                };
+                if !delay.is_zero() {
+                    std::thread::sleep(delay);
+                }
+                session.send(WMsg::ImageDone(pb::ImageDone {
+                    job_id: lease.job_id.clone(),
+                    lease_id: lease.lease_id,
+                    attempt: lease.attempt,
+                    index: item.index,
+                    record: Some(wire::record_to_pb(&record)),
+                    output,
+                }));
+            }
+        }
+        session.item_finished(&lease);
+    }
+}

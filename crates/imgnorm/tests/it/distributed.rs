@@ -1,0 +1,461 @@
+//! Master and workers as real processes on loopback: identical output to
+//! `centralized`, and the faults the scheduler exists for (SIGKILL, SIGSTOP,
+//! no workers, late joiners, incompatible protocol). Ports are chosen by the
+//! OS; the tests poll the master's status instead of sleeping.
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_imgnorm")
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+/// A dataset of `count` generated images plus every fixture (formats and
+/// hostile files), so the distributed path sees bad input too.
+fn dataset(dir: &Path, count: u64) -> PathBuf {
+    let input = dir.join("input");
+    let st = Command::new(bin())
+        .args(["gen", "--format", "mixed", "--size", "48x40", "--seed", "3"])
+        .arg("--count")
+        .arg(count.to_string())
+        .arg("--out")
+        .arg(input.join("gen"))
+        .stdout(Stdio::null())
+        .status()
+        .expect("run gen");
+    assert!(st.success());
+    copy_dir(&fixtures(), &input.join("fixtures"));
+    input
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read fixtures") {
+        let e = e.expect("entry");
+        let p = e.path();
+        if p.is_dir() {
+            copy_dir(&p, &to.join(e.file_name()));
+        } else {
+            std::fs::copy(&p, to.join(e.file_name())).expect("copy");
+        }
+    }
+}
+
+fn centralized(input: &Path, out: &Path) {
+    let st = Command::new(bin())
+        .args(["centralized", "-q", "--input"])
+        .arg(input)
+        .arg("--output")
+        .arg(out)
+        .stdout(Stdio::null())
+        .status()
+        .expect("run centralized");
+    assert_eq!(st.code(), Some(3), "fixtures include failures: exit 3");
+}
+
+/// Every file under `dir` except the run-dependent ones, with its bytes.
+fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read output") {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let rel = p
+                .strip_prefix(dir)
+                .expect("prefix")
+                .to_string_lossy()
+                .to_string();
+            if rel == "stats.json" || rel == "provenance.jsonl" {
+                continue;
+            }
+            out.push((rel, std::fs::read(&p).expect("read")));
+        }
+    }
+    out.sort();
+    out
+}
+
+fn assert_same_dataset(a: &Path, b: &Path) {
+    let (ta, tb) = (tree(a), tree(b));
+    let names = |t: &[(String, Vec<u8>)]| t.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&ta), names(&tb), "same files");
+    for ((n, x), (_, y)) in ta.iter().zip(&tb) {
+        assert!(
+            x == y,
+            "{n} differs between {} and {}",
+            a.display(),
+            b.display()
+        );
+    }
+    assert!(
+        !names(&tb).iter().any(|n| n.ends_with(".tmp")),
+        "no temp files left"
+    );
+}
+
+/// Each input file appears exactly once in the manifest.
+fn assert_once_each(out: &Path, input: &Path) {
+    let text = std::fs::read_to_string(out.join("manifest.jsonl")).expect("manifest");
+    let mut seen = HashSet::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("json row");
+        let p = v["path"].as_str().expect("path").to_string();
+        assert!(seen.insert(p.clone()), "{p} twice in the manifest");
+    }
+    let mut files = 0;
+    let mut stack = vec![input.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read input") {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                files += 1;
+            }
+        }
+    }
+    assert_eq!(seen.len(), files, "one row per input file");
+}
+
+fn poll_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn signal(p: &Proc, sig: i32) {
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe {
+        libc::kill(p.0.id() as i32, sig);
+    }
+}
+
+/// A master running one job; the address comes from its stderr.
+struct Master {
+    proc: Proc,
+    url: String,
+}
+
+impl Master {
+    fn start(input: &Path, out: &Path, extra: &[&str]) -> Master {
+        let mut child = Command::new(bin())
+            .args(["master", "-q", "--listen", "127.0.0.1:0", "--input"])
+            .arg(input)
+            .arg("--output")
+            .arg(out)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start master");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(a) = line.strip_prefix("imgnorm master listening on ") {
+                    let _ = tx.send(a.trim().to_string());
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("master printed its address");
+        Master {
+            proc: Proc(child),
+            url: format!("http://{addr}"),
+        }
+    }
+
+    fn worker(&self, name: &str, delay_ms: u64) -> Proc {
+        worker(&self.url, name, delay_ms)
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let out = Command::new(bin())
+            .args(["status", "--json", "--master", &self.url])
+            .output()
+            .expect("status");
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+    }
+
+    fn done(&self) -> u64 {
+        self.status()["jobs"][0]["done"].as_u64().unwrap_or(0)
+    }
+
+    fn worker_field(&self, name: &str, field: &str) -> serde_json::Value {
+        let s = self.status();
+        s["workers"]
+            .as_array()
+            .and_then(|ws| {
+                ws.iter()
+                    .rev()
+                    .find(|w| w["name"] == name)
+                    .map(|w| w[field].clone())
+            })
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Waits for the master to exit and returns its exit code.
+    fn wait(mut self, timeout: Duration) -> i32 {
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(st)) = self.proc.0.try_wait() {
+                return st.code().unwrap_or(-1);
+            }
+            assert!(start.elapsed() < timeout, "master did not finish in time");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn worker(url: &str, name: &str, delay_ms: u64) -> Proc {
+    Proc(
+        Command::new(bin())
+            .args(["worker", "--master", url, "--name", name])
+            .arg("--delay-per-image-ms")
+            .arg(delay_ms.to_string())
+            .env("IMGNORM_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start worker"),
+    )
+}
+
+const FAST: &[&str] = &[
+    "--heartbeat-interval",
+    "0.2",
+    "--heartbeat-timeout",
+    "1.5",
+    "--batch-size",
+    "8",
+];
+
+#[test]
+fn run_with_one_and_three_workers_matches_centralized() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = dataset(dir.path(), 60);
+    let c = dir.path().join("c");
+    centralized(&input, &c);
+    for n in ["1", "3"] {
+        let out = dir.path().join(format!("run{n}"));
+        let st = Command::new(bin())
+            .args(["run", "-q", "--workers", n, "--batch-size", "4", "--input"])
+            .arg(&input)
+            .arg("--output")
+            .arg(&out)
+            .stdout(Stdio::null())
+            .status()
+            .expect("run");
+        assert_eq!(st.code(), Some(3), "hostile fixtures fail: exit 3");
+        assert_same_dataset(&c, &out);
+        assert_once_each(&out, &input);
+    }
+}
+
+#[test]
+fn stream_transfer_matches_centralized() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = dataset(dir.path(), 20);
+    let c = dir.path().join("c");
+    centralized(&input, &c);
+    let out = dir.path().join("s");
+    let st = Command::new(bin())
+        .args([
+            "run",
+            "-q",
+            "--workers",
+            "2",
+            "--transfer",
+            "stream",
+            "--input",
+        ])
+        .arg(&input)
+        .arg("--output")
+        .arg(&out)
+        .stdout(Stdio::null())
+        .status()
+        .expect("run");
+    assert_eq!(st.code(), Some(3));
+    assert_same_dataset(&c, &out);
+}
+
+#[test]
+fn sigkilled_worker_mid_batch_loses_nothing() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = dataset(dir.path(), 80);
+    let c = dir.path().join("c");
+    centralized(&input, &c);
+    let out = dir.path().join("o");
+    let m = Master::start(&input, &out, FAST);
+    let victim = m.worker("victim", 40);
+    poll_until(
+        "the victim to finish a few images",
+        Duration::from_secs(30),
+        || {
+            m.worker_field("victim", "images_done")
+                .as_u64()
+                .unwrap_or(0)
+                >= 3
+        },
+    );
+    signal(&victim, libc::SIGKILL);
+    let _survivor = m.worker("survivor", 0);
+    assert_eq!(m.wait(Duration::from_secs(60)), 3);
+    assert_same_dataset(&c, &out);
+    assert_once_each(&out, &input);
+    // The victim's batch was handed out again: some image has attempt >= 2.
+    let prov = std::fs::read_to_string(out.join("provenance.jsonl")).expect("provenance");
+    assert!(
+        prov.contains("\"victim\""),
+        "victim's finished images were kept"
+    );
+    assert!(
+        prov.contains("\"attempt\":2"),
+        "the lost batch was re-leased"
+    );
+}
+
+#[test]
+fn sigstopped_worker_is_expired_and_its_late_results_discarded() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = dataset(dir.path(), 80);
+    let c = dir.path().join("c");
+    centralized(&input, &c);
+    let out = dir.path().join("o");
+    let m = Master::start(&input, &out, FAST);
+    let frozen = m.worker("frozen", 30);
+    poll_until("the worker to start", Duration::from_secs(30), || {
+        m.worker_field("frozen", "images_done")
+            .as_u64()
+            .unwrap_or(0)
+            >= 2
+    });
+    signal(&frozen, libc::SIGSTOP);
+    let _slow = m.worker("slow", 60);
+    poll_until(
+        "the frozen worker to be declared dead",
+        Duration::from_secs(30),
+        || m.worker_field("frozen", "state") == "dead",
+    );
+    // Wake it while the job still runs: whatever it sends for its old lease
+    // must be discarded; it then re-registers and helps finish.
+    assert!(m.done() < 80 + 35, "job still running");
+    signal(&frozen, libc::SIGCONT);
+    assert_eq!(m.wait(Duration::from_secs(90)), 3);
+    assert_same_dataset(&c, &out);
+    assert_once_each(&out, &input);
+}
+
+#[test]
+fn job_waits_without_workers_and_late_joiner_finishes_it() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = dataset(dir.path(), 40);
+    let c = dir.path().join("c");
+    centralized(&input, &c);
+    let out = dir.path().join("o");
+    let mut m = Master::start(&input, &out, FAST);
+    let first = m.worker("first", 40);
+    poll_until("some progress", Duration::from_secs(30), || m.done() >= 3);
+    signal(&first, libc::SIGKILL);
+    poll_until("the worker to be gone", Duration::from_secs(30), || {
+        m.worker_field("first", "state") == "dead"
+    });
+    // With no worker the job neither fails nor finishes.
+    let before = m.done();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        m.proc.0.try_wait().expect("try_wait").is_none(),
+        "master still waiting"
+    );
+    assert_eq!(m.status()["jobs"][0]["state"], "running");
+    assert_eq!(m.done(), before);
+    let _late = m.worker("late", 0);
+    assert_eq!(m.wait(Duration::from_secs(60)), 3);
+    assert_same_dataset(&c, &out);
+    assert_once_each(&out, &input);
+}
+
+#[test]
+fn worker_drains_on_sigterm_and_exits_zero() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = dataset(dir.path(), 40);
+    let out = dir.path().join("o");
+    let m = Master::start(&input, &out, FAST);
+    let mut w = m.worker("drainer", 30);
+    poll_until("work in hand", Duration::from_secs(30), || m.done() >= 2);
+    signal(&w, libc::SIGTERM);
+    let start = Instant::now();
+    let code = loop {
+        if let Some(st) = w.0.try_wait().expect("try_wait") {
+            break st.code();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "worker did not drain"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(code, Some(0), "a drained worker exits 0");
+    let _other = m.worker("other", 0);
+    assert_eq!(m.wait(Duration::from_secs(60)), 3);
+    assert_once_each(&out, &input);
+}
+
+#[test]
+fn worker_with_another_protocol_version_is_refused() {
+    use imgnorm_proto::v1 as pb;
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = dataset(dir.path(), 2);
+    let m = Master::start(&input, &dir.path().join("o"), FAST);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let status = rt.block_on(async {
+        let mut c = pb::coordinator_client::CoordinatorClient::connect(m.url.clone())
+            .await
+            .expect("connect");
+        let hello = pb::WorkerMessage {
+            msg: Some(pb::worker_message::Msg::Hello(pb::Hello {
+                protocol_version: 99,
+                name: "old".into(),
+                ..Default::default()
+            })),
+        };
+        let r = c.session(tokio_stream::iter(vec![hello])).await;
+        match r {
+            Err(s) => s,
+            Ok(resp) => resp
+                .into_inner()
+                .message()
+                .await
+                .expect_err("the session must be refused"),
+        }
+    });
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        status.message().contains("protocol"),
+        "{}",
+        status.message()
+    );
+}

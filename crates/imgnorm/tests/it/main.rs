@@ -1,0 +1,2 @@
+//! The one integration-test binary: real processes, temp dirs, loopback.
+mod distributed;

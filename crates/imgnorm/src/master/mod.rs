@@ -19,10 +19,15 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::discovery::{DiscoveryError, discover};
-use crate::engine::write_atomic;
 use crate::output::{self, OutputError, StageSeconds, Stats, Summary};
 use crate::wire::Transfer;
 use state::{Effects, JobState, State};
+
+/// Stream mode: input files up to this size travel inside the lease; larger
+/// ones are fetched in chunks with `ReadInput`.
+pub const INLINE_INPUT_MAX: usize = 4 * 1024 * 1024;
+/// Stream mode: chunk size for inputs and outputs.
+pub const CHUNK: usize = 4 * 1024 * 1024;
 
 /// Master settings.
 #[derive(Debug, Clone)]
@@ -184,8 +189,18 @@ impl Master {
             if transfer == Transfer::Stream {
                 lease = tokio::task::spawn_blocking(move || {
                     for item in &mut lease.items {
-                        // Unreadable files travel empty; the worker reports them.
-                        item.data = std::fs::read(input.join(&item.path)).unwrap_or_default();
+                        let path = input.join(&item.path);
+                        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                        if size > INLINE_INPUT_MAX as u64 {
+                            item.fetch = true;
+                        } else {
+                            // Unreadable files travel empty; the worker fetches
+                            // them and gets the read error as the reason.
+                            match std::fs::read(&path) {
+                                Ok(d) => item.data = d,
+                                Err(_) => item.fetch = true,
+                            }
+                        }
                     }
                     lease
                 })
@@ -399,13 +414,4 @@ impl Master {
 /// elsewhere on the same host see the same folder.
 pub fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
-}
-
-/// Writes the bytes a stream-mode worker sent for `rel` under `out`.
-pub fn write_streamed(out: &Path, rel_output: &str, bytes: &[u8]) -> std::io::Result<()> {
-    let path = out.join(rel_output);
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    write_atomic(&path, bytes, &format!(".{}.tmp", std::process::id()))
 }

@@ -1,6 +1,8 @@
 //! The tonic implementation of `imgnorm.v1.Coordinator`: converts protocol
 //! messages to calls on [`Master`] and its state, and maps errors to `Status`.
 //! No scheduling decisions are made here.
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::time::Instant;
 
@@ -88,9 +90,10 @@ impl Coordinator for CoordinatorService {
         drop(tx);
         let master = self.master.clone();
         tokio::spawn(async move {
+            let mut partials = Partials::default();
             loop {
                 match inbound.message().await {
-                    Ok(Some(m)) => handle(&master, id, m).await,
+                    Ok(Some(m)) => handle(&master, id, m, &mut partials).await,
                     Ok(None) => break,
                     Err(e) => {
                         tracing::debug!(worker = %id, error = %e, "session stream error");
@@ -98,6 +101,7 @@ impl Coordinator for CoordinatorService {
                     }
                 }
             }
+            partials.discard_all();
             let fx = master.lock().disconnect(id, Instant::now());
             master.apply(fx).await;
         });
@@ -136,6 +140,55 @@ impl Coordinator for CoordinatorService {
         }))
     }
 
+    type ReadInputStream = Pin<Box<dyn Stream<Item = Result<pb::InputChunk, Status>> + Send>>;
+
+    async fn read_input(
+        &self,
+        request: Request<pb::ReadInputRequest>,
+    ) -> Result<Response<Self::ReadInputStream>, Status> {
+        let r = request.into_inner();
+        let path = self
+            .master
+            .lock()
+            .input_path(&r.job_id, r.index)
+            .ok_or_else(|| Status::not_found(format!("no item {} in job {}", r.index, r.job_id)))?;
+        // A small bounded channel: the reader thread stays at most a few
+        // chunks ahead of the network, so memory is bounded per request.
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            let mut f = match std::fs::File::open(&path) {
+                Ok(f) => f,
+                Err(e) => {
+                    let _ =
+                        tx.blocking_send(Err(Status::not_found(format!("cannot read input: {e}"))));
+                    return;
+                }
+            };
+            loop {
+                let mut buf = vec![0u8; super::CHUNK];
+                match f.read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        if tx.blocking_send(Ok(pb::InputChunk { data: buf })).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(Status::data_loss(format!(
+                            "cannot read input: {e}"
+                        ))));
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
     async fn status(
         &self,
         request: Request<pb::StatusRequest>,
@@ -147,9 +200,23 @@ impl Coordinator for CoordinatorService {
 }
 
 /// One message of an established session.
-async fn handle(master: &Master, id: WorkerId, m: pb::WorkerMessage) {
+async fn handle(master: &Master, id: WorkerId, m: pb::WorkerMessage, partials: &mut Partials) {
     let now = Instant::now();
     let fx = match m.msg {
+        Some(Msg::OutputChunk(c)) => {
+            let target = {
+                let mut st = master.lock();
+                st.touch(id, now);
+                st.stream_target(&c.job_id, c.index)
+            };
+            match target {
+                Some((out, rel)) => partials.write(&out, &rel, &c),
+                None => {
+                    tracing::warn!(worker = %id, job = %c.job_id, "output chunk for a job not in stream mode: refused")
+                }
+            }
+            return;
+        }
         Some(Msg::Hello(_)) | None => return,
         Some(Msg::Heartbeat(h)) => {
             master.lock().heartbeat(id, h.draining, now);
@@ -177,8 +244,8 @@ async fn handle(master: &Master, id: WorkerId, m: pb::WorkerMessage) {
                     return;
                 }
             };
-            let out_rel = record.output.clone();
             let ok = record.status == imgnorm_core::record::Status::Ok;
+            let checksum = record.checksum.clone().unwrap_or_default();
             let result = {
                 let mut st = master.lock();
                 st.touch(id, now);
@@ -187,29 +254,131 @@ async fn handle(master: &Master, id: WorkerId, m: pb::WorkerMessage) {
             };
             match result {
                 Err(e) => {
+                    partials.discard(d.lease_id, d.index);
                     tracing::warn!(worker = %id, error = %e, "result refused");
                     return;
                 }
-                Ok((fx, Some((out, Transfer::Stream)))) if ok && fx.accepted => {
-                    let bytes = d.output;
-                    let rel = out_rel.unwrap_or_default();
-                    let written = tokio::task::spawn_blocking(move || {
-                        super::write_streamed(&out, &rel, &bytes)
-                    })
-                    .await;
-                    let err = match written {
-                        Ok(Ok(())) => None,
-                        Ok(Err(e)) => Some(e.to_string()),
-                        Err(e) => Some(e.to_string()),
-                    };
-                    if let Some(e) = err {
+                Ok((fx, Some((_, Transfer::Stream)))) if ok && fx.accepted => {
+                    if let Err(e) = partials.commit(d.lease_id, d.index, &checksum) {
                         master.lock().write_failed(&d.job_id, d.index, &e);
                     }
                     fx
                 }
-                Ok((fx, _)) => fx,
+                Ok((fx, _)) => {
+                    partials.discard(d.lease_id, d.index);
+                    fx
+                }
             }
         }
     };
     master.apply(fx).await;
+}
+
+/// Stream-mode outputs being received on one session: written to a
+/// temporary file chunk by chunk, hashed on the way, renamed into place only
+/// when the result is accepted and its checksum matches.
+#[derive(Default)]
+struct Partials {
+    open: HashMap<(u64, u64), Partial>,
+}
+
+struct Partial {
+    file: std::fs::File,
+    tmp: PathBuf,
+    dest: PathBuf,
+    len: u64,
+    hash: xxhash_rust::xxh3::Xxh3,
+    broken: Option<String>,
+}
+
+impl Partials {
+    fn write(&mut self, out: &Path, rel: &str, c: &pb::OutputChunk) {
+        use std::io::Write;
+        let key = (c.lease_id, c.index);
+        if c.offset == 0 {
+            self.discard(c.lease_id, c.index);
+            let dest = out.join(rel);
+            let mut tmp = dest.clone().into_os_string();
+            tmp.push(format!(".{}.{}.part", std::process::id(), c.lease_id));
+            let tmp = PathBuf::from(tmp);
+            let file = dest
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| std::fs::File::create(&tmp));
+            match file {
+                Ok(file) => {
+                    self.open.insert(
+                        key,
+                        Partial {
+                            file,
+                            tmp,
+                            dest,
+                            len: 0,
+                            hash: xxhash_rust::xxh3::Xxh3::new(),
+                            broken: None,
+                        },
+                    );
+                }
+                Err(e) => {
+                    tracing::error!(path = %tmp.display(), error = %e, "cannot create output");
+                    return;
+                }
+            }
+        }
+        let Some(p) = self.open.get_mut(&key) else {
+            return;
+        };
+        if p.broken.is_some() {
+            return;
+        }
+        if c.offset != p.len {
+            p.broken = Some(format!(
+                "chunk at offset {} but {} bytes received",
+                c.offset, p.len
+            ));
+            return;
+        }
+        if let Err(e) = p.file.write_all(&c.data) {
+            p.broken = Some(format!("cannot write {}: {e}", p.tmp.display()));
+            return;
+        }
+        p.hash.update(&c.data);
+        p.len += c.data.len() as u64;
+    }
+
+    fn commit(&mut self, lease: u64, index: u64, checksum: &str) -> Result<(), String> {
+        let p = self
+            .open
+            .remove(&(lease, index))
+            .ok_or_else(|| "no output data was received".to_string())?;
+        let result = (|| {
+            if let Some(b) = &p.broken {
+                return Err(b.clone());
+            }
+            let got = format!("{:032x}", p.hash.digest128());
+            if got != checksum {
+                return Err(format!(
+                    "output checksum {got} does not match the reported {checksum}"
+                ));
+            }
+            std::fs::rename(&p.tmp, &p.dest)
+                .map_err(|e| format!("cannot rename into {}: {e}", p.dest.display()))
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&p.tmp);
+        }
+        result
+    }
+
+    fn discard(&mut self, lease: u64, index: u64) {
+        if let Some(p) = self.open.remove(&(lease, index)) {
+            let _ = std::fs::remove_file(&p.tmp);
+        }
+    }
+
+    fn discard_all(&mut self) {
+        for (_, p) in self.open.drain() {
+            let _ = std::fs::remove_file(&p.tmp);
+        }
+    }
 }

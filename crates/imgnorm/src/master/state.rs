@@ -356,6 +356,25 @@ impl State {
         }
     }
 
+    /// Input file of a job's item (stream mode `ReadInput`).
+    pub fn input_path(&self, job: &str, index: u64) -> Option<PathBuf> {
+        let key = job_key(&JobId(job.to_string()))?;
+        let j = self.jobs.get(&key)?;
+        let rel = j.files.get(usize::try_from(index).ok()?)?;
+        Some(j.input.join(rel))
+    }
+
+    /// Where a stream-mode item's output goes: (output root, relative path).
+    pub fn stream_target(&self, job: &str, index: u64) -> Option<(PathBuf, String)> {
+        let key = job_key(&JobId(job.to_string()))?;
+        let j = self.jobs.get(&key)?;
+        if j.transfer != Transfer::Stream {
+            return None;
+        }
+        let rel = j.files.get(usize::try_from(index).ok()?)?;
+        Some((j.output.clone(), format!("{rel}.npy")))
+    }
+
     /// Output root and transfer mode of a job.
     pub fn output_of(&self, job: &str) -> Option<(PathBuf, Transfer)> {
         let key = job_key(&JobId(job.to_string()))?;
@@ -526,6 +545,7 @@ impl State {
                     index: i,
                     path: jr.files.get(i as usize).cloned().unwrap_or_default(),
                     data: Vec::new(),
+                    fetch: false,
                 })
                 .collect();
             let msg = pb::Lease {

@@ -16,6 +16,7 @@ use imgnorm_proto::v1::coordinator_client::CoordinatorClient;
 use imgnorm_proto::v1::master_message::Msg as MMsg;
 use imgnorm_proto::v1::worker_message::Msg as WMsg;
 use tokio::sync::{mpsc, watch};
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::Endpoint;
 
@@ -147,7 +148,19 @@ async fn session(
     let mut client = CoordinatorClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let (out_tx, out_rx) = mpsc::unbounded_channel();
+    let (out_tx, out_rx) = mpsc::unbounded_channel::<pb::WorkerMessage>();
+    // Bytes of output chunks queued but not yet taken by the transport: the
+    // engine threads wait while this is high, bounding the worker's memory.
+    let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let outbound = {
+        let queued = Arc::clone(&queued);
+        UnboundedReceiverStream::new(out_rx).map(move |m: pb::WorkerMessage| {
+            if let Some(WMsg::OutputChunk(c)) = &m.msg {
+                queued.fetch_sub(c.data.len(), std::sync::atomic::Ordering::AcqRel);
+            }
+            m
+        })
+    };
     let hostname = hostname();
     let _ = out_tx.send(msg(WMsg::Hello(pb::Hello {
         protocol_version: PROTOCOL_VERSION,
@@ -162,7 +175,8 @@ async fn session(
         version: env!("CARGO_PKG_VERSION").to_string(),
         shared_storage: true,
     })));
-    let response = match client.session(UnboundedReceiverStream::new(out_rx)).await {
+    let fetcher = client.clone();
+    let response = match client.session(outbound).await {
         Ok(r) => r,
         Err(s) if s.code() == tonic::Code::FailedPrecondition => {
             return Err(SessionError::Refused(s.message().to_string()));
@@ -181,7 +195,12 @@ async fn session(
         Err(s) => return Err(SessionError::Connect(s.to_string())),
     };
     tracing::info!(worker_id = %welcome.worker_id, master = %cfg.master, "registered with the master");
-    let session = pool.new_session(out_tx.clone());
+    let session = pool.new_session(
+        out_tx.clone(),
+        fetcher,
+        tokio::runtime::Handle::current(),
+        queued,
+    );
     let _ = out_tx.send(msg(WMsg::Ready(pb::Ready {
         credits: cfg.prefetch.max(1),
     })));

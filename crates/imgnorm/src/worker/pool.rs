@@ -17,7 +17,14 @@ use imgnorm_proto::v1::worker_message::Msg as WMsg;
 use tokio::sync::Notify;
 use tokio::sync::mpsc::UnboundedSender;
 
+use imgnorm_proto::v1::coordinator_client::CoordinatorClient;
+use tonic::transport::Channel;
+
 use crate::engine::Engine;
+use crate::master::CHUNK;
+
+/// Output bytes queued for sending before engine threads wait.
+const MAX_QUEUED_BYTES: usize = 32 * 1024 * 1024;
 use crate::wire::{self, Transfer};
 
 /// One lease as the worker holds it.
@@ -72,6 +79,9 @@ struct Task {
 
 struct SessionShared {
     out: UnboundedSender<pb::WorkerMessage>,
+    client: CoordinatorClient<Channel>,
+    runtime: tokio::runtime::Handle,
+    queued: Arc<AtomicUsize>,
     draining: Arc<AtomicBool>,
     ended: AtomicBool,
     leases: Mutex<HashMap<u64, Arc<LeaseCtx>>>,
@@ -83,6 +93,46 @@ impl SessionShared {
         if !self.ended.load(Ordering::Relaxed) {
             let _ = self.out.send(pb::WorkerMessage { msg: Some(m) });
         }
+    }
+
+    /// Sends an output file as chunks, waiting while too much is queued.
+    fn send_output(&self, lease: &LeaseCtx, index: u64, bytes: &[u8]) {
+        for (k, chunk) in bytes.chunks(CHUNK).enumerate() {
+            while self.queued.load(Ordering::Acquire) > MAX_QUEUED_BYTES
+                && !self.ended.load(Ordering::Relaxed)
+            {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            self.queued.fetch_add(chunk.len(), Ordering::AcqRel);
+            self.send(WMsg::OutputChunk(pb::OutputChunk {
+                job_id: lease.job_id.clone(),
+                lease_id: lease.lease_id,
+                index,
+                offset: (k * CHUNK) as u64,
+                data: chunk.to_vec(),
+            }));
+        }
+    }
+
+    /// Reads a large stream-mode input from the master in chunks.
+    fn fetch(&self, job: &str, index: u64) -> Result<Vec<u8>, String> {
+        let mut client = self.client.clone();
+        let req = pb::ReadInputRequest {
+            job_id: job.to_string(),
+            index,
+        };
+        self.runtime.block_on(async move {
+            let mut s = client
+                .read_input(req)
+                .await
+                .map_err(|e| e.message().to_string())?
+                .into_inner();
+            let mut data = Vec::new();
+            while let Some(c) = s.message().await.map_err(|e| e.message().to_string())? {
+                data.extend_from_slice(&c.data);
+            }
+            Ok(data)
+        })
     }
 
     fn leases(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<LeaseCtx>>> {
@@ -139,11 +189,20 @@ impl Pool {
     }
 
     /// A handle for a new session that sends results on `out`.
-    pub fn new_session(self: &Arc<Self>, out: UnboundedSender<pb::WorkerMessage>) -> SessionHandle {
+    pub fn new_session(
+        self: &Arc<Self>,
+        out: UnboundedSender<pb::WorkerMessage>,
+        client: CoordinatorClient<Channel>,
+        runtime: tokio::runtime::Handle,
+        queued: Arc<AtomicUsize>,
+    ) -> SessionHandle {
         SessionHandle {
             pool: Arc::clone(self),
             shared: Arc::new(SessionShared {
                 out,
+                client,
+                runtime,
+                queued,
                 draining: Arc::new(AtomicBool::new(false)),
                 ended: AtomicBool::new(false),
                 leases: Mutex::new(HashMap::new()),
@@ -238,8 +297,14 @@ impl SessionHandle {
     }
 }
 
+/// Fault injection for tests and demos: a worker whose environment sets this
+/// variable aborts (as a segfaulting decoder would) when it starts an image
+/// whose path contains the value. Used to check poison-image quarantine.
+pub const CRASH_ON_ENV: &str = "IMGNORM_FAULT_CRASH_ON";
+
 fn engine_thread(rx: Arc<Mutex<mpsc::Receiver<Task>>>, delay: Duration) {
     let mut engine: Option<(String, Engine)> = None;
+    let crash_on = std::env::var(CRASH_ON_ENV).ok().filter(|s| !s.is_empty());
     loop {
         let task = {
             let guard = rx.lock().unwrap_or_else(|p| p.into_inner());
@@ -257,6 +322,10 @@ fn engine_thread(rx: Arc<Mutex<mpsc::Receiver<Task>>>, delay: Duration) {
         if !skip {
             lease.started.store(true, Ordering::Relaxed);
             let item = &lease.items[index];
+            if crash_on.as_deref().is_some_and(|c| item.path.contains(c)) {
+                tracing::error!(path = %item.path, "fault injection: aborting");
+                std::process::abort();
+            }
             if engine
                 .as_ref()
                 .is_none_or(|(j, _)| *j != lease.options_json)
@@ -270,25 +339,40 @@ fn engine_thread(rx: Arc<Mutex<mpsc::Receiver<Task>>>, delay: Duration) {
                 let result = catch_unwind(AssertUnwindSafe(|| match lease.transfer {
                     Transfer::Shared => {
                         let r = eng.process_file(&lease.input_root, &item.path, &lease.output_root);
-                        (r, Vec::new())
+                        (r, false)
                     }
                     Transfer::Stream => {
-                        let p = eng.process_bytes(&item.path, &item.data);
-                        let bytes = p.npy.map(<[u8]>::to_vec).unwrap_or_default();
-                        (p.record, bytes)
+                        let fetched;
+                        let data: &[u8] = if item.fetch {
+                            match session.fetch(&lease.job_id, item.index) {
+                                Ok(d) => {
+                                    fetched = d;
+                                    &fetched
+                                }
+                                Err(e) => {
+                                    let r =
+                                        Record::bare(item.path.clone(), Status::Failed, Some(e));
+                                    return (r, false);
+                                }
+                            }
+                        } else {
+                            &item.data
+                        };
+                        let p = eng.process_bytes(&item.path, data);
+                        if let Some(npy) = p.npy {
+                            session.send_output(&lease, item.index, npy);
+                        }
+                        (p.record, false)
                     }
                 }));
-                let (record, output) = match result {
-                    Ok(v) => v,
+                let record = match result {
+                    Ok((r, _)) => r,
                     Err(_) => {
                         engine = None;
-                        (
-                            Record::bare(
-                                item.path.clone(),
-                                Status::Failed,
-                                Some("internal error: the engine panicked on this image".into()),
-                            ),
-                            Vec::new(),
+                        Record::bare(
+                            item.path.clone(),
+                            Status::Failed,
+                            Some("internal error: the engine panicked on this image".into()),
                         )
                     }
                 };
@@ -301,7 +385,7 @@ fn engine_thread(rx: Arc<Mutex<mpsc::Receiver<Task>>>, delay: Duration) {
                     attempt: lease.attempt,
                     index: item.index,
                     record: Some(wire::record_to_pb(&record)),
-                    output,
+                    output: Vec::new(),
                 }));
             }
         }

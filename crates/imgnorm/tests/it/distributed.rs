@@ -459,3 +459,143 @@ fn worker_with_another_protocol_version_is_refused() {
         status.message()
     );
 }
+
+#[test]
+fn stream_transfer_chunks_large_images() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = dir.path().join("big");
+    let st = Command::new(bin())
+        .args([
+            "gen",
+            "--format",
+            "png",
+            "--size",
+            "2600x1800",
+            "--count",
+            "2",
+            "--out",
+        ])
+        .arg(&input)
+        .stdout(Stdio::null())
+        .status()
+        .expect("gen");
+    assert!(st.success());
+    let biggest = std::fs::read_dir(&input)
+        .expect("read")
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .max()
+        .unwrap_or(0);
+    assert!(
+        biggest > 4 * 1024 * 1024,
+        "inputs must exceed the inline limit ({biggest} bytes)"
+    );
+    let c = dir.path().join("c");
+    let st = Command::new(bin())
+        .args(["centralized", "-q", "--input"])
+        .arg(&input)
+        .arg("--output")
+        .arg(&c)
+        .stdout(Stdio::null())
+        .status()
+        .expect("centralized");
+    assert!(st.success());
+    let out = dir.path().join("s");
+    let st = Command::new(bin())
+        .args([
+            "run",
+            "-q",
+            "--workers",
+            "2",
+            "--transfer",
+            "stream",
+            "--input",
+        ])
+        .arg(&input)
+        .arg("--output")
+        .arg(&out)
+        .stdout(Stdio::null())
+        .status()
+        .expect("run");
+    assert!(st.success());
+    assert_same_dataset(&c, &out);
+}
+
+#[test]
+fn poison_image_is_quarantined_and_the_rest_completes() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = dataset(dir.path(), 30);
+    let out = dir.path().join("o");
+    let mut m = Master::start(&input, &out, &[FAST, &["--max-crashes", "2"]].concat());
+    let poison = "gen/img_000007";
+    // A supervisor that keeps two workers alive, like an orchestrator would;
+    // every worker aborts on the poison image.
+    let mut workers: Vec<Proc> = Vec::new();
+    let start = Instant::now();
+    let code = loop {
+        if let Ok(Some(st)) = m.proc.0.try_wait() {
+            break st.code();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "job did not finish"
+        );
+        workers.retain_mut(|w| matches!(w.0.try_wait(), Ok(None)));
+        while workers.len() < 2 {
+            let w = Command::new(bin())
+                .args(["worker", "--master", &m.url, "--name", "crashy"])
+                .env("IMGNORM_FAULT_CRASH_ON", poison)
+                .env("IMGNORM_LOG", "off")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("worker");
+            workers.push(Proc(w));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(code, Some(3));
+    assert_once_each(&out, &input);
+    let text = std::fs::read_to_string(out.join("manifest.jsonl")).expect("manifest");
+    let mut quarantined = 0;
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("row");
+        let path = v["path"].as_str().unwrap_or_default();
+        if path.contains(poison) {
+            assert_eq!(v["status"], "failed");
+            assert!(
+                v["reason"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("quarantined"),
+                "{v}"
+            );
+            quarantined += 1;
+        } else if path.starts_with("gen/") {
+            assert_eq!(v["status"], "ok", "innocent images complete: {v}");
+        }
+    }
+    assert_eq!(quarantined, 1);
+}
+
+#[test]
+fn straggler_batch_is_speculatively_reissued() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = dataset(dir.path(), 30);
+    let c = dir.path().join("c");
+    centralized(&input, &c);
+    let out = dir.path().join("o");
+    let m = Master::start(&input, &out, FAST);
+    // Heartbeats flow (the engine runs on its own thread) but each image takes
+    // ten minutes: only a speculative copy of its batch can finish the job.
+    let _straggler = m.worker("straggler", 600_000);
+    poll_until(
+        "the straggler to hold a lease",
+        Duration::from_secs(30),
+        || m.worker_field("straggler", "leases").as_u64().unwrap_or(0) >= 1,
+    );
+    let _fast = m.worker("fast", 0);
+    assert_eq!(m.wait(Duration::from_secs(90)), 3);
+    assert_same_dataset(&c, &out);
+    assert_once_each(&out, &input);
+}

@@ -116,6 +116,10 @@ pub struct EngineOptions {
     /// Accept truncated JPEGs (missing part filled) with a warning instead of
     /// failing them.
     pub allow_truncated: bool,
+    /// Coordination only: workers skip reading and decoding and report every
+    /// file as skipped ("dry run"). Measures the master, not the engine.
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 impl Default for EngineOptions {
@@ -128,6 +132,7 @@ impl Default for EngineOptions {
             orientation: Orientation::Ignore,
             max_pixels: DEFAULT_MAX_PIXELS,
             allow_truncated: false,
+            dry_run: false,
         }
     }
 }

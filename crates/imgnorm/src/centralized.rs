@@ -78,6 +78,7 @@ pub fn run(
             elapsed_s: summary.seconds,
             images_per_s: summary.images_per_s,
             stage_seconds: engine.times().into(),
+            peak_rss_mib: output::peak_rss_mib(),
         },
     )?;
     Ok(summary)

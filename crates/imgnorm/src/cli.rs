@@ -274,6 +274,10 @@ pub struct EngineArgs {
     /// Accept truncated JPEGs (missing part filled) with a warning.
     #[arg(long)]
     pub allow_truncated: bool,
+    /// Coordination only: workers do not read or decode, every file is
+    /// reported as skipped. For measuring the master's own throughput.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `--scope`.
@@ -345,6 +349,7 @@ impl EngineArgs {
             },
             max_pixels: self.max_pixels,
             allow_truncated: self.allow_truncated,
+            dry_run: self.dry_run,
         };
         opts.validate()?;
         Ok(opts)

@@ -87,6 +87,18 @@ pub struct Stats<'a> {
     pub images_per_s: f64,
     /// Seconds per stage summed over engines (centralized only; 0 otherwise).
     pub stage_seconds: StageSeconds,
+    /// Peak resident memory of the process that wrote this file (the master
+    /// in distributed runs), in MiB; absent where /proc is not available.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_rss_mib: Option<f64>,
+}
+
+/// Peak resident set size of this process in MiB (Linux `VmHWM`).
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some((kb / 1024.0 * 10.0).round() / 10.0)
 }
 
 /// Stage times in seconds.

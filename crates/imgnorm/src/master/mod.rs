@@ -289,6 +289,7 @@ impl Master {
                 elapsed_s: summary.seconds,
                 images_per_s: summary.images_per_s,
                 stage_seconds: StageSeconds::default(),
+                peak_rss_mib: output::peak_rss_mib(),
             },
         )
         .map_err(e)?;

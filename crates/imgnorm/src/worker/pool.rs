@@ -337,6 +337,10 @@ fn engine_thread(rx: Arc<Mutex<mpsc::Receiver<Task>>>, delay: Duration) {
             }
             if let Some((_, eng)) = engine.as_mut() {
                 let result = catch_unwind(AssertUnwindSafe(|| match lease.transfer {
+                    _ if lease.options.dry_run => (
+                        Record::bare(item.path.clone(), Status::Skipped, Some("dry run".into())),
+                        false,
+                    ),
                     Transfer::Shared => {
                         let r = eng.process_file(&lease.input_root, &item.path, &lease.output_root);
                         (r, false)

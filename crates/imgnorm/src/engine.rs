@@ -273,8 +273,10 @@ impl Engine {
             _ => {
                 let bytes = usize::try_from(decoder.total_bytes()).unwrap_or(usize::MAX);
                 let words = bytes.div_ceil(2);
-                self.samples.clear();
-                self.samples.resize(words, 0);
+                // The decoder overwrites all `bytes`; only grow, never re-zero.
+                if self.samples.len() < words {
+                    self.samples.resize(words, 0);
+                }
                 let buf: &mut [u8] = bytemuck::cast_slice_mut(&mut self.samples[..]);
                 decoder.read_image(&mut buf[..bytes])?;
                 Decoded {
@@ -309,19 +311,24 @@ impl Engine {
         let (px, channels) = convert(&self.samples, &mut self.converted, self.opts.channels, d, n);
         let scope = self.opts.scope;
         let ext = extremes(px, channels, scope);
-        self.out.clear();
-        self.out.extend_from_slice(&npy_header(
+        let header = npy_header(
             self.opts.dtype,
             &[d.height as usize, d.width as usize, channels],
-        ));
-        self.kernel.scale_into(
+        );
+        let total = header.len() + px.len() * self.opts.dtype.size();
+        // Resize without clearing: for same-sized images nothing is zeroed or
+        // faulted in; every byte is overwritten below.
+        self.out.resize(total, 0);
+        let (head, body) = self.out.split_at_mut(header.len());
+        head.copy_from_slice(&header);
+        self.kernel.scale_to_slice(
             px,
             channels,
             scope,
             &ext,
             self.opts.range,
             self.opts.dtype,
-            &mut self.out,
+            body,
         );
         let checksum = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&self.out));
         Record {

@@ -565,6 +565,60 @@ mod tests {
     }
 
     #[test]
+    fn scale_to_slice_matches_scale_into_and_overwrites_everything() {
+        let data: Vec<u16> = vec![3, 900, 17, 4000, 3, 250];
+        for scope in [Scope::Image, Scope::Channel] {
+            let want = run(Pixels::U16(&data), 2, scope, (0.0, 1.0), Dtype::F32);
+            let ext = extremes(Pixels::U16(&data), 2, scope);
+            let mut dst = vec![0xAB; data.len() * 4];
+            Kernel::new().scale_to_slice(
+                Pixels::U16(&data),
+                2,
+                scope,
+                &ext,
+                (0.0, 1.0),
+                Dtype::F32,
+                &mut dst,
+            );
+            assert_eq!(dst, want);
+            // A short destination gets the first values and no panic.
+            let mut short = vec![0; 5];
+            Kernel::new().scale_to_slice(
+                Pixels::U16(&data),
+                2,
+                scope,
+                &ext,
+                (0.0, 1.0),
+                Dtype::F32,
+                &mut short,
+            );
+            assert_eq!(&short[..4], &want[..4]);
+        }
+    }
+
+    #[test]
+    fn eight_bit_table_clamps_values_outside_wrong_extremes() {
+        // Extremes that do not cover the data must not panic or index out of
+        // bounds; values outside are clamped to the endpoints.
+        let data: Vec<u8> = vec![0, 100, 200, 255];
+        let ext = Extremes {
+            min: vec![100],
+            max: vec![200],
+        };
+        let mut out = Vec::new();
+        Kernel::new().scale_into(
+            Pixels::U8(&data),
+            1,
+            Scope::Image,
+            &ext,
+            (0.0, 1.0),
+            Dtype::F32,
+            &mut out,
+        );
+        assert_eq!(f32s(&out), vec![0.0, 0.0, 1.0, 1.0]);
+    }
+
+    #[test]
     fn npy_header_is_aligned_and_parsable() {
         let h = npy_header(Dtype::F32, &[480, 640, 3]);
         assert_eq!(h.len() % 64, 0);

@@ -560,6 +560,43 @@ mod tests {
         assert_eq!(r.status, Status::Failed);
     }
 
+    fn png_of(w: u32, h: u32, seed: u8) -> Vec<u8> {
+        let img = image::RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([
+                (x * 7) as u8 ^ seed,
+                (y * 3) as u8,
+                seed.wrapping_add(x as u8),
+            ])
+        });
+        let mut png = Vec::new();
+        img.write_to(&mut Cursor::new(&mut png), ImageFormat::Png)
+            .unwrap();
+        png
+    }
+
+    /// Buffers are reused without zeroing: a big image followed by a small
+    /// one must give the same bytes as a fresh engine.
+    #[test]
+    fn reused_buffers_leave_no_stale_bytes() {
+        let big = png_of(40, 30, 1);
+        let small = png_of(5, 3, 2);
+        let mut reused = Engine::new(EngineOptions::default());
+        let _ = reused.process_bytes("big.png", &big);
+        let a = reused
+            .process_bytes("small.png", &small)
+            .npy
+            .unwrap()
+            .to_vec();
+        let mut fresh = Engine::new(EngineOptions::default());
+        let b = fresh
+            .process_bytes("small.png", &small)
+            .npy
+            .unwrap()
+            .to_vec();
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 128 + 5 * 3 * 3 * 4);
+    }
+
     #[test]
     fn png_roundtrip_values() {
         let img = image::RgbImage::from_fn(4, 2, |x, y| image::Rgb([x as u8 * 10, y as u8, 200]));

@@ -76,5 +76,12 @@ else
     echo "WARNING: IMGNORM_SKIP_PYTHON=1: Python output checks skipped" >&2
 fi
 
+skipped=""
+[ "${IMGNORM_SKIP_DOCKER:-0}" = 1 ] && skipped+=" container tests (no Docker);"
+[ "${IMGNORM_SKIP_PYTHON:-0}" = 1 ] && skipped+=" Python output checks (IMGNORM_SKIP_PYTHON=1);"
 echo
-echo "test.sh: ALL TESTS PASSED${IMGNORM_SKIP_DOCKER:+ (container tests skipped: no Docker)}"
+if [ -n "$skipped" ]; then
+    echo "test.sh: ALL TESTS PASSED, but SKIPPED:${skipped%;}"
+else
+    echo "test.sh: ALL TESTS PASSED"
+fi

@@ -168,17 +168,26 @@ fn scaled(x: u32, lo: u32, hi: u32, range: (f64, f64)) -> f64 {
 
 /// Scratch space reused across images so no per-image allocation happens on the
 /// hot path.
+///
+/// The table holds each group's output values as little-endian bytes. For
+/// 8-bit samples it covers all 256 values (those outside `min..=max` hold the
+/// nearest endpoint's value), so the per-sample work is one unchecked-free
+/// load and store; for 16-bit samples it covers `min..=max` only and the index
+/// is clamped, which keeps the table small for narrow ranges.
 #[derive(Debug, Default)]
 pub struct Kernel {
     lut: Vec<u8>,
-    /// Per group: (offset of its first LUT entry in bytes, its min, entries).
     groups: Vec<Group>,
 }
 
+/// One group's slice of the table.
 #[derive(Debug, Clone, Copy)]
 struct Group {
+    /// Offset of the group's first entry, in bytes.
     off: usize,
+    /// Sample value of the first entry (0 for 8-bit tables).
     lo: usize,
+    /// Number of entries.
     entries: usize,
 }
 
@@ -202,35 +211,54 @@ impl Kernel {
         dtype: Dtype,
         out: &mut Vec<u8>,
     ) {
+        let base = out.len();
+        out.resize(base + px.len() * dtype.size(), 0);
+        self.scale_to_slice(px, channels, scope, ext, range, dtype, &mut out[base..]);
+    }
+
+    /// Like [`Kernel::scale_into`], but writes into `dst`, which should be
+    /// `px.len() * dtype.size()` bytes long (a shorter `dst` gets the first
+    /// values only). Lets the caller reuse an output buffer without zeroing it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn scale_to_slice(
+        &mut self,
+        px: Pixels<'_>,
+        channels: usize,
+        scope: Scope,
+        ext: &Extremes,
+        range: (f64, f64),
+        dtype: Dtype,
+        dst: &mut [u8],
+    ) {
         let channels = channels.max(1);
         let groups = match scope {
             Scope::Image => 1,
             Scope::Channel => channels,
         };
-        let size = dtype.size();
+        let eight = matches!(px, Pixels::U8(_));
         self.lut.clear();
         self.groups.clear();
         for g in 0..groups {
             let lo = ext.min.get(g).copied().unwrap_or(0);
             let hi = ext.max.get(g).copied().unwrap_or(0).max(lo);
+            let (first, last) = if eight { (0, 255) } else { (lo, hi) };
             self.groups.push(Group {
                 off: self.lut.len(),
-                lo: lo as usize,
-                entries: (hi - lo) as usize + 1,
+                lo: first as usize,
+                entries: (last - first) as usize + 1,
             });
-            for x in lo..=hi {
-                push_value(&mut self.lut, scaled(x, lo, hi, range), dtype);
+            for x in first..=last {
+                push_value(&mut self.lut, scaled(x.clamp(lo, hi), lo, hi, range), dtype);
             }
         }
-        let base = out.len();
-        out.resize(base + px.len() * size, 0);
-        let dst = &mut out[base..];
         let lut = &self.lut[..];
-        match (groups, size) {
+        match (groups, dtype.size()) {
             (1, 4) => gather::<4>(px, lut, self.groups[0], dst),
             (1, 2) => gather::<2>(px, lut, self.groups[0], dst),
             (1, 1) => gather::<1>(px, lut, self.groups[0], dst),
-            _ => gather_channels(px, lut, &self.groups, size, dst),
+            (_, 4) => gather_channels::<4>(px, lut, &self.groups, dst),
+            (_, 2) => gather_channels::<2>(px, lut, &self.groups, dst),
+            _ => gather_channels::<1>(px, lut, &self.groups, dst),
         }
     }
 }
@@ -244,47 +272,65 @@ fn push_value(lut: &mut Vec<u8>, v: f64, dtype: Dtype) {
     }
 }
 
-/// One group: `dst[i] = lut[(px[i] - lo) * N ..][..N]`.
+/// One group's entries as `N`-byte values.
+fn table<const N: usize>(lut: &[u8], g: Group) -> &[[u8; N]] {
+    let end = (g.off + g.entries * N).min(lut.len());
+    lut.get(g.off..end).unwrap_or_default().as_chunks::<N>().0
+}
+
+/// One group: `dst[i] = table[px[i]]`.
 fn gather<const N: usize>(px: Pixels<'_>, lut: &[u8], g: Group, dst: &mut [u8]) {
-    let table = &lut[g.off..g.off + g.entries * N];
-    let last = g.entries - 1;
-    let put = |d: &mut [u8], x: usize| {
-        // `x - lo` is within the table because lo/hi came from this data; the
-        // `min` keeps a wrong `Extremes` from indexing out of bounds.
-        let i = x.wrapping_sub(g.lo).min(last);
-        d.copy_from_slice(&table[i * N..i * N + N]);
-    };
+    let table = table::<N>(lut, g);
+    let (dst, _) = dst.as_chunks_mut::<N>();
     match px {
         Pixels::U8(s) => {
-            for (d, &x) in dst.chunks_exact_mut(N).zip(s) {
-                put(d, x as usize);
+            // A full 256-entry table: the index needs no clamp and no bounds check.
+            let Ok(table) = <&[[u8; N]; 256]>::try_from(table) else {
+                return;
+            };
+            for (d, &x) in dst.iter_mut().zip(s) {
+                *d = table[x as usize];
             }
         }
         Pixels::U16(s) => {
-            for (d, &x) in dst.chunks_exact_mut(N).zip(s) {
-                put(d, x as usize);
+            let Some(last) = table.len().checked_sub(1) else {
+                return;
+            };
+            for (d, &x) in dst.iter_mut().zip(s) {
+                // `x - lo` is within the table because lo/hi came from this
+                // data; the `min` keeps a wrong `Extremes` from indexing out of
+                // bounds.
+                *d = table[(x as usize).wrapping_sub(g.lo).min(last)];
             }
         }
     }
 }
 
-fn gather_channels(px: Pixels<'_>, lut: &[u8], groups: &[Group], size: usize, dst: &mut [u8]) {
-    let n = groups.len();
-    let put = |k: usize, x: usize, d: &mut [u8]| {
-        let g = groups[k % n];
-        let i = x.wrapping_sub(g.lo).min(g.entries - 1);
-        let at = g.off + i * size;
-        d.copy_from_slice(&lut[at..at + size]);
+/// One group per channel, pixel by pixel.
+fn gather_channels<const N: usize>(px: Pixels<'_>, lut: &[u8], groups: &[Group], dst: &mut [u8]) {
+    let c = groups.len();
+    let tables: Vec<&[[u8; N]]> = groups.iter().map(|&g| table::<N>(lut, g)).collect();
+    if tables.iter().any(|t| t.is_empty()) {
+        return;
+    }
+    let (dst, _) = dst.as_chunks_mut::<N>();
+    let pick = |k: usize, x: usize| {
+        let t = tables[k];
+        t[x.wrapping_sub(groups[k].lo).min(t.len() - 1)]
     };
     match px {
         Pixels::U8(s) => {
-            for (k, (d, &x)) in dst.chunks_exact_mut(size).zip(s).enumerate() {
-                put(k, x as usize, d);
+            for (d, p) in dst.chunks_exact_mut(c).zip(s.chunks_exact(c)) {
+                for k in 0..c {
+                    d[k] = pick(k, p[k] as usize);
+                }
             }
         }
         Pixels::U16(s) => {
-            for (k, (d, &x)) in dst.chunks_exact_mut(size).zip(s).enumerate() {
-                put(k, x as usize, d);
+            for (d, p) in dst.chunks_exact_mut(c).zip(s.chunks_exact(c)) {
+                for k in 0..c {
+                    d[k] = pick(k, p[k] as usize);
+                }
             }
         }
     }
@@ -516,6 +562,60 @@ mod tests {
         ));
         assert_eq!(&out[..5], &[0.0; 5]);
         assert_eq!(&out[45..], &[1.0; 5]);
+    }
+
+    #[test]
+    fn scale_to_slice_matches_scale_into_and_overwrites_everything() {
+        let data: Vec<u16> = vec![3, 900, 17, 4000, 3, 250];
+        for scope in [Scope::Image, Scope::Channel] {
+            let want = run(Pixels::U16(&data), 2, scope, (0.0, 1.0), Dtype::F32);
+            let ext = extremes(Pixels::U16(&data), 2, scope);
+            let mut dst = vec![0xAB; data.len() * 4];
+            Kernel::new().scale_to_slice(
+                Pixels::U16(&data),
+                2,
+                scope,
+                &ext,
+                (0.0, 1.0),
+                Dtype::F32,
+                &mut dst,
+            );
+            assert_eq!(dst, want);
+            // A short destination gets the first values and no panic.
+            let mut short = vec![0; 5];
+            Kernel::new().scale_to_slice(
+                Pixels::U16(&data),
+                2,
+                scope,
+                &ext,
+                (0.0, 1.0),
+                Dtype::F32,
+                &mut short,
+            );
+            assert_eq!(&short[..4], &want[..4]);
+        }
+    }
+
+    #[test]
+    fn eight_bit_table_clamps_values_outside_wrong_extremes() {
+        // Extremes that do not cover the data must not panic or index out of
+        // bounds; values outside are clamped to the endpoints.
+        let data: Vec<u8> = vec![0, 100, 200, 255];
+        let ext = Extremes {
+            min: vec![100],
+            max: vec![200],
+        };
+        let mut out = Vec::new();
+        Kernel::new().scale_into(
+            Pixels::U8(&data),
+            1,
+            Scope::Image,
+            &ext,
+            (0.0, 1.0),
+            Dtype::F32,
+            &mut out,
+        );
+        assert_eq!(f32s(&out), vec![0.0, 0.0, 1.0, 1.0]);
     }
 
     #[test]

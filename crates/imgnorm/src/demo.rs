@@ -21,7 +21,7 @@ pub enum DemoError {
 /// Runs the demo in `dir` with `count` sample images.
 pub fn run(dir: &Path, count: u64) -> Result<(), DemoError> {
     let input = dir.join("input");
-    let marker = input.join(format!(".imgnorm-demo-{count}"));
+    let marker = dir.join(format!(".sample-{count}-images-ready"));
     if marker.exists() {
         println!("Using the sample dataset already in {}", input.display());
     } else {

@@ -273,8 +273,10 @@ impl Engine {
             _ => {
                 let bytes = usize::try_from(decoder.total_bytes()).unwrap_or(usize::MAX);
                 let words = bytes.div_ceil(2);
-                self.samples.clear();
-                self.samples.resize(words, 0);
+                // The decoder overwrites all `bytes`; only grow, never re-zero.
+                if self.samples.len() < words {
+                    self.samples.resize(words, 0);
+                }
                 let buf: &mut [u8] = bytemuck::cast_slice_mut(&mut self.samples[..]);
                 decoder.read_image(&mut buf[..bytes])?;
                 Decoded {
@@ -309,19 +311,24 @@ impl Engine {
         let (px, channels) = convert(&self.samples, &mut self.converted, self.opts.channels, d, n);
         let scope = self.opts.scope;
         let ext = extremes(px, channels, scope);
-        self.out.clear();
-        self.out.extend_from_slice(&npy_header(
+        let header = npy_header(
             self.opts.dtype,
             &[d.height as usize, d.width as usize, channels],
-        ));
-        self.kernel.scale_into(
+        );
+        let total = header.len() + px.len() * self.opts.dtype.size();
+        // Resize without clearing: for same-sized images nothing is zeroed or
+        // faulted in; every byte is overwritten below.
+        self.out.resize(total, 0);
+        let (head, body) = self.out.split_at_mut(header.len());
+        head.copy_from_slice(&header);
+        self.kernel.scale_to_slice(
             px,
             channels,
             scope,
             &ext,
             self.opts.range,
             self.opts.dtype,
-            &mut self.out,
+            body,
         );
         let checksum = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&self.out));
         Record {
@@ -551,6 +558,43 @@ mod tests {
             .process_bytes("x.jpg", &[0xFF, 0xD8, 0xFF, 0xE0, 0, 0])
             .record;
         assert_eq!(r.status, Status::Failed);
+    }
+
+    fn png_of(w: u32, h: u32, seed: u8) -> Vec<u8> {
+        let img = image::RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([
+                (x * 7) as u8 ^ seed,
+                (y * 3) as u8,
+                seed.wrapping_add(x as u8),
+            ])
+        });
+        let mut png = Vec::new();
+        img.write_to(&mut Cursor::new(&mut png), ImageFormat::Png)
+            .unwrap();
+        png
+    }
+
+    /// Buffers are reused without zeroing: a big image followed by a small
+    /// one must give the same bytes as a fresh engine.
+    #[test]
+    fn reused_buffers_leave_no_stale_bytes() {
+        let big = png_of(40, 30, 1);
+        let small = png_of(5, 3, 2);
+        let mut reused = Engine::new(EngineOptions::default());
+        let _ = reused.process_bytes("big.png", &big);
+        let a = reused
+            .process_bytes("small.png", &small)
+            .npy
+            .unwrap()
+            .to_vec();
+        let mut fresh = Engine::new(EngineOptions::default());
+        let b = fresh
+            .process_bytes("small.png", &small)
+            .npy
+            .unwrap()
+            .to_vec();
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 128 + 5 * 3 * 3 * 4);
     }
 
     #[test]

@@ -9,13 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_imgnorm")
-}
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
-}
+use crate::helpers::{assert_same_dataset, bin, files_under, fixtures, poll_until};
 
 /// A dataset of `count` generated images plus every fixture (formats and
 /// hostile files), so the distributed path sees bad input too.
@@ -60,50 +54,6 @@ fn centralized(input: &Path, out: &Path) {
     assert_eq!(st.code(), Some(3), "fixtures include failures: exit 3");
 }
 
-/// Every file under `dir` except the run-dependent ones, with its bytes.
-fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).expect("read output") {
-            let p = e.expect("entry").path();
-            if p.is_dir() {
-                stack.push(p);
-                continue;
-            }
-            let rel = p
-                .strip_prefix(dir)
-                .expect("prefix")
-                .to_string_lossy()
-                .to_string();
-            if rel == "stats.json" || rel == "provenance.jsonl" {
-                continue;
-            }
-            out.push((rel, std::fs::read(&p).expect("read")));
-        }
-    }
-    out.sort();
-    out
-}
-
-fn assert_same_dataset(a: &Path, b: &Path) {
-    let (ta, tb) = (tree(a), tree(b));
-    let names = |t: &[(String, Vec<u8>)]| t.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
-    assert_eq!(names(&ta), names(&tb), "same files");
-    for ((n, x), (_, y)) in ta.iter().zip(&tb) {
-        assert!(
-            x == y,
-            "{n} differs between {} and {}",
-            a.display(),
-            b.display()
-        );
-    }
-    assert!(
-        !names(&tb).iter().any(|n| n.ends_with(".tmp")),
-        "no temp files left"
-    );
-}
-
 /// Each input file appears exactly once in the manifest.
 fn assert_once_each(out: &Path, input: &Path) {
     let text = std::fs::read_to_string(out.join("manifest.jsonl")).expect("manifest");
@@ -113,27 +63,12 @@ fn assert_once_each(out: &Path, input: &Path) {
         let p = v["path"].as_str().expect("path").to_string();
         assert!(seen.insert(p.clone()), "{p} twice in the manifest");
     }
-    let mut files = 0;
-    let mut stack = vec![input.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).expect("read input") {
-            let p = e.expect("entry").path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                files += 1;
-            }
-        }
-    }
+    let files = files_under(input).len();
     assert_eq!(seen.len(), files, "one row per input file");
 }
 
-fn poll_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn wait_for(what: &str, timeout: Duration, cond: impl FnMut() -> bool) {
+    assert!(poll_until(timeout, cond), "timed out waiting for {what}");
 }
 
 struct Proc(Child);
@@ -311,7 +246,7 @@ fn sigkilled_worker_mid_batch_loses_nothing() {
     let out = dir.path().join("o");
     let m = Master::start(&input, &out, FAST);
     let victim = m.worker("victim", 40);
-    poll_until(
+    wait_for(
         "the victim to finish a few images",
         Duration::from_secs(30),
         || {
@@ -347,7 +282,7 @@ fn sigstopped_worker_is_expired_and_its_late_results_discarded() {
     let out = dir.path().join("o");
     let m = Master::start(&input, &out, FAST);
     let frozen = m.worker("frozen", 30);
-    poll_until("the worker to start", Duration::from_secs(30), || {
+    wait_for("the worker to start", Duration::from_secs(30), || {
         m.worker_field("frozen", "images_done")
             .as_u64()
             .unwrap_or(0)
@@ -355,7 +290,7 @@ fn sigstopped_worker_is_expired_and_its_late_results_discarded() {
     });
     signal(&frozen, libc::SIGSTOP);
     let _slow = m.worker("slow", 60);
-    poll_until(
+    wait_for(
         "the frozen worker to be declared dead",
         Duration::from_secs(30),
         || m.worker_field("frozen", "state") == "dead",
@@ -378,9 +313,9 @@ fn job_waits_without_workers_and_late_joiner_finishes_it() {
     let out = dir.path().join("o");
     let mut m = Master::start(&input, &out, FAST);
     let first = m.worker("first", 40);
-    poll_until("some progress", Duration::from_secs(30), || m.done() >= 3);
+    wait_for("some progress", Duration::from_secs(30), || m.done() >= 3);
     signal(&first, libc::SIGKILL);
-    poll_until("the worker to be gone", Duration::from_secs(30), || {
+    wait_for("the worker to be gone", Duration::from_secs(30), || {
         m.worker_field("first", "state") == "dead"
     });
     // With no worker the job neither fails nor finishes.
@@ -405,7 +340,7 @@ fn worker_drains_on_sigterm_and_exits_zero() {
     let out = dir.path().join("o");
     let m = Master::start(&input, &out, FAST);
     let mut w = m.worker("drainer", 30);
-    poll_until("work in hand", Duration::from_secs(30), || m.done() >= 2);
+    wait_for("work in hand", Duration::from_secs(30), || m.done() >= 2);
     signal(&w, libc::SIGTERM);
     let start = Instant::now();
     let code = loop {
@@ -589,7 +524,7 @@ fn straggler_batch_is_speculatively_reissued() {
     // Heartbeats flow (the engine runs on its own thread) but each image takes
     // ten minutes: only a speculative copy of its batch can finish the job.
     let _straggler = m.worker("straggler", 600_000);
-    poll_until(
+    wait_for(
         "the straggler to hold a lease",
         Duration::from_secs(30),
         || m.worker_field("straggler", "leases").as_u64().unwrap_or(0) >= 1,

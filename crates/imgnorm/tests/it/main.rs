@@ -1,2 +1,8 @@
-//! The one integration-test binary: real processes, temp dirs, loopback.
+//! The one integration-test binary (one link step instead of one per file).
+//! Each module covers one mode of the `imgnorm` binary; `helpers` holds what
+//! they share: running the binary, temp folders, reading manifests, comparing
+//! output datasets and polling for a condition.
+
+mod centralized;
 mod distributed;
+mod helpers;

@@ -16,6 +16,12 @@ pub enum DemoError {
     /// The run failed.
     #[error("normalizing the sample dataset failed")]
     Run(#[from] RunError),
+    /// The distributed run failed.
+    #[error("the distributed run failed")]
+    Distributed(#[from] crate::app::AppError),
+    /// The async runtime could not start.
+    #[error("cannot start the async runtime")]
+    Runtime(#[source] std::io::Error),
 }
 
 /// Runs the demo in `dir` with `count` sample images.
@@ -40,6 +46,45 @@ pub fn run(dir: &Path, count: u64) -> Result<(), DemoError> {
     println!("\n== centralized (one thread) ==");
     let s = centralized::run(&input, &out, &EngineOptions::default(), false)?;
     println!("{}", s.human(&out));
+
+    let workers = 2;
+    let dist = dir.join("output-distributed");
+    println!("\n== distributed: a master and {workers} worker processes over gRPC ==");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(DemoError::Runtime)?;
+    let d = rt.block_on(crate::app::run_local(
+        &input,
+        &dist,
+        workers,
+        1,
+        crate::master::MasterConfig::default(),
+        crate::wire::Transfer::Shared,
+        EngineOptions::default(),
+        false,
+    ))?;
+    println!("{}", d.human(&dist));
+    let same = same_dataset(&out, &dist);
+    println!(
+        "\ncentralized {:.1} images/s, distributed ({workers} workers) {:.1} images/s: {:.2}x on this {}-core machine",
+        s.images_per_s,
+        d.images_per_s,
+        if s.images_per_s > 0.0 {
+            d.images_per_s / s.images_per_s
+        } else {
+            0.0
+        },
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+    );
+    println!(
+        "identical datasets (arrays and manifest, byte for byte): {}",
+        if same {
+            "yes"
+        } else {
+            "NO - please report a bug"
+        }
+    );
     println!("\nThe dataset in {}:", out.display());
     println!("  <class>/<image>.npy   one float32 array per image, shape HxWxC, values in [0, 1]");
     println!(
@@ -51,4 +96,27 @@ pub fn run(dir: &Path, count: u64) -> Result<(), DemoError> {
         out.display()
     );
     Ok(())
+}
+
+/// Compares the two datasets' manifests and every array file.
+fn same_dataset(a: &Path, b: &Path) -> bool {
+    let read = |p: &Path| std::fs::read(p).ok();
+    let (Some(ma), Some(mb)) = (
+        read(&a.join("manifest.jsonl")),
+        read(&b.join("manifest.jsonl")),
+    ) else {
+        return false;
+    };
+    if ma != mb {
+        return false;
+    }
+    String::from_utf8_lossy(&ma).lines().all(|line| {
+        let out = serde_json::from_str::<serde_json::Value>(line)
+            .ok()
+            .and_then(|v| v["output"].as_str().map(str::to_string));
+        match out {
+            Some(rel) => read(&a.join(&rel)).is_some_and(|x| Some(x) == read(&b.join(&rel))),
+            None => true,
+        }
+    })
 }

@@ -24,7 +24,13 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    // Long-running services log their events; one-shot commands stay quiet
+    // unless something is wrong (IMGNORM_LOG overrides either).
+    let default_level = match cli.command {
+        Command::Master(_) | Command::Worker(_) => "info",
+        _ => "warn",
+    };
+    init_tracing(default_level);
     match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -34,9 +40,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
+fn init_tracing(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("IMGNORM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -304,6 +304,7 @@ impl Master {
         transfer: Transfer,
         options: EngineOptions,
     ) -> Result<(JobId, u64), MasterError> {
+        let started = Instant::now();
         let (inp, out) = (input.clone(), output.clone());
         let found = tokio::task::spawn_blocking(move || {
             std::fs::create_dir_all(&out).map_err(|source| MasterError::CreateOutput {
@@ -320,15 +321,23 @@ impl Master {
         })??;
         let total = found.total();
         tracing::info!(input = %input.display(), files = found.files.len(), "job submitted");
-        let (id, fx) = self.lock().add_job(
-            input,
-            output,
-            transfer,
-            options,
-            found.files,
-            found.problems,
-            Instant::now(),
-        );
+        let (id, fx) = {
+            let mut st = self.lock();
+            let (id, fx) = st.add_job(
+                input,
+                output,
+                transfer,
+                options,
+                found.files,
+                found.problems,
+                Instant::now(),
+            );
+            // Elapsed time counts discovery, as centralized's does.
+            if let Some(j) = st.jobs.values_mut().find(|j| j.id == id) {
+                j.submitted = started;
+            }
+            (id, fx)
+        };
         self.inner.changed.send_modify(|v| *v += 1);
         self.apply(fx).await;
         Ok((id, total))

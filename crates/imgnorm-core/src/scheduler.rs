@@ -675,14 +675,22 @@ impl Scheduler {
     // ----- leases -----------------------------------------------------------
 
     /// Work for `worker`, or `None` if it is draining or there is nothing to
-    /// do. In order: a suspect image alone (oldest job first); a re-queued
-    /// batch; a fresh batch of the oldest job with work; and, if the worker is
-    /// idle and speculation is on, a speculative copy of a straggling lease.
+    /// do. In order: a suspect image alone (oldest job first, only to an idle
+    /// worker); a re-queued batch; a fresh batch of the oldest job with work;
+    /// and, if the worker is idle and speculation is on, a speculative copy of
+    /// a straggling lease. A worker holding a suspect gets nothing more until
+    /// it is done with it, so that if it dies, the suspect alone is blamed
+    /// (not an innocent image prefetched beside it).
     pub fn lease(&mut self, worker: WorkerId, now: Instant) -> Result<Option<Lease>, SchedError> {
         if self.touch(worker, now)? != WorkerState::Alive {
             return Ok(None);
         }
-        if let Some(lease) = self.lease_suspect(worker) {
+        if self.holds_suspect(worker) {
+            return Ok(None);
+        }
+        if self.is_idle(worker)
+            && let Some(lease) = self.lease_suspect(worker)
+        {
             return Ok(Some(lease));
         }
         if let Some(lease) = self.lease_batch(worker) {
@@ -832,6 +840,16 @@ impl Scheduler {
     }
 
     /// No active lease of the worker has items left.
+    fn holds_suspect(&self, worker: WorkerId) -> bool {
+        self.workers.get(&worker).is_some_and(|w| {
+            w.leases.iter().any(|id| {
+                self.leases
+                    .get(id)
+                    .is_some_and(|l| l.kind == LeaseKind::Suspect && l.remaining > 0)
+            })
+        })
+    }
+
     fn is_idle(&self, worker: WorkerId) -> bool {
         self.workers.get(&worker).is_some_and(|w| {
             w.leases

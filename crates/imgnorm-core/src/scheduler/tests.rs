@@ -903,3 +903,37 @@ proptest! {
         prop_assert_eq!(m.recorded.len() as u64, jobs.iter().map(|(_, n)| n).sum::<u64>());
     }
 }
+
+#[test]
+fn suspects_are_leased_only_to_idle_workers_which_then_get_nothing_else() {
+    let t = Instant::now();
+    let mut s = sched(SchedulerConfig {
+        batch_size: 4,
+        min_batch_size: 4,
+        ..SchedulerConfig::default()
+    });
+    s.add_job(job("a"), 12, t).unwrap();
+    let (w1, w2) = (WorkerId(1), WorkerId(2));
+    s.register(w1, t).unwrap();
+    s.register(w2, t).unwrap();
+    let first = lease(&mut s, w1, t);
+    let busy = lease(&mut s, w2, t);
+    // w1 dies holding 4 images: they become suspects.
+    s.disconnect(w1, t);
+    // w2 still holds a batch: it gets normal work, not a suspect.
+    let next = lease(&mut s, w2, t);
+    assert!(
+        next.items.iter().all(|i| !first.items.contains(i)),
+        "{next:?}"
+    );
+    complete_all(&mut s, w2, &busy, t);
+    complete_all(&mut s, w2, &next, t);
+    // Idle now: one suspect, alone, and nothing more while it is held.
+    let suspect = lease(&mut s, w2, t);
+    assert_eq!(suspect.items.len(), 1);
+    assert!(first.items.contains(&suspect.items[0]));
+    assert!(
+        s.lease(w2, t).unwrap().is_none(),
+        "no prefetch beside a suspect"
+    );
+}

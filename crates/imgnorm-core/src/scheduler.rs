@@ -203,6 +203,8 @@ pub enum Event {
     /// Tell `worker` to stop working on `lease`: its work is done elsewhere or
     /// its job was cancelled. Results it still sends are discarded.
     Revoke {
+        /// The job of the revoked lease.
+        job: JobId,
         /// The holder of the revoked lease.
         worker: WorkerId,
         /// The revoked lease.
@@ -540,6 +542,7 @@ impl Scheduler {
                     w.leases.remove(&id);
                 }
                 events.push(Event::Revoke {
+                    job: job.clone(),
                     worker: lease.worker,
                     lease: id,
                 });
@@ -749,10 +752,12 @@ impl Scheduler {
                 obsolete = other.remaining == 0 && own_left == 0;
             }
             if obsolete && let Some((other, _)) = self.remove_lease(twin) {
-                events.push(Event::Revoke {
+                let job = self.jobs.get(&seq).map(|j| j.id.clone());
+                events.extend(job.map(|job| Event::Revoke {
+                    job,
                     worker: other.worker,
                     lease: twin,
-                });
+                }));
             }
         }
         self.check_complete(seq, &mut events);

@@ -464,6 +464,7 @@ fn speculative_copy_first_result_wins_and_the_other_copy_is_revoked() {
         events,
         vec![
             Event::Revoke {
+                job: job("a"),
                 worker: W1,
                 lease: orig.id
             },
@@ -588,6 +589,7 @@ fn cancel_drops_pending_work_and_revokes_leases() {
     assert_eq!(
         events,
         vec![Event::Revoke {
+            job: job("a"),
             worker: W1,
             lease: l.id
         }]
@@ -745,7 +747,7 @@ impl Model {
                     let prev = self.recorded.insert((job, item), "quarantined");
                     assert!(prev.is_none(), "quarantined after {prev:?}");
                 }
-                Event::Revoke { worker, lease } => {
+                Event::Revoke { worker, lease, .. } => {
                     if let Some(h) = self.held.get_mut(&worker.0) {
                         h.retain(|(l, _)| l.id != lease);
                     }

@@ -479,17 +479,11 @@ impl State {
                         jr.records[item as usize] = Some(r);
                     }
                 }
-                Event::Revoke { worker, lease } => {
+                Event::Revoke { job, worker, lease } => {
                     if let Some(c) = self.conns.get(&worker) {
-                        let job = self
-                            .jobs
-                            .values()
-                            .find(|j| j.state == JobState::Running)
-                            .map(|j| j.id.0.clone())
-                            .unwrap_or_default();
                         let _ = c.tx.send(Ok(pb::MasterMessage {
                             msg: Some(pb::master_message::Msg::Revoke(pb::Revoke {
-                                job_id: job,
+                                job_id: job.0,
                                 lease_id: lease.0,
                             })),
                         }));

@@ -534,3 +534,69 @@ fn straggler_batch_is_speculatively_reissued() {
     assert_same_dataset(&c, &out);
     assert_once_each(&out, &input);
 }
+
+#[test]
+fn serving_master_runs_submitted_jobs_one_after_another() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = dataset(dir.path(), 20);
+    let c = dir.path().join("c");
+    centralized(&input, &c);
+    let mut child = Command::new(bin())
+        .args(["master", "--serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(a) = line.strip_prefix("imgnorm master listening on ") {
+                let _ = tx.send(a.trim().to_string());
+            }
+        }
+    });
+    let master = Proc(child);
+    let url = format!(
+        "http://{}",
+        rx.recv_timeout(Duration::from_secs(30)).expect("address")
+    );
+    let _w = worker(&url, "steady", 0);
+    for name in ["first", "second"] {
+        let out = dir.path().join(name);
+        let o = Command::new(bin())
+            .args(["submit", "--wait", "--master", &url, "--input"])
+            .arg(&input)
+            .arg("--output")
+            .arg(&out)
+            .output()
+            .expect("submit");
+        assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(text.contains("submitted job-"), "{text}");
+        assert_same_dataset(&c, &out);
+    }
+    let o = Command::new(bin())
+        .args(["status", "--json", "--master", &url])
+        .output()
+        .expect("status");
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let states: Vec<_> = s["jobs"]
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .map(|j| j["state"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(states, vec!["done", "done"]);
+    // The same worker served both jobs: it stays for the next one.
+    let workers = s["workers"].as_array().expect("workers");
+    assert_eq!(workers.len(), 1, "{workers:?}");
+    assert_eq!(workers[0]["state"], "alive");
+    // SIGTERM stops a serving master even with a worker still connected.
+    signal(&master, libc::SIGTERM);
+    let mut master = master;
+    assert!(
+        poll_until(Duration::from_secs(15), || matches!(master.0.try_wait(), Ok(Some(_)))),
+        "serving master exits on SIGTERM"
+    );
+}

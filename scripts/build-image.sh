@@ -83,3 +83,5 @@ log "docker build -t $image:latest -t $image:$version ($(du -h "$ctx/imgnorm" | 
 docker build -q --build-arg "VERSION=$version" \
     --label "org.opencontainers.image.revision=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
     -t "$image:latest" -t "$image:$version" "$ctx"
+# The tags moved: drop our previous, now untagged builds (only ours, by label).
+docker image prune -f --filter "label=org.opencontainers.image.title=imgnorm" >/dev/null

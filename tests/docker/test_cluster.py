@@ -147,7 +147,11 @@ def test_master_restart_workers_come_back(cluster, dataset, out_dir):
         return sorted(w["worker_id"] for w in s["workers"] if w["state"] == "alive")
 
     cluster.wait_status(cluster.url(), lambda s: len(live(s)) == 3, what="3 live workers")
+    # SIGTERM, then start again. The master must exit by itself although
+    # workers hold sessions open: not after the 10 s timeout with SIGKILL.
+    t = time.monotonic()
     docker("restart", "-t", "10", cluster.name("master"))
+    assert time.monotonic() - t < 8, "the master ignored SIGTERM until SIGKILL"
     url = cluster.url()  # the address may change with the restart
     # A restarted master starts empty: the 3 it lists registered anew.
     cluster.wait_status(url, lambda s: len(live(s)) == 3, timeout=60,

@@ -80,6 +80,16 @@ def remove_leftovers():
         docker("network", "rm", n, check=False)
 
 
+def pytest_report_header(config):
+    if os.environ.get("IMGNORM_SKIP_DOCKER") == "1":
+        return ["!!!!! IMGNORM_SKIP_DOCKER=1: the container tests in tests/docker are SKIPPED !!!!!"]
+    ok, why = docker_available()
+    if not ok:
+        return [f"!!!!! Docker unavailable ({why}): container tests will be SKIPPED "
+                "(set IMGNORM_REQUIRE_DOCKER=1 to fail instead) !!!!!"]
+    return [f"docker {why}; compose: {' '.join(compose_cmd() or ['none'])}"]
+
+
 @pytest.fixture(scope="session")
 def docker_ok():
     if os.environ.get("IMGNORM_SKIP_DOCKER") == "1":
@@ -158,6 +168,11 @@ def assert_each_image_once(out, count):
     paths = [r["path"] for r in rows]
     assert len(paths) == count, (len(paths), count)
     assert len(set(paths)) == count, "duplicate rows in manifest.jsonl"
+    prov = Path(out) / "provenance.jsonl"
+    if prov.exists():
+        credited = [json.loads(line)["path"] for line in prov.read_text().splitlines()]
+        assert len(credited) == len(set(credited)), "an image credited twice in provenance.jsonl"
+        assert set(credited) <= set(paths)
 
 
 class Cluster:

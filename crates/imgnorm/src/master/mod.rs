@@ -409,5 +409,5 @@ pub fn write_streamed(out: &Path, rel_output: &str, bytes: &[u8]) -> std::io::Re
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    write_atomic(&path, bytes, &format!(".{}.tmp", std::process::id()))
+    write_atomic(&path, bytes, &crate::engine::unique_tmp_suffix())
 }

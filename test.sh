@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The one test command: installs what the tests need when missing, checks for
-# a Docker engine, builds the workspace (debug), runs the Rust tests, then the
-# Python output checks against OpenCV. Works on a fresh clone.
+# a Docker engine, builds the workspace (debug), runs the Rust tests, the
+# Python output checks against OpenCV, then the container tests (a static
+# release build in a FROM-scratch image; skipped loudly without Docker).
+# Works on a fresh clone.
 #
 #   ./test.sh                        # everything available here
 #   IMGNORM_REQUIRE_DOCKER=1 ./test.sh   # fail when there is no Docker engine (CI)
@@ -75,6 +77,18 @@ if [ "${IMGNORM_SKIP_PYTHON:-0}" != 1 ]; then
 else
     echo "WARNING: IMGNORM_SKIP_PYTHON=1: Python output checks skipped" >&2
 fi
+
+# --- 5. Container tests ----------------------------------------------------
+step "container tests (scripts/test-docker.sh)"
+rc=0
+scripts/test-docker.sh || rc=$?
+case "$rc" in
+    0) ;;
+    5) echo "test.sh: container tests collected nothing (pytest exit 5)" >&2
+       exit 1 ;;
+    *) echo "test.sh: container tests failed (exit $rc)" >&2
+       exit "$rc" ;;
+esac
 
 skipped=""
 [ "${IMGNORM_SKIP_DOCKER:-0}" = 1 ] && skipped+=" container tests (no Docker);"

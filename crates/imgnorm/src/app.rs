@@ -187,11 +187,44 @@ pub async fn master_one_job(
 }
 
 /// `imgnorm master --serve`: accept jobs until Ctrl-C/SIGTERM.
+///
+/// Graceful shutdown would wait for every open session, and workers hold
+/// theirs open forever (they wait for the next master), so `docker stop`
+/// ended in SIGKILL after its timeout. As in [`master_one_job`], the server
+/// gets [`SHUTDOWN_GRACE`] after the signal, then it is dropped.
 pub async fn master_serve(listener: TcpListener, config: MasterConfig) -> Result<(), AppError> {
     let m = Master::new(config)?;
-    m.serve(listener, crate::shutdown::signal()).await?;
-    Ok(())
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut server = tokio::spawn(async move {
+        m.serve(listener, async {
+            let _ = stop_rx.await;
+        })
+        .await
+    });
+    let ended = tokio::select! {
+        r = &mut server => Some(r),
+        _ = crate::shutdown::signal() => None,
+    };
+    let ended = match ended {
+        Some(r) => Some(r),
+        None => {
+            let _ = stop_tx.send(());
+            tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await.ok()
+        }
+    };
+    match ended {
+        Some(Ok(r)) => r.map_err(AppError::from),
+        Some(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Some(Err(_)) => Ok(()),
+        None => {
+            server.abort();
+            Ok(())
+        }
+    }
 }
+
+/// How long a stopping master waits for open sessions before dropping them.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Local worker processes started by `imgnorm run`.
 pub struct LocalWorkers {

@@ -36,6 +36,9 @@ pub enum Command {
     Submit(SubmitArgs),
     /// Show jobs and workers of a master.
     Status(StatusArgs),
+    /// Check a master's gRPC health (grpc.health.v1): exit 0 when SERVING,
+    /// 1 otherwise. Meant as a container healthcheck (the image has no shell).
+    Health(HealthArgs),
 }
 
 /// Scheduling flags shared by `master` and `run`.
@@ -183,6 +186,20 @@ pub struct StatusArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `imgnorm health`.
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// Master URL.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    pub master: String,
+    /// Seconds to wait for an answer (connect included).
+    #[arg(long, default_value_t = 3.0)]
+    pub timeout: f64,
+    /// Service to ask about ("" = the whole server).
+    #[arg(long, default_value = "")]
+    pub service: String,
 }
 
 /// `imgnorm demo`.

@@ -119,7 +119,7 @@ impl Engine {
             out: Vec::new(),
             made_dirs: HashSet::new(),
             times: StageTimes::default(),
-            tmp_suffix: format!(".{}.tmp", std::process::id()),
+            tmp_suffix: unique_tmp_suffix(),
         }
     }
 
@@ -430,6 +430,26 @@ impl Engine {
     }
 }
 
+/// A temporary-file suffix no other writer uses, even across machines and
+/// containers sharing the output folder: the pid alone is not enough, since
+/// every worker container is pid 1, and a re-issued (speculative or
+/// reclaimed) batch makes two workers write the same file at once. So: pid,
+/// a hash of the host name and process start time, and a per-call counter.
+pub fn unique_tmp_suffix() -> String {
+    static PROCESS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let process = PROCESS.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let tag = xxhash_rust::xxh3::xxh3_64(format!("{}|{nanos}", host.trim()).as_bytes());
+        format!("{}.{tag:016x}", std::process::id())
+    });
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!(".{process}.{n}.tmp")
+}
+
 /// Writes `bytes` to `path` via `path` + `suffix` and a rename, so a killed
 /// process never leaves a truncated file under the final name.
 pub fn write_atomic(path: &Path, bytes: &[u8], suffix: &str) -> std::io::Result<()> {
@@ -526,6 +546,28 @@ pub fn jpeg_complete(data: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn two_writers_of_one_file_never_share_a_temporary_name() {
+        // Workers in containers are all pid 1: the suffix must differ anyway.
+        let (a, b) = (unique_tmp_suffix(), unique_tmp_suffix());
+        assert_ne!(a, b);
+        assert!(a.starts_with(&format!(".{}.", std::process::id())) && a.ends_with(".tmp"));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.npy");
+        std::thread::scope(|s| {
+            for i in 0..8u8 {
+                let path = &path;
+                s.spawn(move || {
+                    for _ in 0..50 {
+                        write_atomic(path, &[i; 4096], &unique_tmp_suffix()).unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(std::fs::read(&path).unwrap().len(), 4096);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
 
     #[test]
     fn extension_is_lowercased_and_needs_a_stem() {

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod demo;
 pub mod discovery;
 pub mod engine;
+pub mod health;
 pub mod master;
 pub mod output;
 pub mod progress;

@@ -198,6 +198,27 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }),
+        Command::Health(a) => {
+            if !(a.timeout.is_finite() && a.timeout > 0.0) {
+                anyhow::bail!("--timeout must be a positive number of seconds");
+            }
+            let timeout = Duration::from_secs_f64(a.timeout);
+            let r = runtime()?.block_on(imgnorm::health::check(&a.master, &a.service, timeout));
+            Ok(match r {
+                Ok(s) => {
+                    println!("{}", s.as_str_name());
+                    if s == imgnorm::health::ServingStatus::Serving {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    }
+                }
+                Err(e) => {
+                    eprintln!("unhealthy: {e}");
+                    ExitCode::from(1)
+                }
+            })
+        }
         Command::Demo(a) => {
             imgnorm::demo::run(&a.dir, a.count)?;
             Ok(ExitCode::SUCCESS)

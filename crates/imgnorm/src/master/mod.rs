@@ -161,10 +161,12 @@ impl Master {
             tokio::spawn(async move { m.reap_loop().await })
         };
         let svc = service::CoordinatorService::new(self.clone()).into_server();
+        let (_health_reporter, health) = crate::health::serving().await;
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let result = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .add_service(svc)
+            .add_service(health)
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await;
         reaper.abort();

@@ -571,7 +571,12 @@ fn serving_master_runs_submitted_jobs_one_after_another() {
             .arg(&out)
             .output()
             .expect("submit");
-        assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(
+            o.status.code(),
+            Some(3),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         let text = String::from_utf8_lossy(&o.stdout);
         assert!(text.contains("submitted job-"), "{text}");
         assert_same_dataset(&c, &out);
@@ -596,7 +601,10 @@ fn serving_master_runs_submitted_jobs_one_after_another() {
     signal(&master, libc::SIGTERM);
     let mut master = master;
     assert!(
-        poll_until(Duration::from_secs(15), || matches!(master.0.try_wait(), Ok(Some(_)))),
+        poll_until(Duration::from_secs(15), || matches!(
+            master.0.try_wait(),
+            Ok(Some(_))
+        )),
         "serving master exits on SIGTERM"
     );
 }

@@ -1,0 +1,159 @@
+//! The standard `grpc.health.v1.Health` service on the master, and the client
+//! behind `imgnorm health`, which a container healthcheck runs (the image has
+//! no shell, so the probe has to be our own binary).
+//!
+//! The master reports `SERVING` for the whole server (`""`) and for
+//! [`COORDINATOR_SERVICE`] as soon as its listener accepts connections: the
+//! listener is bound before `Master::serve` starts, so "listening" and
+//! "serving" are the same moment.
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+pub use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::{HealthCheckRequest, health_server::HealthServer};
+use tonic_health::server::HealthReporter;
+
+/// The fully qualified name of the coordinator service, as health checks name it.
+pub const COORDINATOR_SERVICE: &str = "imgnorm.v1.Coordinator";
+
+/// Why a health probe did not get an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum HealthError {
+    /// The URL is not a valid endpoint.
+    #[error("invalid master URL {url:?}: {source}")]
+    Url {
+        /// The URL.
+        url: String,
+        /// Why.
+        source: tonic::transport::Error,
+    },
+    /// No connection within the timeout.
+    #[error("cannot connect to {url}: {source}")]
+    Connect {
+        /// The URL.
+        url: String,
+        /// Why.
+        source: tonic::transport::Error,
+    },
+    /// The server answered the check with an error (e.g. unknown service).
+    #[error("health check on {url} failed: {status}")]
+    Rpc {
+        /// The URL.
+        url: String,
+        /// The gRPC status.
+        status: tonic::Status,
+    },
+    /// No answer within the timeout.
+    #[error("health check on {url} timed out after {timeout:?}")]
+    Timeout {
+        /// The URL.
+        url: String,
+        /// The limit.
+        timeout: Duration,
+    },
+}
+
+/// A health service whose server-wide and coordinator statuses are `SERVING`,
+/// and the reporter that can change them (e.g. to `NOT_SERVING` on shutdown).
+pub async fn serving() -> (
+    HealthReporter,
+    HealthServer<impl tonic_health::pb::health_server::Health>,
+) {
+    let (reporter, server) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status(COORDINATOR_SERVICE, tonic_health::ServingStatus::Serving)
+        .await;
+    (reporter, server)
+}
+
+/// Asks the master at `url` for the status of `service` (`""` = the whole
+/// server), giving up after `timeout` in total.
+pub async fn check(
+    url: &str,
+    service: &str,
+    timeout: Duration,
+) -> Result<ServingStatus, HealthError> {
+    let probe = async {
+        let ep = Endpoint::from_shared(url.to_string())
+            .map_err(|source| HealthError::Url {
+                url: url.to_string(),
+                source,
+            })?
+            .connect_timeout(timeout)
+            .timeout(timeout);
+        let ch: Channel = ep.connect().await.map_err(|source| HealthError::Connect {
+            url: url.to_string(),
+            source,
+        })?;
+        let r = HealthClient::new(ch)
+            .check(HealthCheckRequest {
+                service: service.to_string(),
+            })
+            .await
+            .map_err(|status| HealthError::Rpc {
+                url: url.to_string(),
+                status,
+            })?;
+        Ok(ServingStatus::try_from(r.into_inner().status).unwrap_or(ServingStatus::Unknown))
+    };
+    tokio::time::timeout(timeout, probe)
+        .await
+        .unwrap_or_else(|_| {
+            Err(HealthError::Timeout {
+                url: url.to_string(),
+                timeout,
+            })
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn serving_once_listening_and_unknown_service_is_an_error() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_reporter, svc) = serving().await;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    async {
+                        let _ = rx.await;
+                    },
+                ),
+        );
+        let url = format!("http://{addr}");
+        let t = Duration::from_secs(5);
+        assert_eq!(check(&url, "", t).await.unwrap(), ServingStatus::Serving);
+        assert_eq!(
+            check(&url, COORDINATOR_SERVICE, t).await.unwrap(),
+            ServingStatus::Serving
+        );
+        assert!(matches!(
+            check(&url, "no.such.Service", t).await,
+            Err(HealthError::Rpc { .. })
+        ));
+        let _ = tx.send(());
+        server.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn nobody_listening_is_a_connect_error() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        drop(l);
+        let r = check(&url, "", Duration::from_millis(500)).await;
+        assert!(
+            matches!(
+                r,
+                Err(HealthError::Connect { .. } | HealthError::Timeout { .. })
+            ),
+            "{r:?}"
+        );
+    }
+}

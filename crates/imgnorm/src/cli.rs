@@ -36,6 +36,8 @@ pub enum Command {
     Submit(SubmitArgs),
     /// Show jobs and workers of a master.
     Status(StatusArgs),
+    /// Benchmark centralized vs N workers (and Python); writes tables and charts.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// Scheduling flags shared by `master` and `run`.

@@ -24,6 +24,10 @@ pub struct Machine {
     pub os: String,
     /// `uname -srm`.
     pub kernel: String,
+    /// /proc/loadavg when the bench started: other load on the machine
+    /// skews every number (a run of N processes gets a larger share of a
+    /// busy machine than a run of one), so it is recorded.
+    pub load_avg_at_start: String,
 }
 
 impl Machine {
@@ -51,7 +55,31 @@ impl Machine {
             memory_mb: memory_kb / 1024,
             os: field(&os_release, "PRETTY_NAME").unwrap_or_else(|| "unknown".into()),
             kernel: command_output("uname", &["-srm"]),
+            load_avg_at_start: load_avg(),
         }
+    }
+}
+
+/// The first three fields of /proc/loadavg (1, 5, 15 minutes), or "unknown".
+pub fn load_avg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// `git rev-parse HEAD`, plus `-dirty` if tracked files are modified.
+fn git_commit() -> String {
+    let head = command_output("git", &["rev-parse", "HEAD"]);
+    let dirty = std::process::Command::new("git")
+        .args(["status", "--porcelain", "--untracked-files=no"])
+        .output()
+        .is_ok_and(|o| o.status.success() && !o.stdout.is_empty());
+    if dirty && head != "unknown" {
+        format!("{head}-dirty")
+    } else {
+        head
     }
 }
 
@@ -92,6 +120,8 @@ pub struct RunRecord {
     pub images_per_s: f64,
     /// Spawn to reap as measured by the bench (start-up and shutdown included).
     pub wall_s: f64,
+    /// User + system CPU seconds of the whole process tree.
+    pub cpu_s: f64,
     /// Peak memory.
     pub peak_rss: PeakRss,
     /// Exit code.
@@ -113,6 +143,7 @@ impl RunRecord {
             seconds: m.line.seconds,
             images_per_s: m.line.images as f64 / m.line.seconds.max(1e-9),
             wall_s: r3(m.wall_s),
+            cpu_s: r3(m.cpu_s),
             peak_rss: m.rss.clone(),
             exit_code: m.exit_code,
         }
@@ -144,6 +175,8 @@ pub struct Summary {
     pub images_per_s: f64,
     /// Median spawn-to-reap seconds measured by the bench.
     pub median_wall_s: f64,
+    /// Median CPU seconds (user + system) of the whole process tree.
+    pub median_cpu_s: f64,
     /// Median time of the family's single-process baseline divided by this
     /// median (Rust: `centralized`; Python: one process).
     pub speedup: f64,
@@ -164,7 +197,8 @@ pub struct Summary {
 pub struct Results {
     /// imgnorm version.
     pub imgnorm_version: &'static str,
-    /// `git rev-parse HEAD` in the working directory, or "unknown".
+    /// `git rev-parse HEAD` in the working directory, or "unknown"; with
+    /// `-dirty` appended when tracked files differ from it.
     pub git_commit: String,
     /// The command line of the bench.
     pub command_line: String,
@@ -172,6 +206,8 @@ pub struct Results {
     pub finished_at: String,
     /// The machine.
     pub machine: Machine,
+    /// /proc/loadavg when the last run ended.
+    pub load_avg_at_end: String,
     /// The dataset.
     pub dataset: Dataset,
     /// Repeats per configuration.
@@ -263,6 +299,7 @@ impl Results {
                     max_s: r3(secs.iter().copied().fold(0.0, f64::max)),
                     images_per_s: r3(mine.first().map_or(0, |r| r.images) as f64 / m),
                     median_wall_s: r3(median(&mine.iter().map(|r| r.wall_s).collect::<Vec<_>>())),
+                    median_cpu_s: r3(median(&mine.iter().map(|r| r.cpu_s).collect::<Vec<_>>())),
                     speedup: r3(speedup),
                     efficiency: r3(speedup / c.workers as f64),
                     speedup_vs_rust_centralized: r3(base(Mode::Centralized) / m),
@@ -276,10 +313,11 @@ impl Results {
             .collect();
         Results {
             imgnorm_version: env!("CARGO_PKG_VERSION"),
-            git_commit: command_output("git", &["rev-parse", "HEAD"]),
+            git_commit: git_commit(),
             command_line: std::env::args().collect::<Vec<_>>().join(" "),
             finished_at: command_output("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
             machine,
+            load_avg_at_end: load_avg(),
             dataset,
             repeat: args.repeat,
             transfer: match args.transfer {
@@ -315,6 +353,11 @@ impl Results {
         );
         let _ = writeln!(
             s,
+            "- Load average (1/5/15 min) at start: {}; at end: {}",
+            m.load_avg_at_start, self.load_avg_at_end
+        );
+        let _ = writeln!(
+            s,
             "- Dataset: {} ({} files, {:.1} MB)",
             d.description,
             d.files,
@@ -328,9 +371,9 @@ impl Results {
         );
         let _ = writeln!(
             s,
-            "| Mode | # of Workers | Dataset Size | Time (seconds) | Images/s | Speedup | Efficiency | Process wall (s) | Peak RSS main (MiB) | Peak RSS per worker (MiB) |"
+            "| Mode | # of Workers | Dataset Size | Time (seconds) | Images/s | Speedup | Efficiency | Process wall (s) | CPU (s) | Peak RSS main (MiB) | Peak RSS per worker (MiB) |"
         );
-        let _ = writeln!(s, "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(s, "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|");
         for r in &self.summary {
             let worker_rss = if r.peak_rss_worker_mb > 0.0 {
                 format!("{:.0}", r.peak_rss_worker_mb)
@@ -339,7 +382,7 @@ impl Results {
             };
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {:.2} ({:.2}–{:.2}) | {:.1} | {:.2}× | {:.0}% | {:.2} | {:.0} | {} |",
+                "| {} | {} | {} | {:.2} ({:.2}–{:.2}) | {:.1} | {:.2}× | {:.0}% | {:.2} | {:.2} | {:.0} | {} |",
                 r.label,
                 r.workers,
                 r.images,
@@ -350,6 +393,7 @@ impl Results {
                 r.speedup,
                 r.efficiency * 100.0,
                 r.median_wall_s,
+                r.median_cpu_s,
                 r.peak_rss_main_mb,
                 worker_rss
             );
@@ -360,7 +404,9 @@ impl Results {
              included. Speedup: the family's single-process median (Rust: centralized; \
              Python: one process) divided by this median; efficiency = speedup / workers. \
              Process wall: median time from spawning the command to reaping it, measured \
-             by the bench (process start-up, worker start-up and shutdown included)."
+             by the bench (process start-up, worker start-up and shutdown included). \
+             CPU: median user + system seconds of the whole process tree (from `wait4`), \
+             which other load on the machine does not inflate."
         );
         let cores = m.cores_available;
         let _ = writeln!(

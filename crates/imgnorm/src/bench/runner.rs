@@ -77,6 +77,9 @@ pub struct Measured {
     pub rss: PeakRss,
     /// Exit code of the child.
     pub exit_code: i32,
+    /// User + system CPU seconds of the child and the descendants it reaped
+    /// (`wait4`): independent of other load on the machine, unlike wall time.
+    pub cpu_s: f64,
     /// Spawn to reap, measured by the bench (process start-up and shutdown
     /// included; resolution [`POLL`]).
     pub wall_s: f64,
@@ -104,7 +107,7 @@ pub fn run_measured(mut cmd: Command, log: &Path) -> Result<Measured, BenchError
     })?;
     let pid = child.id();
     let mut peaks: BTreeMap<u32, (String, u64)> = BTreeMap::new();
-    let (status, maxrss_kb) = loop {
+    let (status, maxrss_kb, cpu_s) = loop {
         sample_tree(pid, &mut peaks);
         if let Some(done) = try_wait4(pid).map_err(|source| BenchError::Spawn {
             command: describe.clone(),
@@ -140,6 +143,7 @@ pub fn run_measured(mut cmd: Command, log: &Path) -> Result<Measured, BenchError
         line,
         rss,
         exit_code: status,
+        cpu_s,
         wall_s,
     })
 }
@@ -155,8 +159,9 @@ fn tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(8)..].join("\n")
 }
 
-/// `wait4(pid, WNOHANG)`: `Some((exit code, ru_maxrss in KiB))` once exited.
-fn try_wait4(pid: u32) -> std::io::Result<Option<(i32, u64)>> {
+/// `wait4(pid, WNOHANG)`: `Some((exit code, ru_maxrss in KiB, user + system
+/// CPU seconds))` once exited.
+fn try_wait4(pid: u32) -> std::io::Result<Option<(i32, u64, f64)>> {
     let pid = i32::try_from(pid).map_err(std::io::Error::other)?;
     let mut status: libc::c_int = 0;
     // SAFETY: rusage is plain old data; all-zero is a valid value.
@@ -181,7 +186,9 @@ fn try_wait4(pid: u32) -> std::io::Result<Option<(i32, u64)>> {
         } else {
             -1
         };
-        return Ok(Some((code, u64::try_from(ru.ru_maxrss).unwrap_or(0))));
+        let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        let cpu = secs(ru.ru_utime) + secs(ru.ru_stime);
+        return Ok(Some((code, u64::try_from(ru.ru_maxrss).unwrap_or(0), cpu)));
     }
 }
 

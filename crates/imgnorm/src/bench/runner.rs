@@ -198,7 +198,10 @@ fn sample_tree(root: u32, peaks: &mut BTreeMap<u32, (String, u64)>) {
     let mut stack = vec![root];
     while let Some(pid) = stack.pop() {
         if let Some((name, kb)) = vm_hwm(pid) {
-            let e = peaks.entry(pid).or_insert((name, 0));
+            let e = peaks.entry(pid).or_insert((String::new(), 0));
+            // The newest name: the first sample can land between fork and
+            // exec, while the child still carries the bench's name.
+            e.0 = name;
             e.1 = e.1.max(kb);
         }
         stack.extend(children(pid));

@@ -59,6 +59,7 @@ fn bench_end_to_end_on_a_tiny_dataset() {
         assert_eq!(r["failed"], 0, "{r}");
         assert_eq!(r["threads_per_worker"], 1);
         assert!(r["seconds"].as_f64().is_some_and(|s| s >= 0.0));
+        assert!(r["speedup"].as_f64().is_some() && r["efficiency"].as_f64().is_some());
         assert!(r["peak_rss"]["main_mb"].as_f64().is_some_and(|m| m > 0.0));
     }
     let modes: Vec<(String, u64)> = v["summary"]

@@ -122,6 +122,11 @@ pub struct RunRecord {
     pub wall_s: f64,
     /// User + system CPU seconds of the whole process tree.
     pub cpu_s: f64,
+    /// The family baseline's median seconds divided by this run's seconds
+    /// (see [`Summary::speedup`]).
+    pub speedup: f64,
+    /// `speedup / workers`.
+    pub efficiency: f64,
     /// Peak memory.
     pub peak_rss: PeakRss,
     /// Exit code.
@@ -144,6 +149,8 @@ impl RunRecord {
             images_per_s: m.line.images as f64 / m.line.seconds.max(1e-9),
             wall_s: r3(m.wall_s),
             cpu_s: r3(m.cpu_s),
+            speedup: f64::NAN,
+            efficiency: f64::NAN,
             peak_rss: m.rss.clone(),
             exit_code: m.exit_code,
         }
@@ -248,7 +255,7 @@ impl Results {
         dataset: Dataset,
         args: &BenchArgs,
         python: bool,
-        runs: Vec<RunRecord>,
+        mut runs: Vec<RunRecord>,
     ) -> Results {
         let mut configs: Vec<Config> = Vec::new();
         for r in &runs {
@@ -311,6 +318,12 @@ impl Results {
                 }
             })
             .collect();
+        let bases: Vec<f64> = runs.iter().map(|r| base(r.mode.baseline())).collect();
+        for (r, b) in runs.iter_mut().zip(bases) {
+            let s = b / r.seconds;
+            r.speedup = r3(s);
+            r.efficiency = r3(s / r.workers as f64);
+        }
         Results {
             imgnorm_version: env!("CARGO_PKG_VERSION"),
             git_commit: git_commit(),

@@ -39,6 +39,8 @@ pub enum Command {
     /// Check a master's gRPC health (grpc.health.v1): exit 0 when SERVING,
     /// 1 otherwise. Meant as a container healthcheck (the image has no shell).
     Health(HealthArgs),
+    /// Benchmark centralized vs N workers (and Python); writes tables and charts.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// Scheduling flags shared by `master` and `run`.

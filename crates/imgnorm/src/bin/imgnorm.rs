@@ -219,6 +219,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             })
         }
+        Command::Bench(a) => {
+            let r = imgnorm::bench::run(&a).context("benchmark failed")?;
+            print!("{}", r.markdown());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Demo(a) => {
             imgnorm::demo::run(&a.dir, a.count)?;
             Ok(ExitCode::SUCCESS)

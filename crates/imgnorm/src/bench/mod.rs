@@ -1,0 +1,453 @@
+//! `imgnorm bench`: the scaling benchmark. Owns the plan (which
+//! configurations, in which order), the cached dataset, the machine
+//! description and the loop that runs everything; measuring one run lives in
+//! [`runner`], the tables in [`report`], the charts in [`chart`].
+//!
+//! Every configuration runs as a child process of the current executable
+//! (`imgnorm centralized`, `imgnorm run --workers N --threads 1`, and with
+//! `--python` the OpenCV script), into a fresh output folder that is deleted
+//! afterwards. Repeats are interleaved — round `r` runs every configuration
+//! once — so slow drift of the machine (thermal, page cache, other load) hits
+//! all configurations alike instead of biasing the last ones.
+pub mod chart;
+pub mod report;
+pub mod runner;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+
+use crate::cli::parse_size;
+use crate::synth::{GenError, GenFormat, GenOptions};
+use report::{Machine, Results, RunRecord};
+
+/// `imgnorm bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Number of images to generate (ignored with --input).
+    #[arg(long, default_value_t = 1000)]
+    pub count: u64,
+    /// Worker counts to try, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
+    pub workers: Vec<usize>,
+    /// Runs of every configuration (interleaved rounds).
+    #[arg(long, default_value_t = 3)]
+    pub repeat: u32,
+    /// Use this folder of images instead of a generated dataset.
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    /// Folder for the dataset cache, scratch outputs, logs, results and charts.
+    #[arg(long, default_value = "bench-out")]
+    pub out: PathBuf,
+    /// How the distributed runs move images.
+    #[arg(long, value_enum, default_value = "shared")]
+    pub transfer: crate::cli::TransferArg,
+    /// Also run the Python/OpenCV baseline (1 process and a pool of N).
+    #[arg(long)]
+    pub python: bool,
+    /// The Python baseline script.
+    #[arg(long, default_value = "benchmarks/python/normalize_cv2.py")]
+    pub python_script: PathBuf,
+    /// Size of generated images, WxH.
+    #[arg(long, value_parser = parse_size, default_value = "512x512")]
+    pub size: (u32, u32),
+    /// Format of generated images.
+    #[arg(long, value_enum, default_value = "jpeg")]
+    pub format: BenchFormat,
+    /// Images per lease in the distributed runs.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: u64,
+}
+
+/// `--format`.
+#[derive(Debug, Clone, Copy, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BenchFormat {
+    /// JPEG.
+    Jpeg,
+    /// PNG.
+    Png,
+    /// Mostly JPEG plus every other format.
+    Mixed,
+}
+
+/// Failures of the benchmark.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// Bad flags.
+    #[error("invalid option: {0}")]
+    Invalid(&'static str),
+    /// A file or folder could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// Where.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Generating the dataset failed.
+    #[error("generating the dataset failed: {0}")]
+    Gen(#[from] GenError),
+    /// A child process could not be started or waited for.
+    #[error("cannot run {command}: {source}")]
+    Spawn {
+        /// The command.
+        command: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A child ended without printing its JSON result line.
+    #[error(
+        "{command} exited with {exit_code} without a result line; stderr ends with:\n{stderr_tail}"
+    )]
+    NoResult {
+        /// The command.
+        command: String,
+        /// Its exit code.
+        exit_code: i32,
+        /// Last lines of its stderr.
+        stderr_tail: String,
+    },
+    /// Writing results.json failed.
+    #[error("cannot encode results: {0}")]
+    Json(#[from] serde_json::Error),
+    /// Drawing a chart failed.
+    #[error("chart {}: {message}", path.display())]
+    Chart {
+        /// The chart file.
+        path: PathBuf,
+        /// The backend's message.
+        message: String,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BenchError + '_ {
+    move |source| BenchError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What a configuration runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// `imgnorm centralized`: one process, one engine thread.
+    Centralized,
+    /// `imgnorm run --workers N --threads 1`.
+    Distributed,
+    /// The OpenCV script in one process.
+    Python,
+    /// The OpenCV script with `--processes N`.
+    PythonPool,
+}
+
+impl Mode {
+    /// Name in tables and charts.
+    pub fn label(self) -> &'static str {
+        match self {
+            Mode::Centralized => "Centralized (Rust, 1 thread)",
+            Mode::Distributed => "Distributed (Rust, N workers x 1 thread)",
+            Mode::Python => "Python OpenCV (1 process)",
+            Mode::PythonPool => "Python OpenCV (Pool of N)",
+        }
+    }
+
+    /// Whether this is the baseline of its family (speedups are relative to it).
+    pub fn is_baseline(self) -> bool {
+        matches!(self, Mode::Centralized | Mode::Python)
+    }
+
+    /// The family's baseline.
+    pub fn baseline(self) -> Mode {
+        match self {
+            Mode::Centralized | Mode::Distributed => Mode::Centralized,
+            Mode::Python | Mode::PythonPool => Mode::Python,
+        }
+    }
+}
+
+/// One configuration: a mode and its number of processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Config {
+    /// What runs.
+    pub mode: Mode,
+    /// Worker processes (1 for the single-process modes).
+    pub workers: usize,
+}
+
+impl Config {
+    /// Short name for logs and file names.
+    pub fn slug(&self) -> String {
+        match self.mode {
+            Mode::Centralized => "centralized".into(),
+            Mode::Distributed => format!("run-w{}", self.workers),
+            Mode::Python => "python".into(),
+            Mode::PythonPool => format!("python-p{}", self.workers),
+        }
+    }
+}
+
+/// The configurations of one round, in run order.
+pub fn plan(workers: &[usize], python: bool) -> Vec<Config> {
+    let mut w: Vec<usize> = workers.iter().copied().filter(|&n| n > 0).collect();
+    w.sort_unstable();
+    w.dedup();
+    let mut out = vec![Config {
+        mode: Mode::Centralized,
+        workers: 1,
+    }];
+    out.extend(w.iter().map(|&n| Config {
+        mode: Mode::Distributed,
+        workers: n,
+    }));
+    if python {
+        out.push(Config {
+            mode: Mode::Python,
+            workers: 1,
+        });
+        // --processes 1 is the single process above.
+        out.extend(w.iter().filter(|&&n| n > 1).map(|&n| Config {
+            mode: Mode::PythonPool,
+            workers: n,
+        }));
+    }
+    out
+}
+
+/// Where the dataset is and what it holds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Dataset {
+    /// Folder.
+    pub path: PathBuf,
+    /// Files in it.
+    pub files: u64,
+    /// Their total size in bytes.
+    pub bytes: u64,
+    /// How it was made.
+    pub description: String,
+}
+
+/// Generates the dataset into `out/dataset/<key>` unless a complete copy is
+/// there already (the marker `out/dataset/<key>.complete`, outside the image
+/// folder so no run sees it, is written last), or describes `--input`.
+pub fn dataset(args: &BenchArgs) -> Result<Dataset, BenchError> {
+    if let Some(input) = &args.input {
+        let (files, bytes) = folder_size(input)?;
+        return Ok(Dataset {
+            path: input.clone(),
+            files,
+            bytes,
+            description: format!("user-supplied folder {}", input.display()),
+        });
+    }
+    let (w, h) = args.size;
+    let fmt = match args.format {
+        BenchFormat::Jpeg => "jpeg",
+        BenchFormat::Png => "png",
+        BenchFormat::Mixed => "mixed",
+    };
+    let key = format!("{fmt}-{}-{w}x{h}-seed0", args.count);
+    let path = args.out.join("dataset").join(&key);
+    let marker = args.out.join("dataset").join(format!("{key}.complete"));
+    let description = format!(
+        "{} synthetic {fmt} images, {w}x{h}, seed 0 (imgnorm gen)",
+        args.count
+    );
+    if !marker.exists() {
+        if path.exists() {
+            std::fs::remove_dir_all(&path).map_err(io_err(&path))?;
+        }
+        eprintln!("bench: generating {description} into {}", path.display());
+        let mut opts = GenOptions::new(&path, args.count);
+        opts.size = Some(args.size);
+        opts.format = match args.format {
+            BenchFormat::Jpeg => GenFormat::Jpeg,
+            BenchFormat::Png => GenFormat::Png,
+            BenchFormat::Mixed => GenFormat::Mixed,
+        };
+        crate::synth::generate(&opts)?;
+        std::fs::write(&marker, b"").map_err(io_err(&marker))?;
+    } else {
+        eprintln!("bench: reusing dataset {}", path.display());
+    }
+    let (files, bytes) = folder_size(&path)?;
+    Ok(Dataset {
+        path,
+        files,
+        bytes,
+        description,
+    })
+}
+
+fn folder_size(dir: &Path) -> Result<(u64, u64), BenchError> {
+    let mut files = 0;
+    let mut bytes = 0;
+    for e in walkdir::WalkDir::new(dir) {
+        let e = e.map_err(|e| BenchError::Io {
+            path: dir.to_path_buf(),
+            source: e.into(),
+        })?;
+        if e.file_type().is_file() {
+            files += 1;
+            bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
+        }
+    }
+    Ok((files, bytes))
+}
+
+/// Whether `python3` can import cv2 and numpy; `Err` says why not.
+fn python_ready(script: &Path) -> Result<(), String> {
+    if !script.is_file() {
+        return Err(format!("{} not found", script.display()));
+    }
+    match Command::new("python3")
+        .args(["-c", "import cv2, numpy"])
+        .output()
+    {
+        Err(e) => Err(format!("python3 cannot be started: {e}")),
+        Ok(o) if !o.status.success() => Err(format!(
+            "python3 cannot import cv2/numpy (install with scripts/py-deps.sh): {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Ok(_) => Ok(()),
+    }
+}
+
+/// The child command for a configuration.
+fn command(args: &BenchArgs, exe: &Path, c: Config, input: &Path, output: &Path) -> Command {
+    let mut cmd;
+    match c.mode {
+        Mode::Centralized => {
+            cmd = Command::new(exe);
+            cmd.arg("centralized").arg("--quiet");
+        }
+        Mode::Distributed => {
+            cmd = Command::new(exe);
+            let transfer = match args.transfer {
+                crate::cli::TransferArg::Shared => "shared",
+                crate::cli::TransferArg::Stream => "stream",
+            };
+            cmd.args(["run", "--quiet", "--threads", "1", "--workers"])
+                .arg(c.workers.to_string())
+                .arg("--transfer")
+                .arg(transfer)
+                .arg("--batch-size")
+                .arg(args.batch_size.to_string());
+        }
+        Mode::Python | Mode::PythonPool => {
+            cmd = Command::new("python3");
+            cmd.arg(&args.python_script);
+            if c.mode == Mode::PythonPool {
+                cmd.arg("--processes").arg(c.workers.to_string());
+            }
+        }
+    }
+    cmd.arg("--input").arg(input).arg("--output").arg(output);
+    cmd
+}
+
+/// Runs the whole benchmark and writes results.json, results.md and the
+/// charts into `args.out`.
+pub fn run(args: &BenchArgs) -> Result<Results, BenchError> {
+    if args.repeat == 0 {
+        return Err(BenchError::Invalid("--repeat must be at least 1"));
+    }
+    if args.workers.iter().all(|&w| w == 0) {
+        return Err(BenchError::Invalid("--workers needs a positive count"));
+    }
+    if args.batch_size == 0 {
+        return Err(BenchError::Invalid("--batch-size must be at least 1"));
+    }
+    std::fs::create_dir_all(&args.out).map_err(io_err(&args.out))?;
+    let exe = std::env::current_exe().map_err(io_err(Path::new("current executable")))?;
+    let data = dataset(args)?;
+    let python = args.python
+        && match python_ready(&args.python_script) {
+            Ok(()) => true,
+            Err(why) => {
+                eprintln!("bench: skipping the Python baseline: {why}");
+                false
+            }
+        };
+    let configs = plan(&args.workers, python);
+    let machine = Machine::probe();
+    if let Some(&max) = args.workers.iter().max()
+        && max > machine.cores_available
+    {
+        eprintln!(
+            "bench: note: {max} workers on {} cores; no speedup beyond {}x can appear",
+            machine.cores_available, machine.cores_available
+        );
+    }
+    let logs = args.out.join("logs");
+    std::fs::create_dir_all(&logs).map_err(io_err(&logs))?;
+    let scratch = args.out.join("scratch");
+    let total = configs.len() * args.repeat as usize;
+    let start = Instant::now();
+    let mut records = Vec::with_capacity(total);
+    let mut n = 0;
+    for round in 1..=args.repeat {
+        for &c in &configs {
+            n += 1;
+            if scratch.exists() {
+                std::fs::remove_dir_all(&scratch).map_err(io_err(&scratch))?;
+            }
+            runner::settle();
+            eprint!(
+                "bench: [{n}/{total}] round {round}/{} {:<14} elapsed {:>6.1}s ... ",
+                args.repeat,
+                c.slug(),
+                runner::since(start)
+            );
+            let log = logs.join(format!("{}-r{round}", c.slug()));
+            let m = runner::run_measured(command(args, &exe, c, &data.path, &scratch), &log)?;
+            eprintln!(
+                "{:.2}s ({:.1} images/s, {} failed)",
+                m.line.seconds,
+                m.line.images as f64 / m.line.seconds.max(1e-9),
+                m.line.failed
+            );
+            records.push(RunRecord::new(c, round, &m));
+            if scratch.exists() {
+                std::fs::remove_dir_all(&scratch).map_err(io_err(&scratch))?;
+            }
+        }
+    }
+    eprintln!(
+        "bench: {total} runs in {:.1}s; writing results to {}",
+        runner::since(start),
+        args.out.display()
+    );
+    let results = Results::build(machine, data, args, python, records);
+    report::write(&results, &args.out)?;
+    chart::write_all(&results, &args.out)?;
+    Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_is_sorted_deduplicated_and_interleavable() {
+        let p = plan(&[4, 1, 2, 2], true);
+        let slugs: Vec<String> = p.iter().map(Config::slug).collect();
+        assert_eq!(
+            slugs,
+            [
+                "centralized",
+                "run-w1",
+                "run-w2",
+                "run-w4",
+                "python",
+                "python-p2",
+                "python-p4"
+            ]
+        );
+        assert_eq!(plan(&[1], false).len(), 2);
+    }
+}

@@ -1,0 +1,128 @@
+//! End-to-end test of `imgnorm bench` on a tiny generated dataset: checks the
+//! shape of results.json, one table row per configuration, and that the
+//! charts are a decodable PNG and an SVG document. Says nothing about speed.
+use std::path::Path;
+use std::process::Command;
+
+use crate::helpers::bin;
+
+fn imgnorm() -> Command {
+    Command::new(bin())
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn bench_end_to_end_on_a_tiny_dataset() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("bench");
+    let done = imgnorm()
+        .args([
+            "bench",
+            "--count",
+            "12",
+            "--size",
+            "64x48",
+            "--workers",
+            "1,2",
+            "--repeat",
+            "1",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run imgnorm bench");
+    assert!(
+        done.status.success(),
+        "imgnorm bench failed: {}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+
+    let v: serde_json::Value =
+        serde_json::from_str(&read(&out.join("results.json"))).expect("results.json is JSON");
+    for key in [
+        "machine",
+        "dataset",
+        "git_commit",
+        "imgnorm_version",
+        "command_line",
+    ] {
+        assert!(v.get(key).is_some(), "results.json lacks {key}");
+    }
+    assert!(v["machine"]["cores_available"].as_u64().unwrap_or(0) >= 1);
+    assert_eq!(v["dataset"]["files"], 12);
+    let runs = v["runs"].as_array().expect("runs");
+    // centralized, w=1, w=2; one round (Python is not requested).
+    assert_eq!(runs.len(), 3);
+    for r in runs {
+        assert_eq!(r["images"], 12, "{r}");
+        assert_eq!(r["failed"], 0, "{r}");
+        assert_eq!(r["threads_per_worker"], 1);
+        assert!(r["seconds"].as_f64().is_some_and(|s| s >= 0.0));
+        assert!(r["speedup"].as_f64().is_some() && r["efficiency"].as_f64().is_some());
+        assert!(r["peak_rss"]["main_mb"].as_f64().is_some_and(|m| m > 0.0));
+    }
+    let modes: Vec<(String, u64)> = v["summary"]
+        .as_array()
+        .expect("summary")
+        .iter()
+        .map(|s| {
+            for k in ["median_s", "min_s", "max_s", "speedup", "efficiency"] {
+                assert!(s[k].as_f64().is_some(), "summary lacks {k}: {s}");
+            }
+            (
+                s["mode"].as_str().unwrap_or_default().to_string(),
+                s["workers"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        modes,
+        [
+            ("centralized".to_string(), 1),
+            ("distributed".to_string(), 1),
+            ("distributed".to_string(), 2)
+        ]
+    );
+
+    let md = read(&out.join("results.md"));
+    assert!(md.contains("| Mode | # of Workers | Dataset Size | Time (seconds) |"));
+    let rows: Vec<&str> = md
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| Mode"))
+        .collect();
+    assert_eq!(rows.len(), 3, "{md}");
+    assert!(rows[0].starts_with("| Centralized"));
+    assert!(rows[1].starts_with("| Distributed") && rows[1].contains("| 1 | 12 |"));
+    assert!(rows[2].starts_with("| Distributed") && rows[2].contains("| 2 | 12 |"));
+    assert!(md.contains("usable cores"));
+
+    for name in ["time_vs_workers", "speedup_vs_workers"] {
+        let png = image::open(out.join(format!("{name}.png"))).expect("chart PNG decodes");
+        assert!(png.width() > 100 && png.height() > 100);
+        let svg = read(&out.join(format!("{name}.svg")));
+        assert!(svg.trim_start().starts_with("<svg") && svg.contains("</svg>"));
+    }
+
+    // A second bench reuses the cached dataset.
+    let again = imgnorm()
+        .args([
+            "bench",
+            "--count",
+            "12",
+            "--size",
+            "64x48",
+            "--workers",
+            "1",
+            "--repeat",
+            "1",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run imgnorm bench again");
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("reusing dataset"));
+}

@@ -19,6 +19,9 @@ pub enum DemoError {
     /// The distributed run failed.
     #[error("the distributed run failed")]
     Distributed(#[from] crate::app::AppError),
+    /// The scaling table could not be measured.
+    #[error("the scaling benchmark failed")]
+    Bench(#[from] crate::bench::BenchError),
     /// The async runtime could not start.
     #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
@@ -85,6 +88,25 @@ pub fn run(dir: &Path, count: u64) -> Result<(), DemoError> {
             "NO - please report a bug"
         }
     );
+    println!("\n== scaling table: centralized vs 1 and 2 workers on the sample (imgnorm bench) ==");
+    let table = crate::bench::run(&crate::bench::BenchArgs {
+        count,
+        workers: vec![1, 2],
+        repeat: 1,
+        input: Some(input.clone()),
+        out: dir.join("bench"),
+        transfer: crate::cli::TransferArg::Shared,
+        python: false,
+        python_script: "benchmarks/python/normalize_cv2.py".into(),
+        size: (512, 512),
+        format: crate::bench::BenchFormat::Jpeg,
+        batch_size: 32,
+    })?;
+    print!("{}", table.markdown());
+    println!(
+        "(one repeat on a small sample: for numbers you can quote, run `imgnorm bench` - see docs/SCALING.md)"
+    );
+
     println!("\nThe dataset in {}:", out.display());
     println!("  <class>/<image>.npy   one float32 array per image, shape HxWxC, values in [0, 1]");
     println!(

@@ -10,6 +10,8 @@
 //! numerically stable. Floating-point merging is not associative, so callers
 //! that want identical numbers from every run must fold partials in one fixed
 //! order (imgnorm folds them in image index order, i.e. sorted path order).
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use crate::normalize::{Extremes, Pixels, output_value};
@@ -396,6 +398,60 @@ impl DatasetStats {
     }
 }
 
+/// Folds per-item partials in item index order, whatever order they are
+/// settled in: the in-order prefix is folded as soon as it is complete, and
+/// only items settled ahead of the first missing one are held (memory bounded
+/// by how far ahead results arrive, not by the job's size).
+#[derive(Debug, Clone)]
+pub struct OrderedFold {
+    dataset: DatasetStats,
+    next: u64,
+    ahead: BTreeMap<u64, Option<ImageStats>>,
+}
+
+impl OrderedFold {
+    /// Nothing settled yet, for output range `range`.
+    pub fn new(range: (f64, f64)) -> OrderedFold {
+        OrderedFold {
+            dataset: DatasetStats::new(range),
+            next: 0,
+            ahead: BTreeMap::new(),
+        }
+    }
+
+    /// Item `index` is final, with its statistics (`None` when it is not
+    /// `ok`). Settling an item a second time changes nothing.
+    pub fn settle(&mut self, index: u64, stats: Option<ImageStats>) {
+        if index < self.next || self.ahead.contains_key(&index) {
+            return;
+        }
+        self.ahead.insert(index, stats);
+        while let Some(entry) = self.ahead.first_entry() {
+            if *entry.key() != self.next {
+                break;
+            }
+            if let Some(s) = entry.remove() {
+                self.dataset.add(&s);
+            }
+            self.next += 1;
+        }
+    }
+
+    /// Items settled ahead of the first unsettled one (held in memory).
+    pub fn held(&self) -> usize {
+        self.ahead.len()
+    }
+
+    /// The statistics: the folded prefix, then whatever is held, in index
+    /// order (gaps only remain when items never settled).
+    pub fn finish(mut self) -> DatasetStats {
+        for s in std::mem::take(&mut self.ahead).into_values().flatten() {
+            self.dataset.add(&s);
+        }
+        self.dataset
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -510,6 +566,33 @@ mod tests {
             }
             prop_assert!(got.validate(c, (data.len() / c) as u64).is_ok());
         }
+    }
+
+    #[test]
+    fn ordered_fold_is_independent_of_arrival_order() {
+        let images: Vec<ImageStats> = (0..20)
+            .map(|i| ImageStats {
+                channels: vec![ChannelStats::from_values(
+                    &[f64::from(i) / 19.0, 0.3, 1.0 / f64::from(i + 1)],
+                    &UNIT,
+                )],
+            })
+            .collect();
+        let mut in_order = OrderedFold::new((0.0, 1.0));
+        for (i, s) in images.iter().enumerate() {
+            in_order.settle(i as u64, (i % 7 != 3).then(|| s.clone()));
+        }
+        assert_eq!(in_order.held(), 0);
+        let mut shuffled = OrderedFold::new((0.0, 1.0));
+        for i in [
+            5u64, 19, 0, 1, 2, 3, 4, 18, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17,
+        ] {
+            let s = (i % 7 != 3).then(|| images[i as usize].clone());
+            shuffled.settle(i, s.clone());
+            shuffled.settle(i, s); // a duplicate changes nothing
+        }
+        assert_eq!(shuffled.held(), 0);
+        assert_eq!(in_order.finish(), shuffled.finish());
     }
 
     #[test]

@@ -6,3 +6,4 @@
 mod centralized;
 mod distributed;
 mod helpers;
+mod stats;

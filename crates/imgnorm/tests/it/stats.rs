@@ -1,6 +1,7 @@
 //! Dataset statistics (`stats.json["dataset"]`): the same numbers, bit for
-//! bit, from a centralized run and a three-worker distributed run, and equal
-//! to a reference computed here from the `.npy` outputs themselves.
+//! bit, from a centralized run and distributed runs (three workers sharing
+//! storage, two streaming), and equal to a reference computed here from the
+//! `.npy` outputs themselves.
 use std::path::Path;
 
 use serde_json::Value;
@@ -70,8 +71,22 @@ fn dataset_stats_are_identical_across_modes_and_match_the_arrays() {
         d_out.as_os_str(),
     ]);
     assert_eq!(d.code, 3, "{d}");
+    let s_out = dir.path().join("s");
+    let s = imgnorm([
+        "run".as_ref(),
+        "-q".as_ref(),
+        "--workers".as_ref(),
+        "2".as_ref(),
+        "--transfer".as_ref(),
+        "stream".as_ref(),
+        "--input".as_ref(),
+        input.as_os_str(),
+        "--output".as_ref(),
+        s_out.as_os_str(),
+    ]);
+    assert_eq!(s.code, 3, "{s}");
 
-    for run in [&c, &d] {
+    for run in [&c, &d, &s] {
         // The summary stays last; the dataset lines come just before it.
         let _ = run.summary();
         let lines: Vec<&str> = run.stdout.lines().collect();
@@ -86,10 +101,11 @@ fn dataset_stats_are_identical_across_modes_and_match_the_arrays() {
         let v: Value = serde_json::from_slice(&read(&out.join("stats.json"))).expect("json");
         v["dataset"].clone()
     };
-    let (cs, ds) = (stats(&c_out), stats(&d_out));
+    let cs = stats(&c_out);
     // serde_json prints the shortest round-tripping form: equal values mean
     // bit-identical doubles.
-    assert_eq!(cs, ds);
+    assert_eq!(cs, stats(&d_out));
+    assert_eq!(cs, stats(&s_out));
     assert_eq!(cs["images"], 40);
     assert_eq!(cs["histogram_range"], serde_json::json!([0.0, 1.0]));
     let classes = cs["classes"].as_object().expect("classes");

@@ -27,7 +27,8 @@
 //!      once the batch is done, the other copy is Revoked    │                                     │
 //!                                                           │ holder dies (disconnect / timeout)  │
 //!                                                           ▼                                     │
-//!                 Suspect: leased alone, before any Pending work ── completes ────────────────────┤
+//!                 Suspect: leased alone to an idle worker that holds nothing else                 │
+//!                 (and then takes nothing else), before any Pending work ── completes ────────────┤
 //!                   │ given back unfinished: stays Suspect                                        │
 //!                   └─ holder dies: crashes += 1; at max_crashes ──────► Quarantined ───────────┘
 //!                                                                          (completed as failed)
@@ -682,7 +683,14 @@ impl Scheduler {
         if self.touch(worker, now)? != WorkerState::Alive {
             return Ok(None);
         }
-        if let Some(lease) = self.lease_suspect(worker) {
+        // A suspect runs alone on its worker: only then can the worker's death
+        // be blamed on it (and not on a poison image in another lease).
+        if self.holds_suspect(worker) {
+            return Ok(None);
+        }
+        if self.is_idle(worker)
+            && let Some(lease) = self.lease_suspect(worker)
+        {
             return Ok(Some(lease));
         }
         if let Some(lease) = self.lease_batch(worker) {
@@ -832,6 +840,16 @@ impl Scheduler {
     }
 
     /// No active lease of the worker has items left.
+    fn holds_suspect(&self, worker: WorkerId) -> bool {
+        self.workers.get(&worker).is_some_and(|w| {
+            w.leases.iter().any(|id| {
+                self.leases
+                    .get(id)
+                    .is_some_and(|l| l.kind == LeaseKind::Suspect && l.remaining > 0)
+            })
+        })
+    }
+
     fn is_idle(&self, worker: WorkerId) -> bool {
         self.workers.get(&worker).is_some_and(|w| {
             w.leases

@@ -903,3 +903,46 @@ proptest! {
         prop_assert_eq!(m.recorded.len() as u64, jobs.iter().map(|(_, n)| n).sum::<u64>());
     }
 }
+
+/// A worker holding two single-image suspect leases that dies cannot say which
+/// image killed it; blaming both quarantined innocent images (a flake in the
+/// poison integration test). Suspects now run alone on their worker.
+#[test]
+fn suspects_run_alone_on_their_worker() {
+    let t = Instant::now();
+    let mut s = sched(SchedulerConfig {
+        max_crashes: 1,
+        min_batch_size: 2,
+        ..config(2)
+    });
+    s.add_job(job("a"), 4, t).unwrap();
+    s.register(W1, t).unwrap();
+    s.register(W2, t).unwrap();
+    let first = lease(&mut s, W1, t);
+    assert_eq!(first.items, vec![0, 1]);
+    let batch = lease(&mut s, W2, t);
+    assert_eq!(batch.items, vec![2, 3]);
+    s.disconnect(W1, t); // items 0 and 1 become suspects
+    assert_eq!(s.lease(W2, t), Ok(None), "no suspect beside other work");
+    s.register(W3, t).unwrap();
+    let suspect = lease(&mut s, W3, t);
+    assert_eq!(suspect.items, vec![0]);
+    assert_eq!(
+        s.lease(W3, t),
+        Ok(None),
+        "nothing else while a suspect runs"
+    );
+    // W3 dies: only its one suspect is charged (and quarantined).
+    let events = s.disconnect(W3, t);
+    let quarantined: Vec<u64> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Quarantined { item, .. } => Some(*item),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(quarantined, vec![0]);
+    complete_all(&mut s, W2, &batch, t);
+    let next = lease(&mut s, W2, t);
+    assert_eq!(next.items, vec![1], "an idle worker takes the next suspect");
+}

@@ -1,5 +1,5 @@
 //! Pure core of imgnorm: typed ids, engine options, the min-max kernel, manifest
-//! records and the scheduler state machine. Nothing in this crate touches the
+//! records, dataset statistics and the scheduler state machine. Nothing in this crate touches the
 //! network, the filesystem or a clock: time comes in as a parameter.
 #![warn(missing_docs)]
 
@@ -8,3 +8,4 @@ pub mod normalize;
 pub mod options;
 pub mod record;
 pub mod scheduler;
+pub mod stats;

@@ -263,6 +263,20 @@ impl Kernel {
     }
 }
 
+/// The value the output array holds for sample `x` of a group with extremes
+/// `lo..=hi`, as an f64: the same rounding to `dtype` the kernel's table
+/// applies (so statistics computed from it match the written arrays exactly).
+pub fn output_value(x: u32, lo: u32, hi: u32, range: (f64, f64), dtype: Dtype) -> f64 {
+    let hi = hi.max(lo);
+    let v = scaled(x.clamp(lo, hi), lo, hi, range);
+    match dtype {
+        Dtype::F32 => f64::from(v as f32),
+        Dtype::F16 => half::f16::from_f64(v).to_f64(),
+        Dtype::U8 => f64::from(v.round().clamp(0.0, 255.0) as u8),
+        Dtype::U16 => f64::from(v.round().clamp(0.0, 65535.0) as u16),
+    }
+}
+
 fn push_value(lut: &mut Vec<u8>, v: f64, dtype: Dtype) {
     match dtype {
         Dtype::F32 => lut.extend_from_slice(&(v as f32).to_le_bytes()),

@@ -6,10 +6,11 @@ use std::time::Instant;
 
 use imgnorm_core::options::EngineOptions;
 use imgnorm_core::record::Status;
+use imgnorm_core::stats::DatasetStats;
 
 use crate::discovery::{DiscoveryError, discover};
 use crate::engine::Engine;
-use crate::output::{self, OutputError, Stats, Summary};
+use crate::output::{self, DatasetSection, OutputError, Stats, Summary};
 use crate::progress::Progress;
 
 /// A centralized run failed as a whole (per-image problems are not errors).
@@ -55,8 +56,13 @@ pub fn run(
     }
     let mut engine = Engine::new(opts.clone());
     let mut rows = Vec::with_capacity(found.files.len());
+    // Files are in sorted path order: the fold order every mode uses.
+    let mut dataset = DatasetStats::new(opts.range);
     for rel in &found.files {
         let r = engine.process_file(input, rel, out);
+        if let Some(s) = engine.take_stats() {
+            dataset.add(&s);
+        }
         progress.inc(r.status == Status::Failed);
         rows.push(r);
     }
@@ -79,6 +85,7 @@ pub fn run(
             images_per_s: summary.images_per_s,
             stage_seconds: engine.times().into(),
             peak_rss_mib: output::peak_rss_mib(),
+            dataset: DatasetSection::new(&dataset, &rows),
         },
     )?;
     Ok(summary)

@@ -12,6 +12,7 @@ use image::{ColorType, DynamicImage, ImageDecoder, ImageFormat, ImageReader, Lim
 use imgnorm_core::normalize::{Kernel, Pixels, extremes, luma_u8, luma_u16, npy_header};
 use imgnorm_core::options::{ChannelMode, EngineOptions, Orientation};
 use imgnorm_core::record::{Record, Status};
+use imgnorm_core::stats::{ImageStats, StatsScratch, image_stats};
 
 /// Extensions that claim an image: a file with one of these whose content is
 /// not a supported image is `failed`, not `skipped`.
@@ -97,6 +98,9 @@ pub struct Engine {
     made_dirs: HashSet<PathBuf>,
     times: StageTimes,
     tmp_suffix: String,
+    stats_scratch: StatsScratch,
+    /// Output statistics of the last image, when it came out ok.
+    stats: Option<ImageStats>,
 }
 
 /// The result of processing one image in memory (stream mode).
@@ -120,6 +124,8 @@ impl Engine {
             made_dirs: HashSet::new(),
             times: StageTimes::default(),
             tmp_suffix: unique_tmp_suffix(),
+            stats_scratch: StatsScratch::default(),
+            stats: None,
         }
     }
 
@@ -133,9 +139,16 @@ impl Engine {
         self.times
     }
 
+    /// Output statistics of the image processed last, when its status is
+    /// `ok` (taken: a second call returns `None`).
+    pub fn take_stats(&mut self) -> Option<ImageStats> {
+        self.stats.take()
+    }
+
     /// Processes `input_root/rel` into `output_root/rel.npy` and returns its
     /// manifest row. Never panics on bad input.
     pub fn process_file(&mut self, input_root: &Path, rel: &str, output_root: &Path) -> Record {
+        self.stats = None;
         let t0 = Instant::now();
         let mut input = std::mem::take(&mut self.input);
         let read = read_into(&input_root.join(rel), &mut input);
@@ -148,6 +161,7 @@ impl Engine {
                     let t = Instant::now();
                     if let Err(p) = self.write_output(output_root, rel) {
                         record = failed_from(rel, &record, p);
+                        self.stats = None;
                     }
                     self.times.write += t.elapsed();
                 }
@@ -167,6 +181,7 @@ impl Engine {
     }
 
     fn process_bytes_inner(&mut self, rel: &str, data: &[u8]) -> Record {
+        self.stats = None;
         let t = Instant::now();
         let decoded = self.decode(rel, data);
         self.times.decode += t.elapsed();
@@ -330,6 +345,15 @@ impl Engine {
             self.opts.dtype,
             body,
         );
+        self.stats = Some(image_stats(
+            px,
+            channels,
+            scope,
+            &ext,
+            self.opts.range,
+            self.opts.dtype,
+            &mut self.stats_scratch,
+        ));
         let checksum = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&self.out));
         Record {
             path: rel.to_string(),

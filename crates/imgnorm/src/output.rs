@@ -1,11 +1,14 @@
 //! The output dataset's metadata files: `manifest.jsonl` (one row per input
 //! file, sorted by path, byte-identical across modes), `stats.json` (counts,
-//! options, version, timings) and the one-line JSON summary printed last.
+//! options, version, timings, dataset statistics) and the one-line JSON
+//! summary printed last.
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
 use imgnorm_core::options::EngineOptions;
-use imgnorm_core::record::{Counts, Record};
+use imgnorm_core::record::{Counts, Record, Status};
+use imgnorm_core::stats::{ChannelSummary, DatasetStats};
 use serde::Serialize;
 
 use crate::engine::{StageTimes, write_atomic};
@@ -91,6 +94,83 @@ pub struct Stats<'a> {
     /// in distributed runs), in MiB; absent where /proc is not available.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peak_rss_mib: Option<f64>,
+    /// Statistics of the output values; identical across modes and worker
+    /// counts.
+    pub dataset: DatasetSection,
+}
+
+/// The `"dataset"` section of `stats.json` (see docs/FORMAT.md).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DatasetSection {
+    /// Images whose statistics were folded in (the `ok` ones).
+    pub images: u64,
+    /// `[lo, hi]` of the histograms: the output range, lower end first.
+    pub histogram_range: [f64; 2],
+    /// Per output channel.
+    pub channels: Vec<ChannelSummary>,
+    /// `ok` images per class folder, or `None` when the input is not laid out
+    /// in class folders.
+    pub classes: Option<BTreeMap<String, u64>>,
+}
+
+impl DatasetSection {
+    /// The section for statistics folded in path order and the final rows.
+    pub fn new(stats: &DatasetStats, rows: &[Record]) -> DatasetSection {
+        DatasetSection {
+            images: stats.images,
+            histogram_range: [stats.binning.lo, stats.binning.hi],
+            channels: stats.channels.iter().map(|c| c.summary()).collect(),
+            classes: class_counts(rows),
+        }
+    }
+}
+
+/// ImageFolder layout: when every `ok` image lies inside a top-level folder,
+/// that folder is its class and the result counts `ok` images per class.
+/// `None` when some `ok` image sits directly in the input folder, or none is
+/// `ok`.
+pub fn class_counts(rows: &[Record]) -> Option<BTreeMap<String, u64>> {
+    let mut classes = BTreeMap::new();
+    for r in rows.iter().filter(|r| r.status == Status::Ok) {
+        let (class, _) = r.path.split_once('/')?;
+        *classes.entry(class.to_string()).or_insert(0) += 1;
+    }
+    (!classes.is_empty()).then_some(classes)
+}
+
+/// One or two human lines about the `"dataset"` section of the `stats.json`
+/// in `out` (printed before the JSON summary); `None` if it cannot be read.
+pub fn dataset_lines(out: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(out.join(STATS)).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let d = v.get("dataset")?;
+    let channels = d.get("channels")?.as_array()?;
+    let list = |key: &str| {
+        channels
+            .iter()
+            .map(|c| format!("{:.4}", c.get(key).and_then(|x| x.as_f64()).unwrap_or(0.0)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut s = format!(
+        "dataset: {} images, {} channels, mean [{}], std [{}]",
+        d.get("images")?.as_u64()?,
+        channels.len(),
+        list("mean"),
+        list("std")
+    );
+    if let Some(classes) = d.get("classes").and_then(|c| c.as_object()) {
+        let parts: Vec<String> = classes
+            .iter()
+            .map(|(k, n)| format!("{k} {}", n.as_u64().unwrap_or(0)))
+            .collect();
+        s.push_str(&format!(
+            "\nclasses ({}): {}",
+            parts.len(),
+            parts.join(", ")
+        ));
+    }
+    Some(s)
 }
 
 /// Peak resident set size of this process in MiB (Linux `VmHWM`).

@@ -3,6 +3,7 @@
 //! checks that turn untrusted wire data into typed values.
 use imgnorm_core::options::EngineOptions;
 use imgnorm_core::record::{Record, Status};
+use imgnorm_core::stats::{ChannelStats, ImageStats};
 use imgnorm_proto::v1 as pb;
 
 /// A protocol message that cannot be turned into a domain value.
@@ -98,6 +99,43 @@ pub fn record_from_pb(p: pb::Record) -> Result<Record, WireError> {
     })
 }
 
+/// Domain image statistics to protocol statistics (doubles travel bit for bit).
+pub fn stats_to_pb(s: &ImageStats) -> pb::ImageStats {
+    pb::ImageStats {
+        channels: s
+            .channels
+            .iter()
+            .map(|c| pb::ChannelStats {
+                count: c.count,
+                mean: c.mean,
+                m2: c.m2,
+                min: c.min,
+                max: c.max,
+                histogram: c.histogram.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// Protocol statistics to domain statistics; the master then checks them
+/// against the record with [`ImageStats::validate`].
+pub fn stats_from_pb(p: pb::ImageStats) -> ImageStats {
+    ImageStats {
+        channels: p
+            .channels
+            .into_iter()
+            .map(|c| ChannelStats {
+                count: c.count,
+                mean: c.mean,
+                m2: c.m2,
+                min: c.min,
+                max: c.max,
+                histogram: c.histogram,
+            })
+            .collect(),
+    }
+}
+
 /// Engine options to the JSON carried in `JobSpec`.
 pub fn options_to_json(o: &EngineOptions) -> String {
     serde_json::to_string(o).unwrap_or_default()
@@ -130,6 +168,16 @@ mod tests {
             ..Default::default()
         };
         assert!(record_from_pb(bad).is_err());
+    }
+
+    #[test]
+    fn stats_roundtrip() {
+        use imgnorm_core::stats::Binning;
+        let b = Binning::new((0.0, 1.0));
+        let s = ImageStats {
+            channels: vec![ChannelStats::from_values(&[0.1, 0.7, 1.0 / 3.0], &b); 2],
+        };
+        assert_eq!(stats_from_pb(stats_to_pb(&s)), s);
     }
 
     #[test]

@@ -50,6 +50,16 @@ fn init_tracing(default_level: &str) {
 }
 
 /// Exit code for a finished run.
+/// The human line, the dataset statistics (one or two lines), then the JSON
+/// summary, which stays the last line on stdout.
+fn report(summary: &Summary, out: &std::path::Path) {
+    println!("{}", summary.human(out));
+    if let Some(lines) = imgnorm::output::dataset_lines(out) {
+        println!("{lines}");
+    }
+    println!("{}", summary.json());
+}
+
 fn finished(summary: &Summary) -> ExitCode {
     if summary.failed > 0 {
         ExitCode::from(3)
@@ -64,8 +74,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let opts = a.engine.to_options().context("invalid options")?;
             let s = imgnorm::centralized::run(&a.input, &a.output, &opts, a.quiet)
                 .context("centralized run failed")?;
-            println!("{}", s.human(&a.output));
-            println!("{}", s.json());
+            report(&s, &a.output);
             Ok(finished(&s))
         }
         Command::Gen(a) => {
@@ -119,8 +128,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 )
                 .await
                 .context("distributed run failed")?;
-                println!("{}", s.human(output));
-                println!("{}", s.json());
+                report(&s, output);
                 Ok(finished(&s))
             })
         }
@@ -156,8 +164,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     a.quiet,
                 ))
                 .context("distributed run failed")?;
-            println!("{}", s.human(&a.output));
-            println!("{}", s.json());
+            report(&s, &a.output);
             Ok(finished(&s))
         }
         Command::Submit(a) => {

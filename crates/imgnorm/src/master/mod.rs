@@ -14,12 +14,13 @@ use imgnorm_core::ids::JobId;
 use imgnorm_core::options::EngineOptions;
 use imgnorm_core::record::Record;
 use imgnorm_core::scheduler::{Scheduler, SchedulerConfig};
+use imgnorm_core::stats::OrderedFold;
 use imgnorm_proto::v1 as pb;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::discovery::{DiscoveryError, discover};
-use crate::output::{self, OutputError, StageSeconds, Stats, Summary};
+use crate::output::{self, DatasetSection, OutputError, StageSeconds, Stats, Summary};
 use crate::wire::Transfer;
 use state::{Effects, JobState, State};
 
@@ -229,7 +230,7 @@ impl Master {
 
     /// Writes manifest, provenance and stats of a completed job.
     fn write_dataset(&self, key: u64) -> Result<Summary, String> {
-        let (rows, prov, out, input, options, transfer, elapsed) = {
+        let (rows, prov, out, input, options, transfer, elapsed, dataset) = {
             let mut st = self.lock();
             let workers = st.live_workers();
             let Some(j) = st.jobs.get_mut(&key) else {
@@ -263,6 +264,7 @@ impl Master {
                 j.options.clone(),
                 j.transfer,
                 j.submitted.elapsed(),
+                std::mem::replace(&mut j.stats, OrderedFold::new(j.options.range)).finish(),
             )
         };
         let e = |e: OutputError| e.to_string();
@@ -292,6 +294,7 @@ impl Master {
                 images_per_s: summary.images_per_s,
                 stage_seconds: StageSeconds::default(),
                 peak_rss_mib: output::peak_rss_mib(),
+                dataset: DatasetSection::new(&dataset, &rows),
             },
         )
         .map_err(e)?;

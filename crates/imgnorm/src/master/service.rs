@@ -249,8 +249,11 @@ async fn handle(master: &Master, id: WorkerId, m: pb::WorkerMessage, partials: &
             let result = {
                 let mut st = master.lock();
                 st.touch(id, now);
-                st.image_done(id, &d.job_id, d.lease_id, d.attempt, d.index, record, now)
-                    .map(|fx| (fx, st.output_of(&d.job_id)))
+                let stats = d.stats.map(wire::stats_from_pb);
+                st.image_done(
+                    id, &d.job_id, d.lease_id, d.attempt, d.index, record, stats, now,
+                )
+                .map(|fx| (fx, st.output_of(&d.job_id)))
             };
             match result {
                 Err(e) => {
@@ -259,8 +262,9 @@ async fn handle(master: &Master, id: WorkerId, m: pb::WorkerMessage, partials: &
                     return;
                 }
                 Ok((fx, Some((_, Transfer::Stream)))) if ok && fx.accepted => {
-                    if let Err(e) = partials.commit(d.lease_id, d.index, &checksum) {
-                        master.lock().write_failed(&d.job_id, d.index, &e);
+                    match partials.commit(d.lease_id, d.index, &checksum) {
+                        Ok(()) => master.lock().stream_committed(&d.job_id, d.index),
+                        Err(e) => master.lock().write_failed(&d.job_id, d.index, &e),
                     }
                     fx
                 }

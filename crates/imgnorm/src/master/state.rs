@@ -14,6 +14,7 @@ use imgnorm_core::record::{Counts, Record, Status};
 use imgnorm_core::scheduler::{
     DeathReason, Event, ItemVerdict, JobProgress, Scheduler, WorkerState,
 };
+use imgnorm_core::stats::{ImageStats, OrderedFold};
 use imgnorm_proto::v1 as pb;
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -116,6 +117,12 @@ pub struct JobRun {
     pub error: Option<String>,
     /// Final summary once done.
     pub summary: Option<Summary>,
+    /// Output statistics folded in item index order (see
+    /// [`OrderedFold`]): the same numbers whatever the arrival order.
+    pub stats: OrderedFold,
+    /// Stream mode: statistics of accepted `ok` results whose output the
+    /// master has not committed yet (settled once it has, or dropped).
+    streamed: HashMap<u64, ImageStats>,
 }
 
 /// The master's state. See the module docs.
@@ -211,6 +218,7 @@ impl State {
         self.next_job += 1;
         let id = JobId(format!("job-{key}"));
         let n = files.len();
+        let options_range = options.range;
         let mut counts = Counts::default();
         for p in &problems {
             counts.add(p.status);
@@ -239,6 +247,8 @@ impl State {
                 state,
                 error: None,
                 summary: None,
+                stats: OrderedFold::new(options_range),
+                streamed: HashMap::new(),
             },
         );
         let events = self
@@ -310,6 +320,7 @@ impl State {
         attempt: u32,
         index: u64,
         record: Record,
+        stats: Option<ImageStats>,
         now: Instant,
     ) -> Result<Effects, String> {
         let id = JobId(job.to_string());
@@ -324,6 +335,19 @@ impl State {
             .get(i)
             .ok_or_else(|| format!("index {index} out of range for {job}"))?;
         validate_record(&record, expected)?;
+        let stats = if record.status == Status::Ok {
+            let stats = stats.ok_or("an ok result without output statistics")?;
+            let pixels =
+                u64::from(record.width.unwrap_or(0)) * u64::from(record.height.unwrap_or(0));
+            let channels = record.channels.unwrap_or(0) as usize;
+            stats
+                .validate(channels, pixels)
+                .map_err(|e| format!("inconsistent statistics: {e}"))?;
+            Some(stats)
+        } else {
+            None
+        };
+        let stream = jr.transfer == Transfer::Stream;
         let verdict = self
             .sched
             .complete_item(w, LeaseId(lease), index, now)
@@ -340,6 +364,13 @@ impl State {
                     .map(|i| i.name.clone())
                     .unwrap_or_default();
                 if let Some(jr) = self.jobs.get_mut(&key) {
+                    match stats {
+                        // Settled once the master has written the output.
+                        Some(s) if stream => {
+                            jr.streamed.insert(index, s);
+                        }
+                        s => jr.stats.settle(index, s),
+                    }
                     jr.counts.add(record.status);
                     jr.records[i] = Some(record);
                     jr.provenance[i] = Some(Provenance {
@@ -381,6 +412,18 @@ impl State {
         self.jobs.get(&key).map(|j| (j.output.clone(), j.transfer))
     }
 
+    /// The master wrote a streamed result's output: its statistics count.
+    pub fn stream_committed(&mut self, job: &str, index: u64) {
+        let Some(key) = job_key(&JobId(job.to_string())) else {
+            return;
+        };
+        if let Some(j) = self.jobs.get_mut(&key)
+            && let Some(s) = j.streamed.remove(&index)
+        {
+            j.stats.settle(index, Some(s));
+        }
+    }
+
     /// The master could not write a streamed result: the row becomes failed.
     pub fn write_failed(&mut self, job: &str, index: u64, error: &str) {
         let Some(key) = job_key(&JobId(job.to_string())) else {
@@ -389,6 +432,9 @@ impl State {
         let Some(j) = self.jobs.get_mut(&key) else {
             return;
         };
+        if j.streamed.remove(&index).is_some() {
+            j.stats.settle(index, None);
+        }
         let Some(slot) = j.records.get_mut(index as usize) else {
             return;
         };
@@ -477,6 +523,7 @@ impl State {
                         );
                         jr.counts.add(Status::Failed);
                         jr.records[item as usize] = Some(r);
+                        jr.stats.settle(item, None);
                     }
                 }
                 Event::Revoke { job, worker, lease } => {
@@ -648,4 +695,113 @@ fn validate_record(r: &Record, expected: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use imgnorm_core::scheduler::SchedulerConfig;
+    use imgnorm_core::stats::{Binning, ChannelStats};
+
+    fn ok_record(path: &str) -> Record {
+        let mut r = Record::bare(path, Status::Ok, None);
+        r.output = Some(format!("{path}.npy"));
+        r.width = Some(2);
+        r.height = Some(1);
+        r.channels = Some(1);
+        r.checksum = Some("0".repeat(32));
+        r
+    }
+
+    fn stats_of(values: &[f64]) -> ImageStats {
+        ImageStats {
+            channels: vec![ChannelStats::from_values(values, &Binning::new((0.0, 1.0)))],
+        }
+    }
+
+    /// One worker holding one lease over a two-image job.
+    fn leased() -> (State, WorkerId, u64, String) {
+        let now = Instant::now();
+        let sched = Scheduler::new(SchedulerConfig {
+            min_batch_size: 2,
+            ..SchedulerConfig::default()
+        })
+        .expect("config");
+        let mut st = State::new(sched, Duration::from_secs(1));
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let (w, _) = st.register(WorkerInfo::default(), tx, now);
+        let files = vec!["a/x.png".to_string(), "a/y.png".to_string()];
+        let (job, _) = st.add_job(
+            "in".into(),
+            "out".into(),
+            Transfer::Shared,
+            EngineOptions::default(),
+            files,
+            Vec::new(),
+            now,
+        );
+        let fx = st.ready(w, 1, now);
+        let lease = fx.leases.first().expect("a lease").1.lease_id;
+        (st, w, lease, job.0)
+    }
+
+    #[test]
+    fn results_with_missing_or_inconsistent_stats_are_refused() {
+        let (mut st, w, lease, job) = leased();
+        let now = Instant::now();
+        let r = ok_record("a/x.png");
+        let missing = st.image_done(w, &job, lease, 1, 0, r.clone(), None, now);
+        assert!(missing.is_err());
+        let three = stats_of(&[0.0, 1.0, 0.5]);
+        let wrong_count = st.image_done(w, &job, lease, 1, 0, r.clone(), Some(three), now);
+        assert!(
+            wrong_count
+                .err()
+                .unwrap()
+                .contains("inconsistent statistics")
+        );
+        let mut two_channels = stats_of(&[0.0, 1.0]);
+        two_channels.channels.push(two_channels.channels[0].clone());
+        let wrong_channels = st.image_done(w, &job, lease, 1, 0, r, Some(two_channels), now);
+        assert!(wrong_channels.is_err());
+    }
+
+    #[test]
+    fn stats_fold_in_index_order_whatever_the_arrival_order() {
+        let (mut st, w, lease, job) = leased();
+        let now = Instant::now();
+        let (sx, sy) = (stats_of(&[0.0, 1.0]), stats_of(&[0.25, 0.125]));
+        st.image_done(
+            w,
+            &job,
+            lease,
+            1,
+            1,
+            ok_record("a/y.png"),
+            Some(sy.clone()),
+            now,
+        )
+        .expect("accepted");
+        assert_eq!(st.jobs[&1].stats.held(), 1);
+        st.image_done(
+            w,
+            &job,
+            lease,
+            1,
+            0,
+            ok_record("a/x.png"),
+            Some(sx.clone()),
+            now,
+        )
+        .expect("accepted");
+        assert_eq!(st.jobs[&1].stats.held(), 0);
+        let mut want = imgnorm_core::stats::DatasetStats::new((0.0, 1.0));
+        want.add(&sx);
+        want.add(&sy);
+        let got = std::mem::replace(
+            &mut st.jobs.get_mut(&1).unwrap().stats,
+            OrderedFold::new((0.0, 1.0)),
+        );
+        assert_eq!(got.finish(), want);
+    }
 }

@@ -339,11 +339,11 @@ fn engine_thread(rx: Arc<Mutex<mpsc::Receiver<Task>>>, delay: Duration) {
                 let result = catch_unwind(AssertUnwindSafe(|| match lease.transfer {
                     _ if lease.options.dry_run => (
                         Record::bare(item.path.clone(), Status::Skipped, Some("dry run".into())),
-                        false,
+                        None,
                     ),
                     Transfer::Shared => {
                         let r = eng.process_file(&lease.input_root, &item.path, &lease.output_root);
-                        (r, false)
+                        (r, eng.take_stats())
                     }
                     Transfer::Stream => {
                         let fetched;
@@ -356,7 +356,7 @@ fn engine_thread(rx: Arc<Mutex<mpsc::Receiver<Task>>>, delay: Duration) {
                                 Err(e) => {
                                     let r =
                                         Record::bare(item.path.clone(), Status::Failed, Some(e));
-                                    return (r, false);
+                                    return (r, None);
                                 }
                             }
                         } else {
@@ -366,18 +366,20 @@ fn engine_thread(rx: Arc<Mutex<mpsc::Receiver<Task>>>, delay: Duration) {
                         if let Some(npy) = p.npy {
                             session.send_output(&lease, item.index, npy);
                         }
-                        (p.record, false)
+                        let record = p.record;
+                        (record, eng.take_stats())
                     }
                 }));
-                let record = match result {
-                    Ok((r, _)) => r,
+                let (record, stats) = match result {
+                    Ok(done) => done,
                     Err(_) => {
                         engine = None;
-                        Record::bare(
+                        let r = Record::bare(
                             item.path.clone(),
                             Status::Failed,
                             Some("internal error: the engine panicked on this image".into()),
-                        )
+                        );
+                        (r, None)
                     }
                 };
                 if !delay.is_zero() {
@@ -390,6 +392,7 @@ fn engine_thread(rx: Arc<Mutex<mpsc::Receiver<Task>>>, delay: Duration) {
                     index: item.index,
                     record: Some(wire::record_to_pb(&record)),
                     output: Vec::new(),
+                    stats: stats.as_ref().map(wire::stats_to_pb),
                 }));
             }
         }

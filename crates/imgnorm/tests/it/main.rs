@@ -7,3 +7,4 @@ mod bench;
 mod centralized;
 mod distributed;
 mod helpers;
+mod stats;

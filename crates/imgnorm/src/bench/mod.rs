@@ -396,7 +396,7 @@ pub fn run(args: &BenchArgs) -> Result<Results, BenchError> {
             if scratch.exists() {
                 std::fs::remove_dir_all(&scratch).map_err(io_err(&scratch))?;
             }
-            runner::settle();
+            runner::settle(&data.path);
             eprint!(
                 "bench: [{n}/{total}] round {round}/{} {:<14} elapsed {:>6.1}s ... ",
                 args.repeat,

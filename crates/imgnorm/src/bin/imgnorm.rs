@@ -23,6 +23,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     // Long-running services log their events; one-shot commands stay quiet
     // unless something is wrong (IMGNORM_LOG overrides either).
@@ -37,6 +38,19 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// glibc returns freed memory at the top of the main heap to the kernel as
+/// soon as 128 KiB is free, so a decoder that allocates and frees a few MB per
+/// image on the main thread (`centralized`) paid page faults for every image:
+/// measured up to 2x the run time in system time. Keep up to 256 MiB instead.
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning parameters.
+    unsafe {
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+        libc::mallopt(libc::M_TOP_PAD, 16 << 20);
     }
 }
 

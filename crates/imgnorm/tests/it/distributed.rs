@@ -9,7 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::helpers::{assert_same_dataset, bin, files_under, fixtures, poll_until};
+use crate::helpers::{
+    self, assert_same_dataset, bin, files_under, fixtures, poll_until, run_local,
+};
 
 /// A dataset of `count` generated images plus every fixture (formats and
 /// hostile files), so the distributed path sees bad input too.
@@ -42,16 +44,10 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// The reference dataset; the fixtures include failures, hence exit 3.
 fn centralized(input: &Path, out: &Path) {
-    let st = Command::new(bin())
-        .args(["centralized", "-q", "--input"])
-        .arg(input)
-        .arg("--output")
-        .arg(out)
-        .stdout(Stdio::null())
-        .status()
-        .expect("run centralized");
-    assert_eq!(st.code(), Some(3), "fixtures include failures: exit 3");
+    let r = helpers::centralized(input, out, &[]);
+    assert_eq!(r.code, 3, "fixtures include failures: exit 3\n{r}");
 }
 
 /// Each input file appears exactly once in the manifest.
@@ -196,15 +192,8 @@ fn run_with_one_and_three_workers_matches_centralized() {
     centralized(&input, &c);
     for n in ["1", "3"] {
         let out = dir.path().join(format!("run{n}"));
-        let st = Command::new(bin())
-            .args(["run", "-q", "--workers", n, "--batch-size", "4", "--input"])
-            .arg(&input)
-            .arg("--output")
-            .arg(&out)
-            .stdout(Stdio::null())
-            .status()
-            .expect("run");
-        assert_eq!(st.code(), Some(3), "hostile fixtures fail: exit 3");
+        let r = run_local(&input, &out, &["--workers", n, "--batch-size", "4"]);
+        assert_eq!(r.code, 3, "hostile fixtures fail: exit 3\n{r}");
         assert_same_dataset(&c, &out);
         assert_once_each(&out, &input);
     }
@@ -217,23 +206,8 @@ fn stream_transfer_matches_centralized() {
     let c = dir.path().join("c");
     centralized(&input, &c);
     let out = dir.path().join("s");
-    let st = Command::new(bin())
-        .args([
-            "run",
-            "-q",
-            "--workers",
-            "2",
-            "--transfer",
-            "stream",
-            "--input",
-        ])
-        .arg(&input)
-        .arg("--output")
-        .arg(&out)
-        .stdout(Stdio::null())
-        .status()
-        .expect("run");
-    assert_eq!(st.code(), Some(3));
+    let r = run_local(&input, &out, &["--workers", "2", "--transfer", "stream"]);
+    assert_eq!(r.code, 3, "{r}");
     assert_same_dataset(&c, &out);
 }
 
@@ -426,33 +400,11 @@ fn stream_transfer_chunks_large_images() {
         "inputs must exceed the inline limit ({biggest} bytes)"
     );
     let c = dir.path().join("c");
-    let st = Command::new(bin())
-        .args(["centralized", "-q", "--input"])
-        .arg(&input)
-        .arg("--output")
-        .arg(&c)
-        .stdout(Stdio::null())
-        .status()
-        .expect("centralized");
-    assert!(st.success());
+    let r = helpers::centralized(&input, &c, &[]);
+    assert_eq!(r.code, 0, "{r}");
     let out = dir.path().join("s");
-    let st = Command::new(bin())
-        .args([
-            "run",
-            "-q",
-            "--workers",
-            "2",
-            "--transfer",
-            "stream",
-            "--input",
-        ])
-        .arg(&input)
-        .arg("--output")
-        .arg(&out)
-        .stdout(Stdio::null())
-        .status()
-        .expect("run");
-    assert!(st.success());
+    let r = run_local(&input, &out, &["--workers", "2", "--transfer", "stream"]);
+    assert_eq!(r.code, 0, "{r}");
     assert_same_dataset(&c, &out);
 }
 

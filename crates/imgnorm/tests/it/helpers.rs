@@ -91,6 +91,21 @@ pub fn centralized(input: &Path, output: &Path, extra: &[&str]) -> Run {
     imgnorm(args)
 }
 
+/// Runs `imgnorm run --quiet --input IN --output OUT extra...` (a master and
+/// local worker processes).
+pub fn run_local(input: &Path, output: &Path, extra: &[&str]) -> Run {
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "run".into(),
+        "--quiet".into(),
+        "--input".into(),
+        input.into(),
+        "--output".into(),
+        output.into(),
+    ];
+    args.extend(extra.iter().map(Into::into));
+    imgnorm(args)
+}
+
 /// The rows of `out/manifest.jsonl`, in file order.
 pub fn manifest(out: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(out.join("manifest.jsonl"))

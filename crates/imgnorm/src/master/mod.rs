@@ -230,9 +230,9 @@ impl Master {
 
     /// Writes manifest, provenance and stats of a completed job.
     fn write_dataset(&self, key: u64) -> Result<Summary, String> {
-        let (rows, prov, out, input, options, transfer, elapsed, dataset) = {
+        let (rows, prov, out, input, options, transfer, elapsed, dataset, workers) = {
             let mut st = self.lock();
-            let workers = st.live_workers();
+            let workers = st.workers_seen();
             let Some(j) = st.jobs.get_mut(&key) else {
                 return Err("job vanished".into());
             };
@@ -255,7 +255,6 @@ impl Master {
                     })
                 })
                 .collect();
-            let _ = workers;
             (
                 output::merge_sorted(records, j.problems.clone()),
                 prov,
@@ -265,6 +264,7 @@ impl Master {
                 j.transfer,
                 j.submitted.elapsed(),
                 std::mem::replace(&mut j.stats, OrderedFold::new(j.options.range)).finish(),
+                workers,
             )
         };
         let e = |e: OutputError| e.to_string();
@@ -275,7 +275,6 @@ impl Master {
         }
         output::write_file(&out, output::PROVENANCE, p.as_bytes()).map_err(e)?;
         let summary = Summary::new(counts, elapsed);
-        let workers = self.lock().worker_status(Instant::now()).len();
         output::write_stats(
             &out,
             &Stats {

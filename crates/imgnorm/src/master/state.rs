@@ -619,9 +619,9 @@ impl State {
             .and_then(|j| self.sched.job_progress(&j.id))
     }
 
-    /// Workers able to take work.
-    pub fn live_workers(&self) -> usize {
-        self.sched.live_workers()
+    /// Workers ever registered with this master (dead ones included).
+    pub fn workers_seen(&self) -> usize {
+        self.sched.workers().count()
     }
 
     /// Status of every worker ever seen.

@@ -66,6 +66,7 @@ pub fn run(dir: &Path, count: u64) -> Result<(), DemoError> {
         crate::wire::Transfer::Shared,
         EngineOptions::default(),
         false,
+        None,
     ))?;
     println!("{}", d.human(&dist));
     let same = same_dataset(&out, &dist);

@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 pub mod app;
+pub mod autoscale;
 pub mod bench;
 pub mod centralized;
 pub mod cli;

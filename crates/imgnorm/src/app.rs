@@ -141,6 +141,7 @@ impl crate::cli::AutoscaleArgs {
                 master_url: self.worker_master_url.clone().unwrap_or(loopback),
                 threads: self.worker_threads.max(1),
             }),
+            B::External => autoscale::BackendSpec::External,
             B::Docker => {
                 let Some(url) = self.worker_master_url.clone() else {
                     return Err(AppError::Invalid(

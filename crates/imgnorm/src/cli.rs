@@ -83,6 +83,9 @@ pub enum AutoscaleBackendArg {
     Local,
     /// Worker containers through the Docker Engine API.
     Docker,
+    /// Start nothing: publish the target on `/metrics` and in `status` for an
+    /// outside scaler (a Kubernetes HPA, see deploy/k8s/hpa.yaml).
+    External,
 }
 
 /// Autoscaling flags (`master` and `run`). See docs/AUTOSCALE.md.

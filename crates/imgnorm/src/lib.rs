@@ -12,6 +12,7 @@ pub mod discovery;
 pub mod engine;
 pub mod health;
 pub mod master;
+pub mod metrics;
 pub mod output;
 pub mod progress;
 pub mod shutdown;

@@ -211,13 +211,21 @@ impl Docker {
         if let Some(n) = &self.cfg.network {
             host["NetworkMode"] = json!(n);
         }
+        let mut env = vec![format!(
+            "IMGNORM_LOG={}",
+            std::env::var("IMGNORM_WORKER_LOG").unwrap_or_else(|_| "info".into())
+        )];
+        // Test hook, passed through like the local backend's inherited env.
+        if let Ok(v) = std::env::var("IMGNORM_TEST_DELAY_PER_IMAGE_MS") {
+            env.push(format!("IMGNORM_TEST_DELAY_PER_IMAGE_MS={v}"));
+        }
         let mut spec = json!({
             "Image": self.cfg.image,
             "Cmd": [
                 "worker", "--master", self.cfg.master_url, "--name", name,
                 "--threads", self.cfg.threads.max(1).to_string(), "--connect-timeout", "60"
             ],
-            "Env": [format!("IMGNORM_LOG={}", std::env::var("IMGNORM_WORKER_LOG").unwrap_or_else(|_| "info".into()))],
+            "Env": env,
             "Labels": { OWNER_LABEL: self.cfg.owner, NAME_LABEL: name },
             "HostConfig": host,
         });

@@ -40,6 +40,9 @@ pub enum BackendSpec {
     Local(local::LocalConfig),
     /// Worker containers through the Docker Engine API.
     Docker(docker::DockerConfig),
+    /// Nothing is started: the target is only published (`/metrics`,
+    /// status) for an outside scaler such as a Kubernetes HPA.
+    External,
 }
 
 /// Everything the autoscaler needs.
@@ -99,6 +102,10 @@ pub struct AutoscaleView {
     pub stopped_total: u64,
     /// Instances that died unasked (and were replaced).
     pub died_total: u64,
+    /// Rises of the target.
+    pub scale_ups_total: u64,
+    /// Falls of the target.
+    pub scale_downs_total: u64,
     /// Latest changes of the target, oldest first.
     pub decisions: Vec<DecisionLog>,
 }
@@ -123,6 +130,7 @@ struct Instance {
 enum Backend {
     Local(local::Local),
     Docker(docker::Docker),
+    External,
 }
 
 /// How an instance ended.
@@ -139,12 +147,14 @@ impl Backend {
         match self {
             Backend::Local(_) => "local",
             Backend::Docker(_) => "docker",
+            Backend::External => "external",
         }
     }
     async fn start(&mut self, name: &str) -> Result<String, ScaleError> {
         match self {
             Backend::Local(b) => b.start(name),
             Backend::Docker(b) => Ok(b.start(name).await?),
+            Backend::External => Ok(name.to_string()),
         }
     }
     async fn drain(&mut self, handle: &str) -> Result<(), ScaleError> {
@@ -154,6 +164,7 @@ impl Backend {
                 Ok(())
             }
             Backend::Docker(b) => Ok(b.signal(handle, "SIGTERM").await?),
+            Backend::External => Ok(()),
         }
     }
     async fn kill(&mut self, handle: &str) -> Result<(), ScaleError> {
@@ -163,18 +174,21 @@ impl Backend {
                 Ok(())
             }
             Backend::Docker(b) => Ok(b.signal(handle, "SIGKILL").await?),
+            Backend::External => Ok(()),
         }
     }
     async fn reap(&mut self) -> Result<Vec<Exit>, ScaleError> {
         match self {
             Backend::Local(b) => Ok(b.reap()),
             Backend::Docker(b) => Ok(b.reap().await?),
+            Backend::External => Ok(Vec::new()),
         }
     }
     async fn stop_all(&mut self, grace: Duration) {
         match self {
             Backend::Local(b) => b.stop_all(grace).await,
             Backend::Docker(b) => b.stop_all(grace).await,
+            Backend::External => {}
         }
     }
 }
@@ -203,6 +217,10 @@ pub struct Controller {
     hold_starts_until: Option<Instant>,
     young_deaths: u32,
     last: Option<Decision>,
+    ups: u64,
+    downs: u64,
+    /// Workers taking work at the last observation.
+    live: u32,
 }
 
 impl Controller {
@@ -260,8 +278,14 @@ impl Controller {
         }
         // 3. Decide.
         let obs = self.master.autoscale_observation();
+        self.live = obs.live_workers;
         let d = self.policy.observe(obs, now);
         if d.changed() {
+            if d.desired > d.previous {
+                self.ups += 1;
+            } else {
+                self.downs += 1;
+            }
             tracing::info!(from = d.previous, to = d.desired, reason = %d.reason, "autoscale decision");
             if self.decisions.len() == DECISIONS_KEPT {
                 self.decisions.pop_front();
@@ -273,7 +297,12 @@ impl Controller {
                 reason: d.reason.to_string(),
             });
         }
-        // 4. Converge.
+        // 4. Converge (an outside scaler does that for `external`).
+        if matches!(self.backend, Backend::External) {
+            self.last = Some(d);
+            self.publish(now, obs.backlog);
+            return Ok(());
+        }
         let active = self
             .instances
             .iter()
@@ -355,7 +384,11 @@ impl Controller {
             max_workers: cfg.max_workers,
             desired: self.policy.desired(),
             starting: count(|p| *p == Phase::Starting),
-            running: count(|p| *p == Phase::Running),
+            running: if matches!(self.backend, Backend::External) {
+                self.live
+            } else {
+                count(|p| *p == Phase::Running)
+            },
             draining: count(|p| matches!(p, Phase::Draining(_))),
             backlog,
             rate_per_worker: self.policy.rate_per_worker(),
@@ -364,6 +397,8 @@ impl Controller {
             started_total: self.started_total,
             stopped_total: self.stopped_total,
             died_total: self.died_total,
+            scale_ups_total: self.ups,
+            scale_downs_total: self.downs,
             decisions: self.decisions.iter().cloned().collect(),
         }
     }
@@ -378,6 +413,7 @@ pub async fn prepare(
     let policy = Autoscaler::new(settings.policy.clone())?;
     let (backend, adopted) = match &settings.backend {
         BackendSpec::Local(c) => (Backend::Local(local::Local::new(c.clone())), Vec::new()),
+        BackendSpec::External => (Backend::External, Vec::new()),
         BackendSpec::Docker(c) => {
             let (b, adopted) = docker::Docker::connect(c.clone()).await?;
             (Backend::Docker(b), adopted)
@@ -420,6 +456,9 @@ pub async fn prepare(
         hold_starts_until: None,
         young_deaths: 0,
         last: None,
+        ups: 0,
+        downs: 0,
+        live: 0,
         settings,
     })
 }

@@ -6,5 +6,6 @@
 mod bench;
 mod centralized;
 mod distributed;
+mod formats;
 mod helpers;
 mod stats;

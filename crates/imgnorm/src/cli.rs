@@ -347,7 +347,7 @@ pub enum FilterArg {
 pub enum FormatArg {
     /// One .npy per image (the default tree).
     Npy,
-    /// Tar shards of <key>.npy + <key>.json.
+    /// Tar shards of `<key>.npy` + `<key>.json`.
     Webdataset,
     /// images.npy (N×H×W×C), labels.npy, valid.npy, classes.json.
     Stack,

@@ -307,7 +307,7 @@ pub struct EngineArgs {
 #[derive(Debug, Clone, Args)]
 pub struct LayoutArgs {
     /// Resize every image to exactly WxH (the aspect ratio may change).
-    #[arg(long, value_parser = parse_size, conflicts_with_all = ["resize_shorter", "fit"])]
+    #[arg(long, value_name = "WxH", value_parser = parse_size, conflicts_with_all = ["resize_shorter", "fit"])]
     pub resize: Option<(u32, u32)>,
     /// Resize so the shorter side is N, keeping the aspect ratio
     /// (torchvision Resize(N)); with --center-crop for a fixed size.
@@ -316,10 +316,10 @@ pub struct LayoutArgs {
     pub resize_shorter: Option<u32>,
     /// Resize to the largest size that fits inside WxH, keeping the aspect
     /// ratio (no padding: sizes vary).
-    #[arg(long, value_parser = parse_size)]
+    #[arg(long, value_name = "WxH", value_parser = parse_size)]
     pub fit: Option<(u32, u32)>,
     /// Cut the central WxH region (after any resize); smaller images fail.
-    #[arg(long, value_parser = parse_size)]
+    #[arg(long, value_name = "WxH", value_parser = parse_size)]
     pub center_crop: Option<(u32, u32)>,
     /// Resampling filter of the resize.
     #[arg(long, value_enum, default_value = "bilinear")]
@@ -329,7 +329,7 @@ pub struct LayoutArgs {
     #[arg(long, value_enum, default_value = "npy")]
     pub format: FormatArg,
     /// Samples (ok images) per webdataset shard.
-    #[arg(long, default_value_t = DEFAULT_SHARD_SIZE)]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_SHARD_SIZE)]
     pub shard_size: u64,
 }
 
@@ -534,5 +534,39 @@ mod tests {
         let o = c.engine.to_options().unwrap();
         assert_eq!(o.range, (-1.0, 1.0));
         assert_eq!(o.dtype, Dtype::F16);
+    }
+
+    fn layout(extra: &[&str]) -> Result<EngineOptions, String> {
+        let mut args = vec!["imgnorm", "centralized", "--input", "a", "--output", "b"];
+        args.extend_from_slice(extra);
+        let cli = Cli::try_parse_from(args).map_err(|e| e.to_string())?;
+        let Command::Centralized(c) = cli.command else {
+            panic!("wrong command")
+        };
+        c.engine.to_options().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn geometry_and_format_flags() {
+        let o = layout(&[
+            "--resize-shorter",
+            "256",
+            "--center-crop",
+            "224x200",
+            "--channels",
+            "rgb",
+            "--format",
+            "stack",
+        ])
+        .unwrap();
+        assert_eq!(o.geometry.resize, Some(Resize::Shorter { size: 256 }));
+        assert_eq!(o.stack_shape(), Some([200, 224, 3]));
+        let o = layout(&["--format", "webdataset", "--shard-size", "7"]).unwrap();
+        assert_eq!(o.format, OutputFormat::Webdataset { shard_size: 7 });
+        assert!(layout(&["--resize", "8x8", "--fit", "4x4"]).is_err());
+        assert!(layout(&["--resize-shorter", "0"]).is_err());
+        let e = layout(&["--format", "stack", "--resize", "8x8"]).unwrap_err();
+        assert!(e.contains("--format stack needs one shape"), "{e}");
+        assert!(layout(&["--format", "webdataset", "--shard-size", "0"]).is_err());
     }
 }

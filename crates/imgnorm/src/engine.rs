@@ -815,6 +815,53 @@ mod tests {
         assert_eq!(a.len(), 128 + 5 * 3 * 3 * 4);
     }
 
+    /// Workers on different CPUs must resize to the same bytes: the SIMD
+    /// code paths fast_image_resize picks at run time agree with its scalar
+    /// one, for 8 and 16 bit, both filters, shrinking and enlarging.
+    #[test]
+    fn resize_is_identical_on_every_cpu_code_path() {
+        use fast_image_resize::images::{Image, ImageRef};
+        use fast_image_resize::{CpuExtensions, FilterType, PixelType, ResizeAlg, ResizeOptions};
+        let (w, h) = (37u32, 23u32);
+        let src8: Vec<u8> = (0..w * h * 3).map(|i| (i * 97 % 251) as u8).collect();
+        let src16: Vec<u16> = (0..w * h).map(|i| (i * 7919 % 65521) as u16).collect();
+        let src16b: &[u8] = bytemuck::cast_slice(&src16);
+        let mut paths = vec![CpuExtensions::None];
+        #[cfg(target_arch = "x86_64")]
+        paths.extend([CpuExtensions::Sse4_1, CpuExtensions::Avx2]);
+        for (pt, bytes, bpp) in [(PixelType::U8x3, &src8[..], 3), (PixelType::U16, src16b, 2)] {
+            for filter in [FilterType::Bilinear, FilterType::Lanczos3] {
+                for (dw, dh) in [(16u32, 9u32), (80, 51)] {
+                    let opts = ResizeOptions::new()
+                        .resize_alg(ResizeAlg::Convolution(filter))
+                        .use_alpha(false);
+                    let mut results = Vec::new();
+                    for &ext in &paths {
+                        if !ext.is_supported() {
+                            continue;
+                        }
+                        let mut r = fast_image_resize::Resizer::new();
+                        // SAFETY: only extensions the CPU supports are set.
+                        unsafe { r.set_cpu_extensions(ext) };
+                        let src = ImageRef::new(w, h, bytes, pt).unwrap();
+                        let mut out = vec![0u16; (dw * dh) as usize * bpp / 2 + 1];
+                        let buf: &mut [u8] = bytemuck::cast_slice_mut(&mut out[..]);
+                        let len = (dw * dh) as usize * bpp;
+                        let mut dst = Image::from_slice_u8(dw, dh, &mut buf[..len], pt).unwrap();
+                        r.resize(&src, &mut dst, &opts).unwrap();
+                        results.push((ext, out));
+                    }
+                    for (ext, out) in &results[1..] {
+                        assert!(
+                            *out == results[0].1,
+                            "{ext:?} differs from scalar for {pt:?} {filter:?} {dw}x{dh}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn png_roundtrip_values() {
         let img = image::RgbImage::from_fn(4, 2, |x, y| image::Rgb([x as u8 * 10, y as u8, 200]));

@@ -7,5 +7,6 @@ mod autoscale;
 mod bench;
 mod centralized;
 mod distributed;
+mod formats;
 mod helpers;
 mod stats;

@@ -649,9 +649,8 @@ mod tests {
 
     fn images() -> impl Strategy<Value = Vec<(Vec<u8>, usize)>> {
         prop::collection::vec(
-            (1usize..=4, 1usize..40).prop_flat_map(|(c, n)| {
-                (prop::collection::vec(any::<u8>(), c * n), Just(c))
-            }),
+            (1usize..=4, 1usize..40)
+                .prop_flat_map(|(c, n)| (prop::collection::vec(any::<u8>(), c * n), Just(c))),
             1..6,
         )
     }
@@ -696,7 +695,9 @@ mod tests {
         let o = opts(Scope::Image, false, true);
         let stats: Vec<RawStats> = (0..50u8)
             .map(|i| {
-                let px: Vec<u8> = (0..30).map(|k| i.wrapping_mul(37).wrapping_add(k * 7)).collect();
+                let px: Vec<u8> = (0..30)
+                    .map(|k| i.wrapping_mul(37).wrapping_add(k * 7))
+                    .collect();
                 raw_stats(Pixels::U8(&px), 3)
             })
             .collect();
@@ -710,7 +711,12 @@ mod tests {
         }
         let (a, b) = (a.finish(), b.finish());
         assert_eq!(a, b);
-        assert!(a.mean.iter().zip(&b.mean).all(|(x, y)| x.to_bits() == y.to_bits()));
+        assert!(
+            a.mean
+                .iter()
+                .zip(&b.mean)
+                .all(|(x, y)| x.to_bits() == y.to_bits())
+        );
     }
 
     #[test]

@@ -4,7 +4,11 @@
 
 /// Protocol version carried in `Hello` and `Welcome`; a worker with another
 /// version is refused at registration.
-pub const PROTOCOL_VERSION: u32 = 1;
+///
+/// 2: two-phase jobs (`JobSpec.phase`, `JobSpec.params`, `ImageDone.raw`); a
+/// version-1 worker would ignore the phase and write outputs with per-image
+/// parameters.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Generated code for package `imgnorm.v1`.
 pub mod v1 {

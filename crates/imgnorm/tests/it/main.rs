@@ -7,4 +7,5 @@ mod bench;
 mod centralized;
 mod distributed;
 mod helpers;
+mod scope;
 mod stats;

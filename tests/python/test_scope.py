@@ -231,3 +231,35 @@ def test_standardize_refuses_integer_output(dataset: Path, tmp_path: Path):
     p = run("centralized", "--quiet", "--input", str(dataset), "--output", str(tmp_path / "o"),
             "--standardize", "--dtype", "u8", rc=2)
     assert "float output" in p.stderr
+
+
+def test_scope_full_without_standardize(dataset: Path, tmp_path: Path):
+    """--scope full alone: x / 255 or x / 65535 into --range, one pass."""
+    items, stats = normalize(dataset, tmp_path / "o", "--scope", "full", "--range", "0,2")
+    refs = [minmax(raw, 0.0, full_scale(r), 0.0, 2.0) for r, raw, _ in items]
+    assert_close_all(items, refs, "full scope")
+    n = stats["normalization"]
+    assert n["scope"] == "full" and "min" not in n and "standardize" not in n
+
+
+def bins_of(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """docs/FORMAT.md's bin rule: floor((v - lo) / (hi - lo) * 256), clamped."""
+    idx = np.clip(np.floor((values - lo) / (hi - lo) * 256), 0, 255).astype(np.int64)
+    return np.bincount(idx, minlength=256)
+
+
+def test_output_statistics_of_standardized_arrays(dataset: Path, tmp_path: Path):
+    """stats.json "dataset" describes the written z-scores; its histogram
+    range is where [a, b] lands, over all channels."""
+    items, stats = normalize(dataset, tmp_path / "o", "--scope", "dataset", "--standardize")
+    n, d = stats["normalization"], stats["dataset"]
+    ends = [(e - m) / s for m, s in zip(n["mean"], n["std"]) for e in (0.0, 1.0)]
+    lo, hi = d["histogram_range"]
+    assert lo == pytest.approx(min(ends), rel=1e-12) and hi == pytest.approx(max(ends), rel=1e-12)
+    for k, values in enumerate(channel_values([got for _, _, got in items])):
+        got = d["channels"][k]
+        assert got["count"] == values.size
+        assert got["min"] == values.min() and got["max"] == values.max()
+        assert got["mean"] == pytest.approx(values.mean(), rel=1e-9, abs=1e-12)
+        assert got["std"] == pytest.approx(values.std(), rel=1e-9, abs=1e-12)
+        assert got["histogram"] == bins_of(values, lo, hi).tolist()

@@ -673,6 +673,33 @@ mod tests {
         }
 
         #[test]
+        fn merged_moments_equal_one_pass(
+            v in prop::collection::vec(-1e3f64..1e3, 1..200),
+            cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..6),
+        ) {
+            let mut cuts: Vec<usize> = cuts.iter().map(|c| c.index(v.len() + 1)).collect();
+            cuts.extend([0, v.len()]);
+            cuts.sort_unstable();
+            let mut merged = Moments::default();
+            for w in cuts.windows(2) {
+                let part = &v[w[0]..w[1]];
+                if part.is_empty() {
+                    continue;
+                }
+                let n = part.len() as f64;
+                let mean = part.iter().sum::<f64>() / n;
+                let m2 = part.iter().map(|x| (x - mean).powi(2)).sum();
+                merged.merge(&Moments { count: part.len() as u64, mean, m2 });
+            }
+            let n = v.len() as f64;
+            let mean = v.iter().sum::<f64>() / n;
+            let m2: f64 = v.iter().map(|x| (x - mean).powi(2)).sum();
+            prop_assert_eq!(merged.count, v.len() as u64);
+            prop_assert!((merged.mean - mean).abs() <= 1e-9 * (1.0 + mean.abs()));
+            prop_assert!((merged.m2 - m2).abs() <= 1e-8 * (1.0 + m2));
+        }
+
+        #[test]
         fn raw_stats_are_exact(px in prop::collection::vec(any::<u16>(), 1..300), c in 1usize..=4) {
             let px = &px[..px.len() / c * c];
             prop_assume!(!px.is_empty());

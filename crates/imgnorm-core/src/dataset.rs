@@ -634,12 +634,12 @@ mod tests {
             let min: Vec<u32> = r.channels.iter().map(|c| c.min).collect();
             let max: Vec<u32> = r.channels.iter().map(|c| c.max).collect();
             let maps = transform(o, &p, &min, &max, 8).unwrap();
-            for k in 0..*ch {
+            for (k, map) in maps.iter().enumerate() {
                 out.push(
                     px.iter()
                         .skip(k)
                         .step_by(*ch)
-                        .map(|&x| maps[k].value(x as u32))
+                        .map(|&x| map.value(x as u32))
                         .collect(),
                 );
             }

@@ -20,8 +20,8 @@
 //!
 //! # Determinism
 //!
-//! Per image, the raw partial is exact: integer sums turned into
-//! `(count, mean, M2)` by one correctly rounded division each. The min-max
+//! Per image, the raw partial comes from exact integer sums (`Σx`, and
+//! `nΣx² − (Σx)²` for M2), rounded to f64 only at the end. The min-max
 //! stage is affine per image (or, for `dataset`, for the whole dataset), so
 //! the partial of `u` follows from it in closed form; partials merge with
 //! Chan's update in image index order ([`ParamsFold`]), so the parameters

@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod autoscale;
+pub mod dataset;
 pub mod ids;
 pub mod normalize;
 pub mod options;

@@ -60,16 +60,17 @@ impl Extremes {
     }
 }
 
-/// Extremes of `px` (with `channels` interleaved channels) over `scope`.
+/// Extremes of `px` (with `channels` interleaved channels) over `scope`
+/// ([`Scope::Dataset`] and [`Scope::Full`] group like [`Scope::Image`]).
 /// Empty input gives `0` for every group.
 pub fn extremes(px: Pixels<'_>, channels: usize, scope: Scope) -> Extremes {
     let channels = channels.max(1);
     match (px, scope) {
-        (Pixels::U8(s), Scope::Image) => {
+        (Pixels::U8(s), Scope::Image | Scope::Dataset | Scope::Full) => {
             let (lo, hi) = min_max(s);
             single(lo as u32, hi as u32, s.is_empty())
         }
-        (Pixels::U16(s), Scope::Image) => {
+        (Pixels::U16(s), Scope::Image | Scope::Dataset | Scope::Full) => {
             let (lo, hi) = min_max(s);
             single(lo as u32, hi as u32, s.is_empty())
         }
@@ -156,7 +157,7 @@ impl Bounded for u16 {
 
 /// The scaled value of sample `x` for a group with extremes `lo..=hi`.
 #[inline]
-fn scaled(x: u32, lo: u32, hi: u32, range: (f64, f64)) -> f64 {
+pub(crate) fn scaled(x: u32, lo: u32, hi: u32, range: (f64, f64)) -> f64 {
     let (a, b) = range;
     if hi == lo {
         return a;
@@ -232,8 +233,8 @@ impl Kernel {
     ) {
         let channels = channels.max(1);
         let groups = match scope {
-            Scope::Image => 1,
             Scope::Channel => channels,
+            Scope::Image | Scope::Dataset | Scope::Full => 1,
         };
         let eight = matches!(px, Pixels::U8(_));
         self.lut.clear();
@@ -263,18 +264,65 @@ impl Kernel {
     }
 }
 
-/// The value the output array holds for sample `x` of a group with extremes
-/// `lo..=hi`, as an f64: the same rounding to `dtype` the kernel's table
-/// applies (so statistics computed from it match the written arrays exactly).
-pub fn output_value(x: u32, lo: u32, hi: u32, range: (f64, f64), dtype: Dtype) -> f64 {
-    let hi = hi.max(lo);
-    let v = scaled(x.clamp(lo, hi), lo, hi, range);
+impl Kernel {
+    /// Writes `value(c, x)` rounded to `dtype` for every sample `x` of
+    /// channel `c` into `dst` (`px.len() * dtype.size()` bytes). `domains[c]`
+    /// is the range `lo..=hi` of channel `c`'s samples (from
+    /// [`extremes`] with [`Scope::Channel`]); the table covers it (all 256
+    /// values for 8 bit), so `value` is evaluated once per distinct sample,
+    /// never per pixel. `domains.len()` is the channel count.
+    pub fn map_to_slice(
+        &mut self,
+        px: Pixels<'_>,
+        domains: &[(u32, u32)],
+        value: impl Fn(usize, u32) -> f64,
+        dtype: Dtype,
+        dst: &mut [u8],
+    ) {
+        let eight = matches!(px, Pixels::U8(_));
+        self.lut.clear();
+        self.groups.clear();
+        for (c, &(lo, hi)) in domains.iter().enumerate() {
+            let hi = hi.max(lo);
+            let (first, last) = if eight { (0, 255) } else { (lo, hi) };
+            self.groups.push(Group {
+                off: self.lut.len(),
+                lo: first as usize,
+                entries: (last - first) as usize + 1,
+            });
+            for x in first..=last {
+                push_value(&mut self.lut, value(c, x), dtype);
+            }
+        }
+        let lut = &self.lut[..];
+        match (self.groups.len(), dtype.size()) {
+            (0, _) => {}
+            (1, 4) => gather::<4>(px, lut, self.groups[0], dst),
+            (1, 2) => gather::<2>(px, lut, self.groups[0], dst),
+            (1, 1) => gather::<1>(px, lut, self.groups[0], dst),
+            (_, 4) => gather_channels::<4>(px, lut, &self.groups, dst),
+            (_, 2) => gather_channels::<2>(px, lut, &self.groups, dst),
+            _ => gather_channels::<1>(px, lut, &self.groups, dst),
+        }
+    }
+}
+
+/// `v` rounded to `dtype` as the kernel's table stores it, back as an f64.
+pub fn round_to(v: f64, dtype: Dtype) -> f64 {
     match dtype {
         Dtype::F32 => f64::from(v as f32),
         Dtype::F16 => half::f16::from_f64(v).to_f64(),
         Dtype::U8 => f64::from(v.round().clamp(0.0, 255.0) as u8),
         Dtype::U16 => f64::from(v.round().clamp(0.0, 65535.0) as u16),
     }
+}
+
+/// The value the output array holds for sample `x` of a group with extremes
+/// `lo..=hi`, as an f64: the same rounding to `dtype` the kernel's table
+/// applies (so statistics computed from it match the written arrays exactly).
+pub fn output_value(x: u32, lo: u32, hi: u32, range: (f64, f64), dtype: Dtype) -> f64 {
+    let hi = hi.max(lo);
+    round_to(scaled(x.clamp(lo, hi), lo, hi, range), dtype)
 }
 
 fn push_value(lut: &mut Vec<u8>, v: f64, dtype: Dtype) {

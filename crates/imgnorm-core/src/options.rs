@@ -14,6 +14,14 @@ pub enum Scope {
     Image,
     /// Each channel scaled with its own min and max.
     Channel,
+    /// One min and max for the whole dataset (over all channels, or per
+    /// channel with [`EngineOptions::per_channel`]): a statistics phase over
+    /// every image, then the scaling phase. See [`crate::dataset`].
+    Dataset,
+    /// The sample type's full range: `0..=255` for 8-bit images,
+    /// `0..=65535` for 16-bit ones (torchvision's `ToTensor`). Needs no
+    /// statistics; the default input of `--standardize`.
+    Full,
 }
 
 /// Element type of the output arrays.
@@ -126,6 +134,33 @@ pub struct EngineOptions {
     /// Layout of the output dataset (a `.npy` tree by default).
     #[serde(default)]
     pub format: OutputFormat,
+    /// With [`Scope::Dataset`]: one min and max per channel instead of one
+    /// over all channels.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub per_channel: bool,
+    /// Z-score after the min-max scaling (see [`crate::dataset`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standardize: Option<Standardize>,
+}
+
+/// `--standardize`: `(u - mean[c]) / std[c]` per channel, where `u` is the
+/// min-max output of the job's scope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Standardize {
+    /// Per-channel means (one value: every channel). Empty: computed over
+    /// the dataset in a statistics phase, together with `std`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mean: Vec<f64>,
+    /// Per-channel standard deviations, same rules as `mean`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub std: Vec<f64>,
+}
+
+impl Standardize {
+    /// True when mean and std come from the dataset (a statistics phase).
+    pub fn computed(&self) -> bool {
+        self.mean.is_empty()
+    }
 }
 
 impl Default for EngineOptions {
@@ -141,6 +176,8 @@ impl Default for EngineOptions {
             dry_run: false,
             geometry: Geometry::default(),
             format: OutputFormat::default(),
+            per_channel: false,
+            standardize: None,
         }
     }
 }
@@ -176,6 +213,25 @@ pub enum OptionsError {
     /// A webdataset shard size of zero.
     #[error("--shard-size must be at least 1")]
     ZeroShardSize,
+    /// `--per-channel` only applies to `--scope dataset`.
+    #[error("--per-channel needs --scope dataset (image scope has --scope channel)")]
+    PerChannelScope,
+    /// Z-scores do not fit integer outputs.
+    #[error("--standardize needs a float output (--dtype f32 or f16), got {0}")]
+    StandardizeDtype(&'static str),
+    /// Only one of mean and std given, or lists of different lengths.
+    #[error(
+        "--mean and --std go together, with the same number of values (1 to 4); got {mean} and {std}"
+    )]
+    MeanStdShape {
+        /// Number of means.
+        mean: usize,
+        /// Number of standard deviations.
+        std: usize,
+    },
+    /// A mean or std that cannot standardize.
+    #[error("--mean values must be finite and --std values finite and > 0")]
+    MeanStdValue,
 }
 
 impl EngineOptions {
@@ -198,7 +254,30 @@ impl EngineOptions {
         if self.max_pixels == 0 {
             return Err(OptionsError::ZeroMaxPixels);
         }
+        if self.per_channel && self.scope != Scope::Dataset {
+            return Err(OptionsError::PerChannelScope);
+        }
+        if let Some(z) = &self.standardize {
+            if !matches!(self.dtype, Dtype::F32 | Dtype::F16) {
+                return Err(OptionsError::StandardizeDtype(self.dtype.descr()));
+            }
+            let (m, s) = (z.mean.len(), z.std.len());
+            if m != s || m > 4 {
+                return Err(OptionsError::MeanStdShape { mean: m, std: s });
+            }
+            if z.mean.iter().any(|v| !v.is_finite())
+                || z.std.iter().any(|v| !v.is_finite() || *v <= 0.0)
+            {
+                return Err(OptionsError::MeanStdValue);
+            }
+        }
         self.validate_layout()
+    }
+
+    /// True when the job needs a statistics phase over the whole dataset
+    /// before any output is written.
+    pub fn two_phase(&self) -> bool {
+        self.scope == Scope::Dataset || self.standardize.as_ref().is_some_and(|z| z.computed())
     }
 
     /// The checks on geometry and output format (kept apart from the

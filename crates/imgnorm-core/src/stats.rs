@@ -300,16 +300,48 @@ pub fn image_stats(
     scratch: &mut StatsScratch,
 ) -> ImageStats {
     let channels = channels.max(1);
-    let binning = Binning::new(range);
     let group = |c: usize| match scope {
-        Scope::Image => 0,
         Scope::Channel => c,
+        Scope::Image | Scope::Dataset | Scope::Full => 0,
     };
+    let domains: Vec<(u32, u32)> = (0..channels)
+        .map(|c| {
+            let g = group(c);
+            let lo = ext.min.get(g).copied().unwrap_or(0);
+            let hi = ext.max.get(g).copied().unwrap_or(0).max(lo);
+            (lo, hi)
+        })
+        .collect();
+    image_stats_by(
+        px,
+        &domains,
+        |c, x| {
+            let (lo, hi) = domains[c];
+            output_value(x, lo, hi, range, dtype)
+        },
+        range,
+        scratch,
+    )
+}
+
+/// Statistics of an output whose channel `c` holds `value(c, x)` (already
+/// rounded to the output dtype) for source sample `x`, with histogram bins
+/// over `range`. `domains[c]` bounds channel `c`'s samples (`lo..=hi`, as from
+/// [`crate::normalize::extremes`] with [`Scope::Channel`], or wider);
+/// `domains.len()` is the channel count. `value` is called once per distinct
+/// sample value, in increasing order.
+pub fn image_stats_by(
+    px: Pixels<'_>,
+    domains: &[(u32, u32)],
+    value: impl Fn(usize, u32) -> f64,
+    range: (f64, f64),
+    scratch: &mut StatsScratch,
+) -> ImageStats {
+    let channels = domains.len().max(1);
+    let binning = Binning::new(range);
     let bounds = |c: usize| {
-        let g = group(c);
-        let lo = ext.min.get(g).copied().unwrap_or(0);
-        let hi = ext.max.get(g).copied().unwrap_or(0).max(lo);
-        (lo, hi)
+        let (lo, hi) = domains.get(c).copied().unwrap_or((0, 0));
+        (lo, hi.max(lo))
     };
     // Each channel's counters cover its group's lo..=hi (all 256 for 8 bit).
     let mut offsets = Vec::with_capacity(channels + 1);
@@ -357,12 +389,12 @@ pub fn image_stats(
     }
     let channels = (0..channels)
         .map(|c| {
-            let (lo, hi) = bounds(c);
             let slice = &counts[offsets[c]..offsets[c + 1]];
             let first = firsts[c];
+            let value = &value;
             let pairs = slice.iter().enumerate().map(move |(i, &n)| {
                 let x = (first + i) as u32;
-                (output_value(x, lo, hi, range, dtype), n)
+                (value(c, x), n)
             });
             ChannelStats::from_counts(pairs, &binning)
         })

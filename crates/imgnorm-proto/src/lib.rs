@@ -3,9 +3,13 @@
 #![allow(missing_docs, clippy::all)]
 
 /// Protocol version carried in `Hello` and `Welcome`; a worker with another
-/// version is refused at registration. Version 2: the engine options in a
-/// `JobSpec` may ask for geometry (`--resize`, ...) and output formats
-/// (`--format`) that version-1 workers would silently ignore.
+/// version is refused at registration.
+///
+/// 2: the engine options in a `JobSpec` may ask for geometry (`--resize`, ...)
+/// and output formats (`--format`), and jobs may have two phases
+/// (`JobSpec.phase`, `JobSpec.params`, `ImageDone.raw`); a version-1 worker
+/// would ignore both and write the wrong layout or write outputs during the
+/// statistics phase.
 pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Generated code for package `imgnorm.v1`.

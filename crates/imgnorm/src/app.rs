@@ -530,9 +530,14 @@ pub fn status_table(s: &pb::StatusResponse) -> String {
         "JOB        STATE      DONE/TOTAL        OK  FAILED  SKIPPED  ELAPSED  OUTPUT\n",
     );
     for j in &s.jobs {
+        // A two-phase job's statistics phase shows as e.g. `running:stats`.
+        let state = match j.phase.as_str() {
+            "stats" => format!("{}:stats", j.state),
+            _ => j.state.clone(),
+        };
         out.push_str(&format!(
             "{:<10} {:<10} {:>8}/{:<8} {:>6} {:>7} {:>8} {:>7.1}s  {}\n",
-            j.job_id, j.state, j.done, j.images, j.ok, j.failed, j.skipped, j.elapsed_s, j.output
+            j.job_id, state, j.done, j.images, j.ok, j.failed, j.skipped, j.elapsed_s, j.output
         ));
     }
     out.push_str(

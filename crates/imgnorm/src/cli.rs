@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use imgnorm_core::options::{
     ChannelMode, DEFAULT_MAX_PIXELS, DEFAULT_SHARD_SIZE, Dtype, EngineOptions, Filter, Geometry,
-    OptionsError, Orientation, OutputFormat, Resize, Scope,
+    OptionsError, Orientation, OutputFormat, Resize, Scope, Standardize,
 };
 
 /// imgnorm: decode and min-max normalize image datasets, on one machine or many.
@@ -343,9 +343,11 @@ pub struct GenArgs {
 /// Engine options as flags, shared by every command that processes images.
 #[derive(Debug, Clone, Args)]
 pub struct EngineArgs {
-    /// Min/max over the whole image (all channels, like OpenCV) or per channel.
-    #[arg(long, value_enum, default_value = "image")]
-    pub scope: ScopeArg,
+    /// Min/max over the whole image (all channels, like OpenCV), per channel,
+    /// over the whole dataset, or the sample type's full range (default:
+    /// image; full with --standardize).
+    #[arg(long, value_enum)]
+    pub scope: Option<ScopeArg>,
     /// Output range A,B (default 0,1 for f32/f16, full range for u8/u16).
     #[arg(long, value_parser = parse_range, allow_hyphen_values = true)]
     pub range: Option<(f64, f64)>,
@@ -368,6 +370,19 @@ pub struct EngineArgs {
     /// reported as skipped. For measuring the master's own throughput.
     #[arg(long)]
     pub dry_run: bool,
+    /// With --scope dataset: one min/max per channel instead of one overall.
+    #[arg(long)]
+    pub per_channel: bool,
+    /// Z-score per channel after the min-max stage, with the dataset's mean
+    /// and std (a statistics phase) or the given --mean/--std. Float dtypes only.
+    #[arg(long)]
+    pub standardize: bool,
+    /// Per-channel means for --standardize (implies it), e.g. 0.485,0.456,0.406.
+    #[arg(long, value_parser = parse_list, allow_hyphen_values = true, requires = "std")]
+    pub mean: Option<Floats>,
+    /// Per-channel standard deviations for --standardize, e.g. 0.229,0.224,0.225.
+    #[arg(long, value_parser = parse_list, requires = "mean")]
+    pub std: Option<Floats>,
     /// Geometry and output layout (`--resize`, `--format`, ...).
     #[command(flatten)]
     pub layout: LayoutArgs,
@@ -461,6 +476,10 @@ pub enum ScopeArg {
     Image,
     /// One min/max per channel.
     Channel,
+    /// One min/max over the whole dataset (two phases).
+    Dataset,
+    /// 0..255 / 0..65535 as the full range (torchvision ToTensor).
+    Full,
 }
 
 /// `--dtype`.
@@ -505,11 +524,8 @@ impl EngineArgs {
             DtypeArg::U8 => Dtype::U8,
             DtypeArg::U16 => Dtype::U16,
         };
-        let opts = EngineOptions {
-            scope: match self.scope {
-                ScopeArg::Image => Scope::Image,
-                ScopeArg::Channel => Scope::Channel,
-            },
+        let mut opts = EngineOptions {
+            scope: self.scope_option(),
             range: self.range.unwrap_or(dtype.default_range()),
             dtype,
             channels: match self.channels {
@@ -526,10 +542,61 @@ impl EngineArgs {
             dry_run: self.dry_run,
             geometry: self.layout.geometry(),
             format: self.layout.format(),
+            ..EngineOptions::default()
         };
+        self.dataset_options(&mut opts);
         opts.validate()?;
         Ok(opts)
     }
+
+    /// `--scope`, whose default depends on `--standardize`.
+    fn scope_option(&self) -> Scope {
+        match self.scope {
+            Some(ScopeArg::Image) => Scope::Image,
+            Some(ScopeArg::Channel) => Scope::Channel,
+            Some(ScopeArg::Dataset) => Scope::Dataset,
+            Some(ScopeArg::Full) => Scope::Full,
+            None if self.standardizes() => Scope::Full,
+            None => Scope::Image,
+        }
+    }
+
+    fn standardizes(&self) -> bool {
+        self.standardize || self.mean.is_some()
+    }
+
+    /// `--per-channel`, `--standardize`, `--mean`, `--std`.
+    fn dataset_options(&self, opts: &mut EngineOptions) {
+        opts.per_channel = self.per_channel;
+        if self.standardizes() {
+            opts.standardize = Some(Standardize {
+                mean: self.mean.clone().map(|f| f.0).unwrap_or_default(),
+                std: self.std.clone().map(|f| f.0).unwrap_or_default(),
+            });
+        }
+    }
+}
+
+/// A comma-separated list of numbers (`--mean`, `--std`), one flag value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Floats(pub Vec<f64>);
+
+/// Parses `V[,V...]` (at most 4 numbers).
+pub fn parse_list(s: &str) -> Result<Floats, String> {
+    let v = s
+        .split(',')
+        .map(|v| {
+            v.trim()
+                .parse::<f64>()
+                .map_err(|e| format!("{v:?} is not a number: {e}"))
+        })
+        .collect::<Result<Vec<f64>, String>>()?;
+    if v.is_empty() || v.len() > 4 {
+        return Err(format!(
+            "expected 1 to 4 comma-separated numbers, got {s:?}"
+        ));
+    }
+    Ok(Floats(v))
 }
 
 /// Parses `A,B`.
@@ -638,5 +705,33 @@ mod tests {
         let e = layout(&["--format", "stack", "--resize", "8x8"]).unwrap_err();
         assert!(e.contains("--format stack needs one shape"), "{e}");
         assert!(layout(&["--format", "webdataset", "--shard-size", "0"]).is_err());
+    }
+
+    #[test]
+    fn standardize_flags_parse() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["imgnorm", "centralized", "--input", "a", "--output", "b"];
+            args.extend_from_slice(extra);
+            let cli = Cli::try_parse_from(args).unwrap();
+            let Command::Centralized(c) = cli.command else {
+                panic!("wrong command")
+            };
+            c.engine.to_options()
+        };
+        let o = parse(&["--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225"]).unwrap();
+        assert_eq!(
+            o.scope,
+            Scope::Full,
+            "--standardize defaults to the full range"
+        );
+        let z = o.standardize.unwrap();
+        assert_eq!(z.mean, vec![0.485, 0.456, 0.406]);
+        assert_eq!(z.std, vec![0.229, 0.224, 0.225]);
+        let o = parse(&["--scope", "dataset", "--per-channel", "--standardize"]).unwrap();
+        assert!(o.per_channel && o.two_phase());
+        assert!(o.standardize.unwrap().computed());
+        assert_eq!(parse(&[]).unwrap().scope, Scope::Image);
+        assert!(parse(&["--standardize", "--dtype", "u16"]).is_err());
+        assert!(parse_list("1,2,3,4,5").is_err());
     }
 }

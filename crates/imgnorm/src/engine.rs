@@ -9,10 +9,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use image::{ColorType, DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
-use imgnorm_core::normalize::{Kernel, Pixels, extremes, luma_u8, luma_u16, npy_header};
-use imgnorm_core::options::{ChannelMode, EngineOptions, GeometryError, Orientation, OutputFormat};
+use imgnorm_core::dataset::{DatasetParams, RawStats, check_channels, raw_stats, transform};
+use imgnorm_core::normalize::{Kernel, Pixels, extremes, luma_u8, luma_u16, npy_header, round_to};
+use imgnorm_core::options::{
+    ChannelMode, EngineOptions, GeometryError, Orientation, OutputFormat, Scope,
+};
 use imgnorm_core::record::{Record, Status};
-use imgnorm_core::stats::{ImageStats, StatsScratch, image_stats};
+use imgnorm_core::stats::{ImageStats, StatsScratch, image_stats, image_stats_by};
 
 /// Extensions that claim an image: a file with one of these whose content is
 /// not a supported image is `failed`, not `skipped`.
@@ -114,6 +117,16 @@ pub struct Engine {
     resized: Vec<u16>,
     /// `--format stack`: the open stack file and where its data starts.
     stack: Option<crate::formats::StackWriter>,
+    /// Whole-dataset normalization: the parameters of the writing phase and
+    /// the last statistics-phase result (see [`Engine::set_params`]).
+    dataset: DatasetState,
+}
+
+/// The engine's part of a two-phase job.
+#[derive(Default)]
+struct DatasetState {
+    params: Option<DatasetParams>,
+    raw: Option<RawStats>,
 }
 
 /// The result of processing one image in memory (stream mode).
@@ -142,6 +155,7 @@ impl Engine {
             resizer: fast_image_resize::Resizer::new(),
             resized: Vec::new(),
             stack: None,
+            dataset: DatasetState::default(),
         }
     }
 
@@ -431,6 +445,9 @@ impl Engine {
         warning: Option<String>,
         d: &Decoded,
     ) -> Record {
+        if self.mapped() {
+            return self.scale_mapped(rel, format, warning, d);
+        }
         let n = d.width as usize * d.height as usize * d.channels;
         let (px, channels) = convert(&self.samples, &mut self.converted, self.opts.channels, d, n);
         if let Some(want) = self
@@ -492,6 +509,157 @@ impl Engine {
             constant: ext.constant(),
             min: ext.min,
             max: ext.max,
+            checksum: Some(checksum),
+            warning,
+        }
+    }
+}
+
+/// Whole-dataset normalization (`--scope dataset|full`, `--standardize`):
+/// the statistics phase, which decodes and reports raw statistics without
+/// writing, and the writing phase's per-channel transform. Both decode the
+/// image the same way as the min-max path.
+impl Engine {
+    /// Sets the dataset parameters the writing phase applies (from the
+    /// statistics phase, or [`DatasetParams::from_options`]).
+    pub fn set_params(&mut self, params: DatasetParams) {
+        self.dataset.params = Some(params);
+    }
+
+    /// Raw statistics of the image the statistics phase handled last, when
+    /// its status is `ok` (taken).
+    pub fn take_raw(&mut self) -> Option<RawStats> {
+        self.dataset.raw.take()
+    }
+
+    /// Statistics phase for `input_root/rel`: decode, convert channels and
+    /// measure (see [`Engine::take_raw`]); writes nothing. The row is `ok`
+    /// (with shape, no output), `skipped` or `failed` with the same reason
+    /// the writing phase would give.
+    pub fn stats_file(&mut self, input_root: &Path, rel: &str) -> Record {
+        self.dataset.raw = None;
+        let t0 = Instant::now();
+        let mut input = std::mem::take(&mut self.input);
+        let read = read_into(&input_root.join(rel), &mut input);
+        self.times.read += t0.elapsed();
+        let record = match read {
+            Err(e) => Record::bare(rel, Status::Failed, Some(Problem::Read(e).to_string())),
+            Ok(()) => self.stats_bytes(rel, &input),
+        };
+        self.input = input;
+        record
+    }
+
+    /// Statistics phase for an image held in memory (stream mode).
+    pub fn stats_bytes(&mut self, rel: &str, data: &[u8]) -> Record {
+        self.dataset.raw = None;
+        let t = Instant::now();
+        let decoded = self.decode(rel, data);
+        self.times.decode += t.elapsed();
+        let (format, warning, d) = match decoded {
+            Ok(Some(v)) => v,
+            Ok(None) => {
+                return Record::bare(
+                    rel,
+                    Status::Skipped,
+                    Some("not an image (content matches no image format)".into()),
+                );
+            }
+            Err(p) => return Record::bare(rel, Status::Failed, Some(p.to_string())),
+        };
+        let t = Instant::now();
+        let n = d.width as usize * d.height as usize * d.channels;
+        let (px, channels) = convert(
+            &self.samples,
+            &mut self.converted,
+            self.opts.channels,
+            &d,
+            n,
+        );
+        if let Err(e) = check_channels(&self.opts, channels) {
+            return Record::bare(rel, Status::Failed, Some(e.to_string()));
+        }
+        let raw = raw_stats(px, channels);
+        self.times.scale += t.elapsed();
+        let mut r = Record::bare(rel, Status::Ok, None);
+        r.format = Some(format_name(format).to_string());
+        r.width = Some(d.width);
+        r.height = Some(d.height);
+        r.channels = Some(channels as u32);
+        r.bit_depth = Some(raw.bit_depth);
+        r.min = raw.channels.iter().map(|c| c.min).collect();
+        r.max = raw.channels.iter().map(|c| c.max).collect();
+        r.warning = warning;
+        self.dataset.raw = Some(raw);
+        r
+    }
+
+    /// True when outputs go through [`transform`] instead of the per-image
+    /// min-max kernel.
+    fn mapped(&self) -> bool {
+        matches!(self.opts.scope, Scope::Dataset | Scope::Full) || self.opts.standardize.is_some()
+    }
+
+    /// The writing phase of a mapped job: one table per channel from
+    /// [`imgnorm_core::dataset::ChannelMap::value`].
+    fn scale_mapped(
+        &mut self,
+        rel: &str,
+        format: ImageFormat,
+        warning: Option<String>,
+        d: &Decoded,
+    ) -> Record {
+        let n = d.width as usize * d.height as usize * d.channels;
+        let (px, channels) = convert(&self.samples, &mut self.converted, self.opts.channels, d, n);
+        let ext = extremes(px, channels, Scope::Channel);
+        let params = match &self.dataset.params {
+            Some(p) => p.clone(),
+            None => DatasetParams::from_options(&self.opts),
+        };
+        let maps = match transform(&self.opts, &params, &ext.min, &ext.max, px.bit_depth()) {
+            Ok(m) => m,
+            Err(e) => return Record::bare(rel, Status::Failed, Some(e.to_string())),
+        };
+        let dtype = self.opts.dtype;
+        let domains: Vec<(u32, u32)> = ext
+            .min
+            .iter()
+            .copied()
+            .zip(ext.max.iter().copied())
+            .collect();
+        let header = npy_header(dtype, &[d.height as usize, d.width as usize, channels]);
+        let total = header.len() + px.len() * dtype.size();
+        self.out.resize(total, 0);
+        let (head, body) = self.out.split_at_mut(header.len());
+        head.copy_from_slice(&header);
+        self.kernel
+            .map_to_slice(px, &domains, |c, x| maps[c].value(x), dtype, body);
+        self.stats = Some(image_stats_by(
+            px,
+            &domains,
+            |c, x| round_to(maps[c].value(x), dtype),
+            params.output_range(&self.opts),
+            &mut self.stats_scratch,
+        ));
+        let shown = if self.opts.per_channel || self.opts.scope == Scope::Channel {
+            ext
+        } else {
+            extremes(px, channels, Scope::Image)
+        };
+        let checksum = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&self.out));
+        Record {
+            path: rel.to_string(),
+            status: Status::Ok,
+            reason: None,
+            format: Some(format_name(format).to_string()),
+            output: Some(format!("{rel}.npy")),
+            width: Some(d.width),
+            height: Some(d.height),
+            channels: Some(channels as u32),
+            bit_depth: Some(if d.sixteen { 16 } else { 8 }),
+            constant: shown.constant(),
+            min: shown.min,
+            max: shown.max,
             checksum: Some(checksum),
             warning,
         }

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use imgnorm_core::options::EngineOptions;
+use imgnorm_core::dataset::DatasetParams;
+use imgnorm_core::options::{EngineOptions, Scope};
 use imgnorm_core::record::{Counts, Record, Status};
 use imgnorm_core::stats::{ChannelSummary, DatasetStats};
 use serde::Serialize;
@@ -97,6 +98,58 @@ pub struct Stats<'a> {
     /// Statistics of the output values; identical across modes and worker
     /// counts.
     pub dataset: DatasetSection,
+    /// The parameters of a whole-dataset normalization (`--scope
+    /// dataset|full`, `--standardize`); absent for per-image min-max.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub normalization: Option<Normalization>,
+}
+
+/// The `"normalization"` section of `stats.json` (see docs/FORMAT.md).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Normalization {
+    /// The min-max scope.
+    pub scope: Scope,
+    /// `--per-channel` (dataset scope).
+    pub per_channel: bool,
+    /// Output range of the min-max stage.
+    pub range: [f64; 2],
+    /// Dataset scope: the dataset's minimum (one value, or one per channel).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub min: Vec<u32>,
+    /// Dataset scope: the dataset's maximum.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub max: Vec<u32>,
+    /// `--standardize`: where mean and std come from, `"dataset"` or
+    /// `"given"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub standardize: Option<&'static str>,
+    /// Per-channel means subtracted.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mean: Vec<f64>,
+    /// Per-channel standard deviations divided by (a 0 is applied as 1).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub std: Vec<f64>,
+}
+
+impl Normalization {
+    /// The section for a job, or `None` when it is a per-image min-max job.
+    pub fn new(opts: &EngineOptions, params: &DatasetParams) -> Option<Normalization> {
+        let mapped =
+            matches!(opts.scope, Scope::Dataset | Scope::Full) || opts.standardize.is_some();
+        mapped.then(|| Normalization {
+            scope: opts.scope,
+            per_channel: opts.per_channel,
+            range: [opts.range.0, opts.range.1],
+            min: params.min.clone(),
+            max: params.max.clone(),
+            standardize: opts
+                .standardize
+                .as_ref()
+                .map(|z| if z.computed() { "dataset" } else { "given" }),
+            mean: params.mean.clone(),
+            std: params.std.clone(),
+        })
+    }
 }
 
 /// The `"dataset"` section of `stats.json` (see docs/FORMAT.md).

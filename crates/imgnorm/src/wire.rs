@@ -1,6 +1,7 @@
 //! Conversions between protocol messages and domain types. The gRPC layer calls
 //! these and nothing else: no logic lives here, only field mapping and the
 //! checks that turn untrusted wire data into typed values.
+use imgnorm_core::dataset::{DatasetParams, RawChannel, RawStats};
 use imgnorm_core::options::EngineOptions;
 use imgnorm_core::record::{Record, Status};
 use imgnorm_core::stats::{ChannelStats, ImageStats};
@@ -148,6 +149,62 @@ pub fn options_from_json(s: &str) -> Result<EngineOptions, WireError> {
     o.validate()
         .map_err(|e| WireError::Options(e.to_string()))?;
     Ok(o)
+}
+
+/// Raw statistics of a statistics-phase result to the wire.
+pub fn raw_to_pb(r: &RawStats) -> pb::RawStats {
+    pb::RawStats {
+        bit_depth: r.bit_depth,
+        channels: r
+            .channels
+            .iter()
+            .map(|c| pb::RawChannel {
+                count: c.count,
+                mean: c.mean,
+                m2: c.m2,
+                min: c.min,
+                max: c.max,
+            })
+            .collect(),
+    }
+}
+
+/// Raw statistics from the wire (validated later against the record).
+pub fn raw_from_pb(p: pb::RawStats) -> RawStats {
+    RawStats {
+        bit_depth: p.bit_depth,
+        channels: p
+            .channels
+            .into_iter()
+            .map(|c| RawChannel {
+                count: c.count,
+                mean: c.mean,
+                m2: c.m2,
+                min: c.min,
+                max: c.max,
+            })
+            .collect(),
+    }
+}
+
+/// A two-phase job's parameters to the wire.
+pub fn params_to_pb(p: &DatasetParams) -> pb::DatasetParams {
+    pb::DatasetParams {
+        min: p.min.clone(),
+        max: p.max.clone(),
+        mean: p.mean.clone(),
+        std: p.std.clone(),
+    }
+}
+
+/// A two-phase job's parameters from the wire.
+pub fn params_from_pb(p: pb::DatasetParams) -> DatasetParams {
+    DatasetParams {
+        min: p.min,
+        max: p.max,
+        mean: p.mean,
+        std: p.std,
+    }
 }
 
 #[cfg(test)]

@@ -217,7 +217,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let s = app::status(&a.master, a.job.as_deref()).await?;
             if a.json {
                 let jobs: Vec<_> = s.jobs.iter().map(|j| serde_json::json!({
-                    "job_id": j.job_id, "state": j.state, "images": j.images, "done": j.done,
+                    "job_id": j.job_id, "state": j.state, "phase": j.phase, "images": j.images, "done": j.done,
                     "ok": j.ok, "failed": j.failed, "skipped": j.skipped, "elapsed_s": j.elapsed_s,
                     "input": j.input, "output": j.output, "error": j.error,
                 })).collect();

@@ -20,7 +20,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::discovery::{DiscoveryError, discover};
-use crate::output::{self, DatasetSection, OutputError, StageSeconds, Stats, Summary};
+use crate::output::{
+    self, DatasetSection, Normalization, OutputError, StageSeconds, Stats, Summary,
+};
 use crate::wire::Transfer;
 use state::{Effects, JobState, State};
 
@@ -248,6 +250,7 @@ impl Master {
             elapsed,
             dataset,
             workers,
+            params,
         ) = {
             let mut st = self.lock();
             let workers = st.workers_seen();
@@ -285,6 +288,7 @@ impl Master {
                 j.submitted.elapsed(),
                 std::mem::replace(&mut j.stats, OrderedFold::new(j.options.range)).finish(),
                 workers,
+                j.two.params.clone(),
             )
         };
         // Shards or stack are completed outside the lock: this is file I/O.
@@ -318,6 +322,7 @@ impl Master {
                 stage_seconds: StageSeconds::default(),
                 peak_rss_mib: output::peak_rss_mib(),
                 dataset: DatasetSection::new(&dataset, &rows),
+                normalization: Normalization::new(&options, &params),
             },
         )
         .map_err(e)?;
@@ -448,8 +453,9 @@ impl Master {
             .iter()
             .filter(|(_, j)| job.is_none_or(|id| j.id.0 == id))
             .map(|(key, j)| {
-                let done =
-                    st.progress(*key).map(|p| p.completed).unwrap_or(0) + j.problems.len() as u64;
+                let done = st.progress(*key).map(|p| p.completed).unwrap_or(0)
+                    + j.problems.len() as u64
+                    + j.final_before_phase();
                 let end = j.finished.unwrap_or(now);
                 pb::JobStatus {
                     job_id: j.id.0.clone(),
@@ -463,6 +469,7 @@ impl Master {
                     input: j.input.display().to_string(),
                     output: j.output.display().to_string(),
                     error: j.error.clone().unwrap_or_default(),
+                    phase: j.two.phase.as_str().to_string(),
                 }
             })
             .collect();

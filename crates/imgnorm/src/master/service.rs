@@ -250,8 +250,9 @@ async fn handle(master: &Master, id: WorkerId, m: pb::WorkerMessage, partials: &
                 let mut st = master.lock();
                 st.touch(id, now);
                 let stats = d.stats.map(wire::stats_from_pb);
+                let raw = d.raw.map(wire::raw_from_pb);
                 st.image_done(
-                    id, &d.job_id, d.lease_id, d.attempt, d.index, record, stats, now,
+                    id, &d.job_id, d.lease_id, d.attempt, d.index, record, stats, raw, now,
                 )
                 .map(|fx| (fx, st.output_of(&d.job_id)))
             };
@@ -261,7 +262,7 @@ async fn handle(master: &Master, id: WorkerId, m: pb::WorkerMessage, partials: &
                     tracing::warn!(worker = %id, error = %e, "result refused");
                     return;
                 }
-                Ok((fx, Some((_, Transfer::Stream)))) if ok && fx.accepted => {
+                Ok((fx, Some((_, Transfer::Stream)))) if ok && fx.accepted && !fx.stats_result => {
                     match partials.commit(d.lease_id, d.index, &checksum) {
                         Ok(()) => master.lock().stream_committed(&d.job_id, d.index),
                         Err(e) => master.lock().write_failed(&d.job_id, d.index, &e),

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use imgnorm_core::dataset::{DatasetParams, ParamsFold, RawStats};
 use imgnorm_core::ids::{JobId, LeaseId, WorkerId};
 use imgnorm_core::options::EngineOptions;
 use imgnorm_core::record::{Counts, Record, Status};
@@ -123,6 +124,95 @@ pub struct JobRun {
     /// Stream mode: statistics of accepted `ok` results whose output the
     /// master has not committed yet (settled once it has, or dropped).
     streamed: HashMap<u64, ImageStats>,
+    /// Whole-dataset normalization: the statistics phase and its outcome.
+    pub two: TwoPhase,
+}
+
+/// Which phase of its work a job is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Decoding every image for the dataset's statistics; nothing written.
+    Stats,
+    /// Normalizing and writing (the only phase of a single-phase job).
+    Write,
+}
+
+impl Phase {
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Stats => "stats",
+            Phase::Write => "write",
+        }
+    }
+}
+
+/// A job's phases (see [`imgnorm_core::dataset`]). A two-phase job first
+/// runs a scheduler job `job-N.stats` over every item; images not `ok` there
+/// are final; the others form the scheduler job `job-N` of the writing
+/// phase, whose scheduler index `k` is item `write_items[k]`.
+pub struct TwoPhase {
+    /// The phase running now.
+    pub phase: Phase,
+    /// The statistics fold, until the statistics phase completes.
+    fold: Option<ParamsFold>,
+    /// The parameters of the writing phase.
+    pub params: DatasetParams,
+    /// Writing phase of a two-phase job: the items it covers, ascending
+    /// (`None`: every item, identity mapping).
+    write_items: Option<Vec<u64>>,
+}
+
+impl TwoPhase {
+    fn new(options: &EngineOptions) -> TwoPhase {
+        let two = options.two_phase();
+        TwoPhase {
+            phase: if two { Phase::Stats } else { Phase::Write },
+            fold: two.then(|| ParamsFold::new(options)),
+            params: DatasetParams::from_options(options),
+            write_items: None,
+        }
+    }
+
+    /// The scheduler index of item `index` in the current phase.
+    fn sched_index(&self, index: u64) -> Option<u64> {
+        match &self.write_items {
+            Some(items) if self.phase == Phase::Write => {
+                items.binary_search(&index).ok().map(|k| k as u64)
+            }
+            _ => Some(index),
+        }
+    }
+
+    /// The item of scheduler index `k` in the current phase.
+    fn item(&self, k: u64) -> u64 {
+        match &self.write_items {
+            Some(items) if self.phase == Phase::Write => {
+                items.get(k as usize).copied().unwrap_or(u64::MAX)
+            }
+            _ => k,
+        }
+    }
+}
+
+impl JobRun {
+    /// Items whose row became final in an earlier phase (not `ok` in the
+    /// statistics phase), so not counted by the current phase's progress.
+    pub fn final_before_phase(&self) -> u64 {
+        match (&self.two.write_items, self.two.phase) {
+            (Some(items), Phase::Write) => (self.files.len() - items.len()) as u64,
+            _ => 0,
+        }
+    }
+
+    /// The scheduler's id for the current phase of this job.
+    pub fn sched_id(&self) -> JobId {
+        match self.two.phase {
+            Phase::Stats => JobId(format!("{}.stats", self.id.0)),
+            Phase::Write => self.id.clone(),
+        }
+    }
 }
 
 /// The master's state. See the module docs.
@@ -152,6 +242,8 @@ pub struct Effects {
     pub leases: Vec<(Outbox, pb::Lease, Transfer, PathBuf)>,
     /// The result just handled was accepted (stream mode then writes it).
     pub accepted: bool,
+    /// ...and it was a statistics-phase result: there is no output to write.
+    pub stats_result: bool,
 }
 
 impl Effects {
@@ -159,11 +251,14 @@ impl Effects {
         self.finalize.extend(o.finalize);
         self.leases.extend(o.leases);
         self.accepted |= o.accepted;
+        self.stats_result |= o.stats_result;
     }
 }
 
 fn job_key(id: &JobId) -> Option<u64> {
-    id.0.strip_prefix("job-").and_then(|n| n.parse().ok())
+    let n = id.0.strip_prefix("job-")?;
+    // `job-N.stats` is job N's statistics phase.
+    n.strip_suffix(".stats").unwrap_or(n).parse().ok()
 }
 
 impl State {
@@ -219,6 +314,7 @@ impl State {
         let id = JobId(format!("job-{key}"));
         let n = files.len();
         let options_range = options.range;
+        let two = TwoPhase::new(&options);
         let mut counts = Counts::default();
         for p in &problems {
             counts.add(p.status);
@@ -249,11 +345,17 @@ impl State {
                 summary: None,
                 stats: OrderedFold::new(options_range),
                 streamed: HashMap::new(),
+                two,
             },
         );
+        let sched_id = self
+            .jobs
+            .get(&key)
+            .map(JobRun::sched_id)
+            .unwrap_or(id.clone());
         let events = self
             .sched
-            .add_job(id.clone(), n as u64, now)
+            .add_job(sched_id, n as u64, now)
             .unwrap_or_default();
         let mut fx = self.apply(events, now);
         fx.merge(self.dispatch_all(now));
@@ -274,7 +376,7 @@ impl State {
         }
         job.state = JobState::Cancelled;
         job.finished = Some(now);
-        let events = self.sched.cancel_job(id).unwrap_or_default();
+        let events = self.sched.cancel_job(&job.sched_id()).unwrap_or_default();
         let _ = self.apply(events, now);
         self.promote_next();
         true
@@ -321,6 +423,7 @@ impl State {
         index: u64,
         record: Record,
         stats: Option<ImageStats>,
+        raw: Option<RawStats>,
         now: Instant,
     ) -> Result<Effects, String> {
         let id = JobId(job.to_string());
@@ -334,6 +437,18 @@ impl State {
             .files
             .get(i)
             .ok_or_else(|| format!("index {index} out of range for {job}"))?;
+        if id != jr.sched_id() {
+            return Err(format!(
+                "result for {job}, which is not the job's current phase"
+            ));
+        }
+        let sched_index = jr
+            .two
+            .sched_index(index)
+            .ok_or_else(|| format!("item {index} is not part of {job}"))?;
+        if jr.two.phase == Phase::Stats {
+            return self.stats_done(w, key, lease, attempt, index, record, raw, now);
+        }
         validate_record(&record, expected)?;
         let stats = if record.status == Status::Ok {
             let stats = stats.ok_or("an ok result without output statistics")?;
@@ -350,7 +465,7 @@ impl State {
         let stream = jr.transfer == Transfer::Stream;
         let verdict = self
             .sched
-            .complete_item(w, LeaseId(lease), index, now)
+            .complete_item(w, LeaseId(lease), sched_index, now)
             .map_err(|e| e.to_string())?;
         match verdict {
             ItemVerdict::Discarded(reason) => {
@@ -385,6 +500,108 @@ impl State {
                 Ok(fx)
             }
         }
+    }
+
+    /// A statistics-phase result: an `ok` one folds its raw statistics;
+    /// any other is the item's final row (it is not written).
+    #[allow(clippy::too_many_arguments)]
+    fn stats_done(
+        &mut self,
+        w: WorkerId,
+        key: u64,
+        lease: u64,
+        attempt: u32,
+        index: u64,
+        record: Record,
+        raw: Option<RawStats>,
+        now: Instant,
+    ) -> Result<Effects, String> {
+        let i = index as usize;
+        let expected = self
+            .jobs
+            .get(&key)
+            .and_then(|j| j.files.get(i))
+            .ok_or_else(|| format!("index {index} out of range"))?;
+        if &record.path != expected {
+            return Err(format!(
+                "result path {:?} does not match the leased file {expected:?}",
+                record.path
+            ));
+        }
+        let raw = if record.status == Status::Ok {
+            let raw = raw.ok_or("an ok statistics-phase result without raw statistics")?;
+            let pixels =
+                u64::from(record.width.unwrap_or(0)) * u64::from(record.height.unwrap_or(0));
+            raw.validate(record.channels.unwrap_or(0) as usize, pixels)
+                .map_err(|e| format!("inconsistent raw statistics: {e}"))?;
+            Some(raw)
+        } else {
+            None
+        };
+        let verdict = self
+            .sched
+            .complete_item(w, LeaseId(lease), index, now)
+            .map_err(|e| e.to_string())?;
+        let ItemVerdict::Accepted { events } = verdict else {
+            return Ok(Effects::default());
+        };
+        let name = self
+            .infos
+            .get(&w)
+            .map(|i| i.name.clone())
+            .unwrap_or_default();
+        if let Some(jr) = self.jobs.get_mut(&key) {
+            if let Some(fold) = jr.two.fold.as_mut() {
+                fold.settle(index, raw);
+            }
+            if record.status != Status::Ok {
+                jr.counts.add(record.status);
+                jr.records[i] = Some(record);
+                jr.provenance[i] = Some(Provenance {
+                    worker: name,
+                    worker_id: w.0,
+                    lease,
+                    attempt,
+                });
+            }
+        }
+        let mut fx = self.apply(events, now);
+        fx.accepted = true;
+        fx.stats_result = true;
+        Ok(fx)
+    }
+
+    /// The statistics phase of job `key` is complete: fix the parameters
+    /// and queue the writing phase over the items that came out `ok`.
+    fn start_write_phase(&mut self, key: u64, now: Instant) -> Effects {
+        let Some(jr) = self.jobs.get_mut(&key) else {
+            return Effects::default();
+        };
+        if jr.state == JobState::Cancelled || jr.two.phase != Phase::Stats {
+            return Effects::default();
+        }
+        if let Some(fold) = jr.two.fold.take() {
+            jr.two.params = fold.finish();
+        }
+        jr.two.phase = Phase::Write;
+        let items: Vec<u64> = (0..jr.records.len() as u64)
+            .filter(|&i| jr.records[i as usize].is_none())
+            .collect();
+        let n = items.len() as u64;
+        jr.two.write_items = Some(items);
+        jr.stats = OrderedFold::new(jr.two.params.output_range(&jr.options));
+        for (i, r) in jr.records.iter().enumerate() {
+            if r.is_some() {
+                jr.stats.settle(i as u64, None);
+            }
+        }
+        tracing::info!(job = %jr.id, images = n, params = ?jr.two.params, "statistics phase done: writing");
+        let id = jr.id.clone();
+        // An empty writing phase completes at once (JobComplete below).
+        let events = self.sched.add_job(id, n, now).unwrap_or_default();
+        let mut fx = self.apply(events, now);
+        fx.merge(self.dispatch_all(now));
+        fx
     }
 
     /// Input file of a job's item (stream mode `ReadInput`).
@@ -510,10 +727,15 @@ impl State {
                     tracing::debug!(%job, %lease, items, "re-queued");
                 }
                 Event::Quarantined { job, item, crashes } => {
-                    if let Some(key) = job_key(&job)
-                        && let Some(jr) = self.jobs.get_mut(&key)
-                        && let Some(path) = jr.files.get(item as usize)
-                    {
+                    let Some(jr) = job_key(&job).and_then(|k| self.jobs.get_mut(&k)) else {
+                        continue;
+                    };
+                    // The scheduler counts in the phase's indexes.
+                    let item = jr.two.item(item);
+                    if let Some(path) = jr.files.get(item as usize) {
+                        if let Some(fold) = jr.two.fold.as_mut() {
+                            fold.settle(item, None);
+                        }
                         tracing::warn!(%job, path = %path, crashes, "image quarantined");
                         let r = Record::bare(
                             path.clone(),
@@ -535,6 +757,11 @@ impl State {
                                 lease_id: lease.0,
                             })),
                         }));
+                    }
+                }
+                Event::JobComplete(job) if job.0.ends_with(".stats") => {
+                    if let Some(key) = job_key(&job) {
+                        fx.merge(self.start_write_phase(key, now));
                     }
                 }
                 Event::JobComplete(job) => {
@@ -583,7 +810,8 @@ impl State {
             let items = lease
                 .items
                 .iter()
-                .map(|&i| pb::Item {
+                .map(|&k| jr.two.item(k))
+                .map(|i| pb::Item {
                     index: i,
                     path: jr.files.get(i as usize).cloned().unwrap_or_default(),
                     data: Vec::new(),
@@ -600,6 +828,13 @@ impl State {
                     output_root: jr.output.display().to_string(),
                     transfer: jr.transfer.as_str().to_string(),
                     engine_options_json: jr.options_json.clone(),
+                    phase: match jr.two.phase {
+                        Phase::Stats => pb::Phase::Stats,
+                        Phase::Write => pb::Phase::Write,
+                    }
+                    .into(),
+                    params: (jr.options.two_phase() && jr.two.phase == Phase::Write)
+                        .then(|| wire::params_to_pb(&jr.two.params)),
                 }),
                 items,
             };
@@ -613,11 +848,11 @@ impl State {
         fx
     }
 
-    /// Progress of a job as the scheduler sees it.
+    /// Progress of a job's current phase as the scheduler sees it.
     pub fn progress(&self, key: u64) -> Option<JobProgress> {
         self.jobs
             .get(&key)
-            .and_then(|j| self.sched.job_progress(&j.id))
+            .and_then(|j| self.sched.job_progress(&j.sched_id()))
     }
 
     /// What the autoscaler sees: images not completed over unfinished jobs,
@@ -772,10 +1007,10 @@ mod tests {
         let (mut st, w, lease, job) = leased();
         let now = Instant::now();
         let r = ok_record("a/x.png");
-        let missing = st.image_done(w, &job, lease, 1, 0, r.clone(), None, now);
+        let missing = st.image_done(w, &job, lease, 1, 0, r.clone(), None, None, now);
         assert!(missing.is_err());
         let three = stats_of(&[0.0, 1.0, 0.5]);
-        let wrong_count = st.image_done(w, &job, lease, 1, 0, r.clone(), Some(three), now);
+        let wrong_count = st.image_done(w, &job, lease, 1, 0, r.clone(), Some(three), None, now);
         assert!(
             wrong_count
                 .err()
@@ -784,7 +1019,7 @@ mod tests {
         );
         let mut two_channels = stats_of(&[0.0, 1.0]);
         two_channels.channels.push(two_channels.channels[0].clone());
-        let wrong_channels = st.image_done(w, &job, lease, 1, 0, r, Some(two_channels), now);
+        let wrong_channels = st.image_done(w, &job, lease, 1, 0, r, Some(two_channels), None, now);
         assert!(wrong_channels.is_err());
     }
 
@@ -801,6 +1036,7 @@ mod tests {
             1,
             ok_record("a/y.png"),
             Some(sy.clone()),
+            None,
             now,
         )
         .expect("accepted");
@@ -813,6 +1049,7 @@ mod tests {
             0,
             ok_record("a/x.png"),
             Some(sx.clone()),
+            None,
             now,
         )
         .expect("accepted");
@@ -825,5 +1062,100 @@ mod tests {
             OrderedFold::new((0.0, 1.0)),
         );
         assert_eq!(got.finish(), want);
+    }
+
+    #[test]
+    fn two_phase_job_writes_only_what_the_statistics_phase_found_ok() {
+        use imgnorm_core::dataset::raw_stats;
+        use imgnorm_core::normalize::Pixels;
+        use imgnorm_core::options::Scope;
+        let now = Instant::now();
+        let sched = Scheduler::new(SchedulerConfig {
+            min_batch_size: 3,
+            ..SchedulerConfig::default()
+        })
+        .expect("config");
+        let mut st = State::new(sched, Duration::from_secs(1));
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let (w, _) = st.register(WorkerInfo::default(), tx, now);
+        let files: Vec<String> = ["a.png", "b.png", "c.png"].map(String::from).to_vec();
+        let opts = EngineOptions {
+            scope: Scope::Dataset,
+            ..EngineOptions::default()
+        };
+        let (job, _) = st.add_job(
+            "in".into(),
+            "out".into(),
+            Transfer::Shared,
+            opts,
+            files,
+            Vec::new(),
+            now,
+        );
+        let fx = st.ready(w, 2, now);
+        let lease = &fx.leases.first().expect("a statistics lease").1;
+        let spec = lease.spec.as_ref().expect("spec");
+        assert_eq!(spec.phase(), pb::Phase::Stats);
+        assert_eq!(lease.job_id, "job-1.stats");
+        assert!(spec.params.is_none());
+        let id = lease.lease_id;
+        let measured = |path: &str, px: &[u8]| {
+            let mut r = Record::bare(path, Status::Ok, None);
+            r.width = Some(px.len() as u32);
+            r.height = Some(1);
+            r.channels = Some(1);
+            (r, Some(raw_stats(Pixels::U8(px), 1)))
+        };
+        // A result for the writing phase is refused while statistics run.
+        assert!(
+            st.image_done(w, &job.0, id, 1, 0, ok_record("a.png"), None, None, now)
+                .is_err()
+        );
+        let (r, raw) = measured("c.png", &[7, 200]);
+        st.image_done(w, "job-1.stats", id, 1, 2, r, None, raw, now)
+            .expect("accepted");
+        // Raw statistics that do not fit the record are refused.
+        let (mut r, raw) = measured("a.png", &[3, 9]);
+        r.width = Some(5);
+        assert!(
+            st.image_done(w, "job-1.stats", id, 1, 0, r, None, raw.clone(), now)
+                .is_err()
+        );
+        let bad = Record::bare("b.png", Status::Failed, Some("decode error".into()));
+        st.image_done(w, "job-1.stats", id, 1, 1, bad, None, None, now)
+            .expect("accepted");
+        let (r, raw) = measured("a.png", &[3, 9]);
+        let fx = st
+            .image_done(w, "job-1.stats", id, 1, 0, r, None, raw, now)
+            .expect("accepted");
+        assert!(fx.stats_result);
+        // The writing phase starts at once, over items 0 and 2 only.
+        let jr = &st.jobs[&1];
+        assert_eq!(jr.two.phase, Phase::Write);
+        assert_eq!(jr.two.params.min, vec![3]);
+        assert_eq!(jr.two.params.max, vec![200]);
+        assert_eq!(jr.final_before_phase(), 1);
+        assert_eq!(jr.counts.failed, 1);
+        let lease = &fx.leases.first().expect("a writing lease").1;
+        let spec = lease.spec.as_ref().expect("spec");
+        assert_eq!(spec.phase(), pb::Phase::Write);
+        assert_eq!(lease.job_id, "job-1");
+        assert_eq!(spec.params.as_ref().map(|p| p.min.clone()), Some(vec![3]));
+        let items: Vec<u64> = lease.items.iter().map(|i| i.index).collect();
+        assert_eq!(items, vec![0, 2]);
+        let id = lease.lease_id;
+        let stats = || Some(stats_of(&[0.0, 1.0]));
+        assert!(
+            st.image_done(w, "job-1", id, 1, 1, ok_record("b.png"), stats(), None, now)
+                .is_err(),
+            "item 1 is not part of the writing phase"
+        );
+        st.image_done(w, "job-1", id, 1, 2, ok_record("c.png"), stats(), None, now)
+            .expect("accepted");
+        let fx = st
+            .image_done(w, "job-1", id, 1, 0, ok_record("a.png"), stats(), None, now)
+            .expect("accepted");
+        assert_eq!(fx.finalize.len(), 1, "job complete");
+        assert!(st.jobs[&1].records.iter().all(Option::is_some));
     }
 }

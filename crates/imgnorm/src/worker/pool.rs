@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use imgnorm_core::dataset::DatasetParams;
 use imgnorm_core::options::EngineOptions;
 use imgnorm_core::record::{Record, Status};
 use imgnorm_proto::v1 as pb;
@@ -37,6 +38,8 @@ pub struct LeaseCtx {
     transfer: Transfer,
     options_json: String,
     options: EngineOptions,
+    /// Two-phase jobs: the phase and the writing phase's parameters.
+    dataset: LeasePhase,
     items: Vec<pb::Item>,
     remaining: AtomicUsize,
     revoked: AtomicBool,
@@ -54,6 +57,7 @@ impl LeaseCtx {
         let options =
             wire::options_from_json(&spec.engine_options_json).map_err(|e| fail(e.to_string()))?;
         let transfer = Transfer::parse(&spec.transfer).map_err(|e| fail(e.to_string()))?;
+        let dataset = LeasePhase::from_pb(&spec);
         Ok(LeaseCtx {
             job_id: l.job_id,
             lease_id: l.lease_id,
@@ -63,11 +67,40 @@ impl LeaseCtx {
             transfer,
             options_json: spec.engine_options_json,
             options,
+            dataset,
             remaining: AtomicUsize::new(l.items.len()),
             items: l.items,
             revoked: AtomicBool::new(false),
             started: AtomicBool::new(false),
         })
+    }
+}
+
+/// The phase of a two-phase job a lease belongs to (see
+/// [`imgnorm_core::dataset`]).
+#[derive(Debug, Clone, PartialEq)]
+struct LeasePhase {
+    /// Statistics phase: decode and report raw statistics, write nothing.
+    stats: bool,
+    /// Writing phase: the dataset's parameters (`None` for single-phase jobs).
+    params: Option<DatasetParams>,
+}
+
+impl LeasePhase {
+    fn from_pb(spec: &pb::JobSpec) -> LeasePhase {
+        LeasePhase {
+            stats: spec.phase() == pb::Phase::Stats,
+            params: spec.params.clone().map(wire::params_from_pb),
+        }
+    }
+
+    /// A fresh engine for this lease's options and phase.
+    fn engine(&self, options: &EngineOptions) -> Engine {
+        let mut e = Engine::new(options.clone());
+        if let Some(p) = &self.params {
+            e.set_params(p.clone());
+        }
+        e
     }
 }
 
@@ -303,7 +336,7 @@ impl SessionHandle {
 pub const CRASH_ON_ENV: &str = "IMGNORM_FAULT_CRASH_ON";
 
 fn engine_thread(rx: Arc<Mutex<mpsc::Receiver<Task>>>, delay: Duration) {
-    let mut engine: Option<(String, Engine)> = None;
+    let mut engine: Option<((String, LeasePhase), Engine)> = None;
     let crash_on = std::env::var(CRASH_ON_ENV).ok().filter(|s| !s.is_empty());
     loop {
         let task = {
@@ -328,19 +361,25 @@ fn engine_thread(rx: Arc<Mutex<mpsc::Receiver<Task>>>, delay: Duration) {
             }
             if engine
                 .as_ref()
-                .is_none_or(|(j, _)| *j != lease.options_json)
+                .is_none_or(|((j, ph), _)| *j != lease.options_json || *ph != lease.dataset)
             {
                 engine = Some((
-                    lease.options_json.clone(),
-                    Engine::new(lease.options.clone()),
+                    (lease.options_json.clone(), lease.dataset.clone()),
+                    lease.dataset.engine(&lease.options),
                 ));
             }
             if let Some((_, eng)) = engine.as_mut() {
+                let mut raw = None;
                 let result = catch_unwind(AssertUnwindSafe(|| match lease.transfer {
                     _ if lease.options.dry_run => (
                         Record::bare(item.path.clone(), Status::Skipped, Some("dry run".into())),
                         None,
                     ),
+                    Transfer::Shared if lease.dataset.stats => {
+                        let r = eng.stats_file(&lease.input_root, &item.path);
+                        raw = eng.take_raw();
+                        (r, None)
+                    }
                     Transfer::Shared => {
                         let r = eng.process_file_at(
                             &lease.input_root,
@@ -367,6 +406,11 @@ fn engine_thread(rx: Arc<Mutex<mpsc::Receiver<Task>>>, delay: Duration) {
                         } else {
                             &item.data
                         };
+                        if lease.dataset.stats {
+                            let r = eng.stats_bytes(&item.path, data);
+                            raw = eng.take_raw();
+                            return (r, None);
+                        }
                         let p = eng.process_bytes(&item.path, data);
                         if let Some(npy) = p.npy {
                             session.send_output(&lease, item.index, npy);
@@ -398,6 +442,7 @@ fn engine_thread(rx: Arc<Mutex<mpsc::Receiver<Task>>>, delay: Duration) {
                     record: Some(wire::record_to_pb(&record)),
                     output: Vec::new(),
                     stats: stats.as_ref().map(wire::stats_to_pb),
+                    raw: raw.as_ref().map(wire::raw_to_pb),
                 }));
             }
         }

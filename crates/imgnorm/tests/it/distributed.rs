@@ -15,7 +15,7 @@ use crate::helpers::{
 
 /// A dataset of `count` generated images plus every fixture (formats and
 /// hostile files), so the distributed path sees bad input too.
-fn dataset(dir: &Path, count: u64) -> PathBuf {
+pub(crate) fn dataset(dir: &Path, count: u64) -> PathBuf {
     let input = dir.join("input");
     let st = Command::new(bin())
         .args(["gen", "--format", "mixed", "--size", "48x40", "--seed", "3"])
@@ -51,7 +51,7 @@ fn centralized(input: &Path, out: &Path) {
 }
 
 /// Each input file appears exactly once in the manifest.
-fn assert_once_each(out: &Path, input: &Path) {
+pub(crate) fn assert_once_each(out: &Path, input: &Path) {
     let text = std::fs::read_to_string(out.join("manifest.jsonl")).expect("manifest");
     let mut seen = HashSet::new();
     for line in text.lines() {
@@ -63,11 +63,11 @@ fn assert_once_each(out: &Path, input: &Path) {
     assert_eq!(seen.len(), files, "one row per input file");
 }
 
-fn wait_for(what: &str, timeout: Duration, cond: impl FnMut() -> bool) {
+pub(crate) fn wait_for(what: &str, timeout: Duration, cond: impl FnMut() -> bool) {
     assert!(poll_until(timeout, cond), "timed out waiting for {what}");
 }
 
-struct Proc(Child);
+pub(crate) struct Proc(Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -76,7 +76,7 @@ impl Drop for Proc {
     }
 }
 
-fn signal(p: &Proc, sig: i32) {
+pub(crate) fn signal(p: &Proc, sig: i32) {
     // SAFETY: kill(2) has no memory-safety preconditions.
     unsafe {
         libc::kill(p.0.id() as i32, sig);
@@ -84,13 +84,13 @@ fn signal(p: &Proc, sig: i32) {
 }
 
 /// A master running one job; the address comes from its stderr.
-struct Master {
+pub(crate) struct Master {
     proc: Proc,
     url: String,
 }
 
 impl Master {
-    fn start(input: &Path, out: &Path, extra: &[&str]) -> Master {
+    pub(crate) fn start(input: &Path, out: &Path, extra: &[&str]) -> Master {
         let mut child = Command::new(bin())
             .args(["master", "-q", "--listen", "127.0.0.1:0", "--input"])
             .arg(input)
@@ -119,11 +119,11 @@ impl Master {
         }
     }
 
-    fn worker(&self, name: &str, delay_ms: u64) -> Proc {
+    pub(crate) fn worker(&self, name: &str, delay_ms: u64) -> Proc {
         worker(&self.url, name, delay_ms)
     }
 
-    fn status(&self) -> serde_json::Value {
+    pub(crate) fn status(&self) -> serde_json::Value {
         let out = Command::new(bin())
             .args(["status", "--json", "--master", &self.url])
             .output()
@@ -135,7 +135,7 @@ impl Master {
         self.status()["jobs"][0]["done"].as_u64().unwrap_or(0)
     }
 
-    fn worker_field(&self, name: &str, field: &str) -> serde_json::Value {
+    pub(crate) fn worker_field(&self, name: &str, field: &str) -> serde_json::Value {
         let s = self.status();
         s["workers"]
             .as_array()
@@ -149,7 +149,7 @@ impl Master {
     }
 
     /// Waits for the master to exit and returns its exit code.
-    fn wait(mut self, timeout: Duration) -> i32 {
+    pub(crate) fn wait(mut self, timeout: Duration) -> i32 {
         let start = Instant::now();
         loop {
             if let Ok(Some(st)) = self.proc.0.try_wait() {
@@ -175,7 +175,7 @@ fn worker(url: &str, name: &str, delay_ms: u64) -> Proc {
     )
 }
 
-const FAST: &[&str] = &[
+pub(crate) const FAST: &[&str] = &[
     "--heartbeat-interval",
     "0.2",
     "--heartbeat-timeout",

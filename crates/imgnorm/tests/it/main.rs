@@ -9,4 +9,5 @@ mod centralized;
 mod distributed;
 mod formats;
 mod helpers;
+mod scope;
 mod stats;

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Python test/benchmark dependencies (owns only this check-and-install step).
 #
-# Makes `python3 -c 'import numpy, cv2, PIL, pytest'` work, installing with
-# pip only the packages that are missing (numpy, opencv-python-headless,
-# pillow, pytest). Idempotent: a no-op when all four import. Quiet on
+# Makes `python3 -c 'import numpy, cv2, PIL, pytest, boto3, moto.server'`
+# work, installing with pip only the packages that are missing (numpy,
+# opencv-python-headless, pillow, pytest, boto3, moto[server]: the S3 tests
+# start a real moto_server). Idempotent: a no-op when all import. Quiet on
 # success; prints pip's output and exits non-zero if pip fails or the
 # imports still fail afterwards.
 #   PYTHON=python3.11 scripts/py-deps.sh   # pick the interpreter (default python3)
@@ -16,7 +17,8 @@ if ! command -v "$PY" >/dev/null 2>&1; then
     exit 1
 fi
 
-if "$PY" -c 'import numpy, cv2, PIL, pytest' >/dev/null 2>&1; then
+ALL='import numpy, cv2, PIL, pytest, boto3, moto.server'
+if "$PY" -c "$ALL" >/dev/null 2>&1; then
     exit 0
 fi
 
@@ -25,11 +27,13 @@ missing=()
 "$PY" -c 'import cv2' >/dev/null 2>&1 || missing+=(opencv-python-headless)
 "$PY" -c 'import PIL' >/dev/null 2>&1 || missing+=(pillow)
 "$PY" -c 'import pytest' >/dev/null 2>&1 || missing+=(pytest)
+"$PY" -c 'import boto3' >/dev/null 2>&1 || missing+=(boto3)
+"$PY" -c 'import moto.server' >/dev/null 2>&1 || missing+=('moto[server]')
 
 if [ "${#missing[@]}" -eq 0 ]; then
     # Each imports alone but not together (e.g. cv2 built against another numpy).
-    echo "py-deps: numpy, cv2, PIL and pytest import one by one but not together:" >&2
-    "$PY" -c 'import numpy, cv2, PIL, pytest' >&2 || true
+    echo "py-deps: the test packages import one by one but not together:" >&2
+    "$PY" -c "$ALL" >&2 || true
     exit 1
 fi
 
@@ -41,7 +45,7 @@ if ! "$PY" -m pip install -q --disable-pip-version-check "${missing[@]}" >"$log"
     exit 1
 fi
 
-if ! "$PY" -c 'import numpy, cv2, PIL, pytest' 2>"$log"; then
+if ! "$PY" -c "$ALL" 2>"$log"; then
     echo "py-deps: installed ${missing[*]} but the imports still fail:" >&2
     cat "$log" >&2
     exit 1

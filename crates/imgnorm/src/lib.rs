@@ -14,6 +14,7 @@ pub mod master;
 pub mod output;
 pub mod progress;
 pub mod shutdown;
+pub mod storage;
 pub mod synth;
 pub mod wire;
 pub mod worker;

@@ -225,7 +225,6 @@ fn run_objects(
     while let Some(f) = in_flight.pop_front() {
         finish(f, &mut rows, &mut progress);
     }
-    drop(finish);
     progress.finish();
     let rows = output::merge_sorted(rows, found.problems);
     let counts = output::write_manifest(out, &rows)?;

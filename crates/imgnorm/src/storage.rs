@@ -298,10 +298,13 @@ fn slots(put: bool) -> Arc<tokio::sync::Semaphore> {
     Arc::clone(cell.get_or_init(|| Arc::new(tokio::sync::Semaphore::new(n))))
 }
 
+/// An input being fetched: its bytes, or the manifest reason.
+pub type Fetch = tokio::sync::oneshot::Receiver<Result<Bytes, String>>;
+
 /// Starts fetching `rel` from `store` on the I/O runtime, at most
 /// [`GET_CONCURRENCY`] at once in this process; the error is already the
 /// manifest reason.
-pub fn prefetch(store: &Store, rel: &str) -> tokio::sync::oneshot::Receiver<Result<Bytes, String>> {
+pub fn prefetch(store: &Store, rel: &str) -> Fetch {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let (store, rel) = (store.clone(), rel.to_string());
     spawn(async move {

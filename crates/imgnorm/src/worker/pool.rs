@@ -15,8 +15,8 @@ use imgnorm_core::record::{Record, Status};
 use imgnorm_core::stats::ImageStats;
 use imgnorm_proto::v1 as pb;
 use imgnorm_proto::v1::worker_message::Msg as WMsg;
+use tokio::sync::Notify;
 use tokio::sync::mpsc::UnboundedSender;
-use tokio::sync::{Notify, oneshot};
 
 use imgnorm_proto::v1::coordinator_client::CoordinatorClient;
 use tonic::transport::Channel;
@@ -56,7 +56,7 @@ struct Objects {
     sink: Option<Result<Store, String>>,
     /// One slot per item, filled by [`SessionHandle::submit`] when the input
     /// is in an object store (GETs start as soon as the lease arrives).
-    fetched: Vec<Mutex<Option<oneshot::Receiver<Result<bytes::Bytes, String>>>>>,
+    fetched: Vec<Mutex<Option<storage::Fetch>>>,
 }
 
 impl Objects {

@@ -40,13 +40,13 @@ class MotoServer:
 
     def __init__(self, host: str = "127.0.0.1", port: int | None = None, auth: bool = False):
         """``auth``: moto checks signatures and IAM permissions (after the
-        first 4 requests: the readiness probe, and :meth:`with_iam_user`
-        creating a user)."""
+        first 3 AWS requests, which :meth:`with_iam_user` uses to create a
+        user; the readiness probe asks moto's own API, which does not count)."""
         self.host = host
         self.access_key, self.secret_key = ACCESS_KEY, SECRET_KEY
         env = dict(os.environ)
         if auth:
-            env["INITIAL_NO_AUTH_ACTION_COUNT"] = "4"  # the readiness probe + 3 IAM calls
+            env["INITIAL_NO_AUTH_ACTION_COUNT"] = "3"  # the 3 IAM calls of with_iam_user
         self.port = port or free_port(host if host != "0.0.0.0" else "127.0.0.1")
         self.log = open(os.environ.get("MOTO_LOG", os.devnull), "wb")
         self.proc = subprocess.Popen(
@@ -62,7 +62,7 @@ class MotoServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"moto_server exited with {self.proc.returncode}")
             try:
-                urllib.request.urlopen(self.url + "/", timeout=1).read()
+                urllib.request.urlopen(self.url + "/moto-api/", timeout=1).read()
                 break
             except Exception:
                 if time.monotonic() > deadline:

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Python test/benchmark dependencies (owns only this check-and-install step).
 #
-# Makes `python3 -c 'import numpy, cv2, PIL, pytest, pandas, webdataset'`
-# work, installing with pip only the packages that are missing (numpy,
-# opencv-python-headless, pillow, pytest; pandas and webdataset read the
-# manifest and the shards in tests/python/test_formats.py). Idempotent: a
-# no-op when all of them import. Quiet on
+# Makes `python3 -c 'import numpy, cv2, PIL, pytest, pandas, webdataset,
+# boto3, moto.server'` work, installing with pip only the packages that are
+# missing (numpy, opencv-python-headless, pillow, pytest; pandas and
+# webdataset read the manifest and the shards in tests/python/test_formats.py;
+# boto3 and moto[server]: the S3 tests start a real moto_server). Idempotent:
+# a no-op when all import. Quiet on
 # success; prints pip's output and exits non-zero if pip fails or the
 # imports still fail afterwards.
 #   PYTHON=python3.11 scripts/py-deps.sh   # pick the interpreter (default python3)
@@ -18,7 +19,8 @@ if ! command -v "$PY" >/dev/null 2>&1; then
     exit 1
 fi
 
-if "$PY" -c 'import numpy, cv2, PIL, pytest, pandas, webdataset' >/dev/null 2>&1; then
+ALL='import numpy, cv2, PIL, pytest, pandas, webdataset, boto3, moto.server'
+if "$PY" -c "$ALL" >/dev/null 2>&1; then
     exit 0
 fi
 
@@ -29,11 +31,13 @@ missing=()
 "$PY" -c 'import pytest' >/dev/null 2>&1 || missing+=(pytest)
 "$PY" -c 'import pandas' >/dev/null 2>&1 || missing+=(pandas)
 "$PY" -c 'import webdataset' >/dev/null 2>&1 || missing+=(webdataset)
+"$PY" -c 'import boto3' >/dev/null 2>&1 || missing+=(boto3)
+"$PY" -c 'import moto.server' >/dev/null 2>&1 || missing+=('moto[server]')
 
 if [ "${#missing[@]}" -eq 0 ]; then
     # Each imports alone but not together (e.g. cv2 built against another numpy).
-    echo "py-deps: numpy, cv2, PIL, pytest, pandas and webdataset import one by one but not together:" >&2
-    "$PY" -c 'import numpy, cv2, PIL, pytest, pandas, webdataset' >&2 || true
+    echo "py-deps: the test packages import one by one but not together:" >&2
+    "$PY" -c "$ALL" >&2 || true
     exit 1
 fi
 
@@ -45,7 +49,7 @@ if ! "$PY" -m pip install -q --disable-pip-version-check "${missing[@]}" >"$log"
     exit 1
 fi
 
-if ! "$PY" -c 'import numpy, cv2, PIL, pytest, pandas, webdataset' 2>"$log"; then
+if ! "$PY" -c "$ALL" 2>"$log"; then
     echo "py-deps: installed ${missing[*]} but the imports still fail:" >&2
     cat "$log" >&2
     exit 1

@@ -189,14 +189,14 @@ class Cluster:
     def name(self, role):
         return f"{self.id}-{role}"
 
-    def start(self, role, *args, volumes=(), user=None, env=()):
+    def start(self, role, *args, volumes=(), user=None, env=None):
         name = self.name(role)
         cmd = ["run", "-d", "--name", name, "--hostname", role, "--label", LABEL,
                "--network", self.net, "--network-alias", role]
         for v in volumes:
             cmd += ["-v", v]
-        for e in env:
-            cmd += ["-e", e]
+        for k, v in (env or {}).items():
+            cmd += ["-e", f"{k}={v}"]
         if user:
             cmd += ["--user", user]
         self.containers.append(name)
@@ -206,6 +206,11 @@ class Cluster:
     def ip(self, role):
         fmt = "{{(index .NetworkSettings.Networks \"%s\").IPAddress}}" % self.net
         return docker("inspect", "-f", fmt, self.name(role)).stdout.strip()
+
+    def gateway(self):
+        """The host's address on this network (where host services are reached)."""
+        fmt = "{{(index .IPAM.Config 0).Gateway}}"
+        return docker("network", "inspect", "-f", fmt, self.net).stdout.strip()
 
     def url(self, role="master"):
         """The master's URL as the host sees it (container IPs are routable)."""

@@ -40,7 +40,7 @@ def test_docker_backend_scales_replaces_adopts_and_cleans_up(cluster, dataset, o
         "--worker-master-url", "http://master:50051", "--docker-network", cluster.net,
         "--docker-owner", owner, "--docker-image", cluster.image,
         user="0:0",
-        env=["IMGNORM_TEST_DELAY_PER_IMAGE_MS=40"],
+        env={"IMGNORM_TEST_DELAY_PER_IMAGE_MS": "40"},
         volumes=[f"{SOCKET}:{SOCKET}", f"{dataset.input}:/data/input:ro",
                  f"{out_dir}:/data/output"])
     url = cluster.url()

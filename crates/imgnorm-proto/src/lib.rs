@@ -6,10 +6,10 @@
 /// version is refused at registration.
 ///
 /// 2: the engine options in a `JobSpec` may ask for geometry (`--resize`, ...)
-/// and output formats (`--format`), and jobs may have two phases
-/// (`JobSpec.phase`, `JobSpec.params`, `ImageDone.raw`); a version-1 worker
-/// would ignore both and write the wrong layout or write outputs during the
-/// statistics phase.
+/// and output formats (`--format`), jobs may have two phases (`JobSpec.phase`,
+/// `JobSpec.params`, `ImageDone.raw`), and job roots may be
+/// `s3://bucket/prefix` URLs; a version-1 worker would ignore or misread all
+/// three.
 pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Generated code for package `imgnorm.v1`.

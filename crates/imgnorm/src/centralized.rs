@@ -1,18 +1,22 @@
 //! The single-thread baseline: discover, then process every file in order on
 //! the calling thread, then write the manifest and statistics. Every other mode
-//! must produce the same dataset as this one.
+//! must produce the same dataset as this one. With an `s3://` input or output
+//! the loop is the same, with inputs fetched ahead and outputs uploaded
+//! behind it on the object-store I/O runtime ([`crate::storage`]).
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use imgnorm_core::dataset::{DatasetParams, ParamsFold};
 use imgnorm_core::options::EngineOptions;
 use imgnorm_core::record::{Record, Status};
-use imgnorm_core::stats::DatasetStats;
+use imgnorm_core::stats::{DatasetStats, ImageStats};
 
 use crate::discovery::{DiscoveryError, discover};
 use crate::engine::Engine;
 use crate::output::{self, DatasetSection, Normalization, OutputError, Stats, Summary};
 use crate::progress::Progress;
+use crate::storage::{self, Location, StorageError, Store};
 
 /// A centralized run failed as a whole (per-image problems are not errors).
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +38,9 @@ pub enum RunError {
     /// Preparing or completing the output layout (`--format`) failed.
     #[error(transparent)]
     Format(#[from] crate::formats::FormatError),
+    /// The object store could not be listed, read or written.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
 }
 
 /// Creates the output folder.
@@ -51,6 +58,12 @@ pub fn run(
     opts: &EngineOptions,
     quiet: bool,
 ) -> Result<Summary, RunError> {
+    if storage::is_object_url(input) || storage::is_object_url(out) {
+        if let Some(what) = storage::unsupported_with_objects(opts) {
+            return Err(StorageError::Unsupported(what).into());
+        }
+        return run_objects(input, out, opts, quiet);
+    }
     let started = Instant::now();
     create_output(out)?;
     let found = discover(input, Some(out))?;
@@ -132,4 +145,156 @@ pub fn statistics_phase(
         early.push((r.status != Status::Ok).then_some(r));
     }
     (fold.finish(), early)
+}
+
+/// One image on its way through [`run_objects`]: processed, maybe still
+/// uploading. Kept in input order, so statistics fold in path order.
+struct InFlight {
+    record: Record,
+    stats: Option<ImageStats>,
+    upload: Option<tokio::task::JoinHandle<Result<(), StorageError>>>,
+}
+
+/// [`run`] when the input or the output (or both) is an `s3://` prefix:
+/// up to [`storage::GET_CONCURRENCY`] inputs are fetched ahead and up to
+/// [`storage::PUT_CONCURRENCY`] outputs upload behind, while decoding stays
+/// on this thread.
+fn run_objects(
+    input: &Path,
+    out: &Path,
+    opts: &EngineOptions,
+    quiet: bool,
+) -> Result<Summary, RunError> {
+    let started = Instant::now();
+    let (inp, outp) = (Location::of(input)?, Location::of(out)?);
+    let found = {
+        let (i, o) = (inp.clone(), outp.clone());
+        storage::block_on(async move { storage::prepare(&i, &o).await })??
+    };
+    let source = inp.s3().map(Store::open).transpose()?;
+    let sink = outp.s3().map(Store::open).transpose()?;
+    let mut progress = Progress::new(found.total(), quiet);
+    for _ in &found.problems {
+        progress.inc(false);
+    }
+    let files = &found.files;
+    let mut engine = Engine::new(opts.clone());
+    // Single-phase options only (see `storage::unsupported_with_objects`).
+    let params = DatasetParams::from_options(opts);
+    engine.set_params(params.clone());
+    let mut rows = Vec::with_capacity(files.len());
+    let mut dataset = DatasetStats::new(params.output_range(opts));
+    let mut fetches = VecDeque::new();
+    let mut next_fetch = 0;
+    let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+    let mut finish = |f: InFlight, rows: &mut Vec<Record>, progress: &mut Progress| {
+        let mut record = f.record;
+        let mut stats = f.stats;
+        if let Some(upload) = f.upload {
+            let done = storage::join(upload);
+            if let Err(e) = done {
+                let mut r = Record::bare(
+                    record.path.clone(),
+                    Status::Failed,
+                    Some(format!("cannot write output: {}", storage::chain(&e))),
+                );
+                r.format = record.format.take();
+                record = r;
+                stats = None;
+            }
+        }
+        if let Some(s) = &stats {
+            dataset.add(s);
+        }
+        progress.inc(record.status == Status::Failed);
+        rows.push(record);
+    };
+    for (i, rel) in files.iter().enumerate() {
+        if let Some(store) = &source {
+            while next_fetch < files.len() && next_fetch < i + storage::GET_CONCURRENCY {
+                let (store, rel) = (store.clone(), files[next_fetch].clone());
+                fetches.push_back(storage::spawn(async move { store.get(&rel).await }));
+                next_fetch += 1;
+            }
+        }
+        let data = match (&source, &inp) {
+            (Some(_), _) => match fetches.pop_front() {
+                Some(h) => storage::join(h)
+                    .map_err(|e| format!("cannot read input: {}", storage::chain(&e))),
+                None => Err("internal error: input fetch missing".to_string()),
+            },
+            (None, Location::Local(root)) => engine.read_input(root, rel).map(bytes::Bytes::from),
+            (None, Location::S3(_)) => Err("internal error: no input store".to_string()),
+        };
+        let f = match (data, &sink, &outp) {
+            (Err(reason), _, _) => InFlight {
+                record: Record::bare(rel.clone(), Status::Failed, Some(reason)),
+                stats: None,
+                upload: None,
+            },
+            (Ok(bytes), Some(store), _) => {
+                let p = engine.process_bytes(rel, &bytes);
+                let npy = p.npy.map(bytes::Bytes::copy_from_slice);
+                let record = p.record;
+                let upload = npy.map(|npy| {
+                    let (store, key) = (store.clone(), format!("{rel}.npy"));
+                    storage::spawn(async move { store.put(&key, npy).await })
+                });
+                InFlight {
+                    record,
+                    stats: engine.take_stats(),
+                    upload,
+                }
+            }
+            (Ok(bytes), None, Location::Local(root)) => InFlight {
+                record: engine.process_bytes_to_file(rel, i as u64, &bytes, root),
+                stats: engine.take_stats(),
+                upload: None,
+            },
+            (Ok(_), None, Location::S3(_)) => InFlight {
+                record: Record::bare(
+                    rel.clone(),
+                    Status::Failed,
+                    Some("internal error: no output store".into()),
+                ),
+                stats: None,
+                upload: None,
+            },
+        };
+        in_flight.push_back(f);
+        while in_flight.len() > storage::PUT_CONCURRENCY
+            || in_flight.front().is_some_and(|f| f.upload.is_none())
+        {
+            match in_flight.pop_front() {
+                Some(f) => finish(f, &mut rows, &mut progress),
+                None => break,
+            }
+        }
+    }
+    while let Some(f) = in_flight.pop_front() {
+        finish(f, &mut rows, &mut progress);
+    }
+    progress.finish();
+    let rows = output::merge_sorted(rows, found.problems);
+    let counts = output::write_manifest(out, &rows)?;
+    let summary = Summary::new(counts, started.elapsed());
+    output::write_stats(
+        out,
+        &Stats {
+            tool: "imgnorm",
+            version: env!("CARGO_PKG_VERSION"),
+            mode: "centralized",
+            input: input.display().to_string(),
+            counts,
+            options: opts,
+            workers: 0,
+            elapsed_s: summary.seconds,
+            images_per_s: summary.images_per_s,
+            stage_seconds: engine.times().into(),
+            peak_rss_mib: output::peak_rss_mib(),
+            dataset: DatasetSection::new(&dataset, &rows),
+            normalization: Normalization::new(opts, &params),
+        },
+    )?;
+    Ok(summary)
 }

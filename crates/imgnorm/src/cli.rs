@@ -144,10 +144,10 @@ pub struct AutoscaleArgs {
 /// `imgnorm master`.
 #[derive(Debug, Args)]
 pub struct MasterArgs {
-    /// Folder of images (run one job, then exit).
+    /// Folder of images or `s3://bucket/prefix` (run one job, then exit).
     #[arg(long, required_unless_present = "serve")]
     pub input: Option<PathBuf>,
-    /// Folder for the dataset.
+    /// Folder or `s3://bucket/prefix` for the dataset.
     #[arg(long, required_unless_present = "serve")]
     pub output: Option<PathBuf>,
     /// Keep running and accept jobs with `imgnorm submit`.
@@ -198,10 +198,10 @@ pub struct WorkerArgs {
 /// `imgnorm run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Folder of images.
+    /// Folder of images or `s3://bucket/prefix`.
     #[arg(long)]
     pub input: PathBuf,
-    /// Folder for the dataset.
+    /// Folder or `s3://bucket/prefix` for the dataset.
     #[arg(long)]
     pub output: PathBuf,
     /// Worker processes to start.
@@ -230,10 +230,10 @@ pub struct SubmitArgs {
     /// Master URL.
     #[arg(long, default_value = "http://127.0.0.1:50051")]
     pub master: String,
-    /// Folder of images, as the master sees it.
+    /// Folder of images as the master sees it, or `s3://bucket/prefix`.
     #[arg(long)]
     pub input: PathBuf,
-    /// Folder for the dataset, as the master sees it.
+    /// Folder for the dataset as the master sees it, or `s3://bucket/prefix`.
     #[arg(long)]
     pub output: PathBuf,
     /// Transfer mode.
@@ -289,10 +289,11 @@ pub struct DemoArgs {
 /// `imgnorm centralized`.
 #[derive(Debug, Args)]
 pub struct CentralizedArgs {
-    /// Folder of images (searched recursively).
+    /// Folder of images (searched recursively) or `s3://bucket/prefix`
+    /// (S3 settings from the `AWS_*` environment variables).
     #[arg(long)]
     pub input: PathBuf,
-    /// Folder for the dataset (created if missing).
+    /// Folder for the dataset (created if missing) or `s3://bucket/prefix`.
     #[arg(long)]
     pub output: PathBuf,
     /// Engine options.

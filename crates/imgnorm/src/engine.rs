@@ -226,6 +226,38 @@ impl Engine {
         Processed { record, npy }
     }
 
+    /// Processes an image held in memory (fetched from an object store) into
+    /// `output_root/rel.npy`, written atomically as [`Engine::process_file`]
+    /// does.
+    pub fn process_bytes_to_file(
+        &mut self,
+        rel: &str,
+        index: u64,
+        data: &[u8],
+        output_root: &Path,
+    ) -> Record {
+        let mut record = self.process_bytes_inner(rel, data);
+        if record.status == Status::Ok {
+            let t = Instant::now();
+            if let Err(p) = self.write_output(output_root, rel, index) {
+                record = failed_from(rel, &record, p);
+                self.stats = None;
+            }
+            self.times.write += t.elapsed();
+        }
+        record
+    }
+
+    /// Reads the local input `input_root/rel` into a new buffer (for outputs
+    /// that go to an object store); the error is the manifest reason.
+    pub fn read_input(&mut self, input_root: &Path, rel: &str) -> Result<Vec<u8>, String> {
+        let t0 = Instant::now();
+        let mut buf = Vec::new();
+        let r = read_into(&input_root.join(rel), &mut buf);
+        self.times.read += t0.elapsed();
+        r.map(|()| buf).map_err(|e| Problem::Read(e).to_string())
+    }
+
     fn process_bytes_inner(&mut self, rel: &str, data: &[u8]) -> Record {
         self.stats = None;
         let t = Instant::now();

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod output;
 pub mod progress;
 pub mod shutdown;
+pub mod storage;
 pub mod synth;
 pub mod wire;
 pub mod worker;

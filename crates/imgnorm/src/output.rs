@@ -266,12 +266,35 @@ pub fn write_stats(out: &Path, stats: &Stats<'_>) -> Result<(), OutputError> {
 }
 
 /// Writes a file in the output folder atomically.
+///
+/// When `out` is an `s3://` prefix the file is one PUT of the whole content
+/// (atomic too). Call from synchronous code only: it waits for the upload.
 pub fn write_file(out: &Path, name: &str, bytes: &[u8]) -> Result<(), OutputError> {
+    if crate::storage::is_object_url(out) {
+        return write_object(out, name, bytes);
+    }
     let path = out.join(name);
     write_atomic(&path, bytes, ".tmp").map_err(|source| OutputError {
         path: path.display().to_string(),
         source,
     })
+}
+
+fn write_object(out: &Path, name: &str, bytes: &[u8]) -> Result<(), OutputError> {
+    use crate::storage::{self, Location, Store};
+    let err = |e: storage::StorageError| OutputError {
+        path: format!("{}/{name}", out.display()),
+        source: std::io::Error::other(storage::chain(&e)),
+    };
+    let url = match Location::of(out).map_err(err)? {
+        Location::S3(u) => u,
+        Location::Local(p) => return write_file(&p, name, bytes),
+    };
+    let store = Store::open(&url).map_err(err)?;
+    let (name, bytes) = (name.to_string(), bytes::Bytes::copy_from_slice(bytes));
+    storage::block_on(async move { store.put(&name, bytes).await })
+        .map_err(err)?
+        .map_err(err)
 }
 
 /// The final JSON line every run prints on stdout.

@@ -23,6 +23,7 @@ use crate::discovery::{DiscoveryError, discover};
 use crate::output::{
     self, DatasetSection, Normalization, OutputError, StageSeconds, Stats, Summary,
 };
+use crate::storage::{self, Location, StorageError};
 use crate::wire::Transfer;
 use state::{Effects, JobState, State};
 
@@ -76,6 +77,9 @@ pub enum MasterError {
         /// Why.
         source: std::io::Error,
     },
+    /// The object store could not be listed or written (`s3://` jobs).
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
     /// The gRPC server failed.
     #[error("gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
@@ -362,21 +366,36 @@ impl Master {
     ) -> Result<(JobId, u64), MasterError> {
         let started = Instant::now();
         let (inp, out, opts) = (input.clone(), output.clone(), options.clone());
-        let found = tokio::task::spawn_blocking(move || {
-            std::fs::create_dir_all(&out).map_err(|source| MasterError::CreateOutput {
-                path: out.clone(),
-                source,
-            })?;
-            let found = discover(&inp, Some(&out))?;
-            crate::formats::prepare(&out, &opts, &found.files)?;
-            Ok::<_, MasterError>(found)
-        })
-        .await
-        .map_err(|e| MasterError::JobEnded {
-            id: String::new(),
-            state: "failed",
-            reason: e.to_string(),
-        })??;
+        let found = if storage::is_object_url(&input) || storage::is_object_url(&output) {
+            if transfer == Transfer::Stream {
+                return Err(StorageError::StreamWithObjects.into());
+            }
+            if let Some(what) = storage::unsupported_with_objects(&options) {
+                return Err(StorageError::Unsupported(what).into());
+            }
+            // Lists the input and test-writes the output before anything is
+            // leased: bad credentials or endpoints fail here, clearly.
+            let (i, o) = (Location::of(&input)?, Location::of(&output)?);
+            storage::spawn(async move { storage::prepare(&i, &o).await })
+                .await
+                .map_err(|e| StorageError::Task(e.to_string()))??
+        } else {
+            tokio::task::spawn_blocking(move || {
+                std::fs::create_dir_all(&out).map_err(|source| MasterError::CreateOutput {
+                    path: out.clone(),
+                    source,
+                })?;
+                let found = discover(&inp, Some(&out))?;
+                crate::formats::prepare(&out, &opts, &found.files)?;
+                Ok::<_, MasterError>(found)
+            })
+            .await
+            .map_err(|e| MasterError::JobEnded {
+                id: String::new(),
+                state: "failed",
+                reason: e.to_string(),
+            })??
+        };
         let total = found.total();
         tracing::info!(input = %input.display(), files = found.files.len(), "job submitted");
         let (id, fx) = {
@@ -484,7 +503,11 @@ impl Master {
 }
 
 /// Absolute form of a path (without resolving symlinks), so workers started
-/// elsewhere on the same host see the same folder.
+/// elsewhere on the same host see the same folder. `s3://` URLs are kept as
+/// they are.
 pub fn absolute(p: &Path) -> PathBuf {
+    if storage::is_object_url(p) {
+        return p.to_path_buf();
+    }
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use imgnorm_core::dataset::DatasetParams;
 use imgnorm_core::options::EngineOptions;
 use imgnorm_core::record::{Record, Status};
+use imgnorm_core::stats::ImageStats;
 use imgnorm_proto::v1 as pb;
 use imgnorm_proto::v1::worker_message::Msg as WMsg;
 use tokio::sync::Notify;
@@ -23,6 +24,7 @@ use tonic::transport::Channel;
 
 use crate::engine::Engine;
 use crate::master::CHUNK;
+use crate::storage::{self, Location, Store};
 
 /// Output bytes queued for sending before engine threads wait.
 const MAX_QUEUED_BYTES: usize = 32 * 1024 * 1024;
@@ -44,6 +46,41 @@ pub struct LeaseCtx {
     remaining: AtomicUsize,
     revoked: AtomicBool,
     started: AtomicBool,
+    /// Object-store locations, when input or output is an `s3://` prefix.
+    objects: Option<Objects>,
+}
+
+/// A lease's object-store side: stores and the inputs being fetched ahead.
+struct Objects {
+    input: Location,
+    output: Location,
+    /// Opened when the lease arrives; the error is every image's reason.
+    source: Option<Result<Store, String>>,
+    sink: Option<Result<Store, String>>,
+    /// One slot per item, filled by [`SessionHandle::submit`] when the input
+    /// is in an object store (GETs start as soon as the lease arrives).
+    fetched: Vec<Mutex<Option<storage::Fetch>>>,
+}
+
+impl Objects {
+    fn new(input: &str, output: &str, items: usize) -> Result<Option<Objects>, String> {
+        let input = Location::parse(input).map_err(|e| e.to_string())?;
+        let output = Location::parse(output).map_err(|e| e.to_string())?;
+        if input.s3().is_none() && output.s3().is_none() {
+            return Ok(None);
+        }
+        let open = |l: &Location| {
+            l.s3()
+                .map(|u| Store::open(u).map_err(|e| storage::chain(&e)))
+        };
+        Ok(Some(Objects {
+            source: open(&input),
+            sink: open(&output),
+            input,
+            output,
+            fetched: (0..items).map(|_| Mutex::new(None)).collect(),
+        }))
+    }
 }
 
 impl LeaseCtx {
@@ -58,6 +95,8 @@ impl LeaseCtx {
             wire::options_from_json(&spec.engine_options_json).map_err(|e| fail(e.to_string()))?;
         let transfer = Transfer::parse(&spec.transfer).map_err(|e| fail(e.to_string()))?;
         let dataset = LeasePhase::from_pb(&spec);
+        let objects =
+            Objects::new(&spec.input_root, &spec.output_root, l.items.len()).map_err(fail)?;
         Ok(LeaseCtx {
             job_id: l.job_id,
             lease_id: l.lease_id,
@@ -72,6 +111,7 @@ impl LeaseCtx {
             items: l.items,
             revoked: AtomicBool::new(false),
             started: AtomicBool::new(false),
+            objects,
         })
     }
 }
@@ -278,8 +318,21 @@ impl SessionHandle {
         self.shared.send(m);
     }
 
-    /// Queues every image of a lease.
+    /// Queues every image of a lease (and, for an object-store input, starts
+    /// fetching its images: memory is bounded by the leases held, `--prefetch`).
     pub fn submit(&self, ctx: LeaseCtx) {
+        if let Some(Objects {
+            source: Some(Ok(store)),
+            fetched,
+            ..
+        }) = &ctx.objects
+            && !ctx.options.dry_run
+        {
+            for (slot, item) in fetched.iter().zip(&ctx.items) {
+                let rx = storage::prefetch(store, &item.path);
+                *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(rx);
+            }
+        }
         let lease = Arc::new(ctx);
         if lease.items.is_empty() {
             self.shared
@@ -371,14 +424,17 @@ fn engine_thread(rx: Arc<Mutex<mpsc::Receiver<Task>>>, delay: Duration) {
             if let Some((_, eng)) = engine.as_mut() {
                 let mut raw = None;
                 let result = catch_unwind(AssertUnwindSafe(|| match lease.transfer {
-                    _ if lease.options.dry_run => (
+                    _ if lease.options.dry_run => Some((
                         Record::bare(item.path.clone(), Status::Skipped, Some("dry run".into())),
                         None,
-                    ),
+                    )),
                     Transfer::Shared if lease.dataset.stats => {
                         let r = eng.stats_file(&lease.input_root, &item.path);
                         raw = eng.take_raw();
-                        (r, None)
+                        Some((r, None))
+                    }
+                    Transfer::Shared if lease.objects.is_some() => {
+                        object_item(eng, &session, &lease, index)
                     }
                     Transfer::Shared => {
                         let r = eng.process_file_at(
@@ -387,7 +443,7 @@ fn engine_thread(rx: Arc<Mutex<mpsc::Receiver<Task>>>, delay: Duration) {
                             item.index,
                             &lease.output_root,
                         );
-                        (r, eng.take_stats())
+                        Some((r, eng.take_stats()))
                     }
                     Transfer::Stream => {
                         let fetched;
@@ -400,7 +456,7 @@ fn engine_thread(rx: Arc<Mutex<mpsc::Receiver<Task>>>, delay: Duration) {
                                 Err(e) => {
                                     let r =
                                         Record::bare(item.path.clone(), Status::Failed, Some(e));
-                                    return (r, None);
+                                    return Some((r, None));
                                 }
                             }
                         } else {
@@ -409,17 +465,17 @@ fn engine_thread(rx: Arc<Mutex<mpsc::Receiver<Task>>>, delay: Duration) {
                         if lease.dataset.stats {
                             let r = eng.stats_bytes(&item.path, data);
                             raw = eng.take_raw();
-                            return (r, None);
+                            return Some((r, None));
                         }
                         let p = eng.process_bytes(&item.path, data);
                         if let Some(npy) = p.npy {
                             session.send_output(&lease, item.index, npy);
                         }
                         let record = p.record;
-                        (record, eng.take_stats())
+                        Some((record, eng.take_stats()))
                     }
                 }));
-                let (record, stats) = match result {
+                let done = match result {
                     Ok(done) => done,
                     Err(_) => {
                         engine = None;
@@ -428,24 +484,124 @@ fn engine_thread(rx: Arc<Mutex<mpsc::Receiver<Task>>>, delay: Duration) {
                             Status::Failed,
                             Some("internal error: the engine panicked on this image".into()),
                         );
-                        (r, None)
+                        Some((r, None))
                     }
                 };
                 if !delay.is_zero() {
                     std::thread::sleep(delay);
                 }
-                session.send(WMsg::ImageDone(pb::ImageDone {
-                    job_id: lease.job_id.clone(),
-                    lease_id: lease.lease_id,
-                    attempt: lease.attempt,
-                    index: item.index,
-                    record: Some(wire::record_to_pb(&record)),
-                    output: Vec::new(),
-                    stats: stats.as_ref().map(wire::stats_to_pb),
-                    raw: raw.as_ref().map(wire::raw_to_pb),
-                }));
+                match done {
+                    Some((record, stats)) => {
+                        image_done(&session, &lease, index, &record, stats, raw.as_ref())
+                    }
+                    // An upload is in flight: its task reports and finishes the item.
+                    None => continue,
+                }
             }
         }
         session.item_finished(&lease);
     }
+}
+
+/// Reports one image's result to the master.
+fn image_done(
+    session: &SessionShared,
+    lease: &LeaseCtx,
+    index: usize,
+    record: &Record,
+    stats: Option<ImageStats>,
+    raw: Option<&imgnorm_core::dataset::RawStats>,
+) {
+    session.send(WMsg::ImageDone(pb::ImageDone {
+        job_id: lease.job_id.clone(),
+        lease_id: lease.lease_id,
+        attempt: lease.attempt,
+        index: lease.items[index].index,
+        record: Some(wire::record_to_pb(record)),
+        output: Vec::new(),
+        stats: stats.as_ref().map(wire::stats_to_pb),
+        raw: raw.map(wire::raw_to_pb),
+    }));
+}
+
+/// One image of a lease whose input or output is an object store: take the
+/// prefetched bytes (or read the local file), decode here on the engine
+/// thread, and write the `.npy` locally or hand it to an upload task on the
+/// I/O runtime. `None`: the upload task reports the image and finishes the
+/// item once the PUT is done (a failed PUT makes the image failed).
+fn object_item(
+    eng: &mut Engine,
+    session: &Arc<SessionShared>,
+    lease: &Arc<LeaseCtx>,
+    index: usize,
+) -> Option<(Record, Option<ImageStats>)> {
+    let rel = &lease.items[index].path;
+    let failed = |reason: String| {
+        Some((
+            Record::bare(rel.clone(), Status::Failed, Some(reason)),
+            None,
+        ))
+    };
+    let Some(objects) = lease.objects.as_ref() else {
+        return failed("internal error: no object-store locations".into());
+    };
+    let data = match (&objects.source, &objects.input) {
+        (Some(Ok(_)), _) => {
+            let rx = objects.fetched[index]
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            match rx.map(|rx| rx.blocking_recv()) {
+                Some(Ok(r)) => r,
+                Some(Err(_)) | None => Err("internal error: the input fetch was lost".into()),
+            }
+        }
+        (Some(Err(e)), _) => Err(format!("cannot read input: {e}")),
+        (None, Location::Local(root)) => eng.read_input(root, rel).map(bytes::Bytes::from),
+        (None, Location::S3(_)) => Err("internal error: no input store".into()),
+    };
+    let data = match data {
+        Ok(d) => d,
+        Err(reason) => return failed(reason),
+    };
+    let store = match (&objects.sink, &objects.output) {
+        (Some(Ok(store)), _) => store.clone(),
+        (Some(Err(e)), _) => return failed(format!("cannot write output: {e}")),
+        (None, Location::Local(root)) => {
+            let r = eng.process_bytes_to_file(rel, lease.items[index].index, &data, root);
+            return Some((r, eng.take_stats()));
+        }
+        (None, Location::S3(_)) => return failed("internal error: no output store".into()),
+    };
+    let p = eng.process_bytes(rel, &data);
+    let Some(npy) = p.npy.map(bytes::Bytes::copy_from_slice) else {
+        let record = p.record;
+        return Some((record, eng.take_stats()));
+    };
+    let record = p.record;
+    let stats = eng.take_stats();
+    let slot = match storage::put_slot() {
+        Ok(s) => s,
+        Err(e) => return failed(format!("cannot write output: {}", storage::chain(&e))),
+    };
+    let (session, lease) = (Arc::clone(session), Arc::clone(lease));
+    storage::spawn(async move {
+        let rel = lease.items[index].path.clone();
+        let put = store.put(&format!("{rel}.npy"), npy).await;
+        drop(slot);
+        match put {
+            Ok(()) => image_done(&session, &lease, index, &record, stats, None),
+            Err(e) => {
+                let mut r = Record::bare(
+                    rel,
+                    Status::Failed,
+                    Some(format!("cannot write output: {}", storage::chain(&e))),
+                );
+                r.format = record.format;
+                image_done(&session, &lease, index, &r, None, None);
+            }
+        }
+        session.item_finished(&lease);
+    });
+    None
 }

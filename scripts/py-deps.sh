@@ -16,6 +16,14 @@ if ! command -v "$PY" >/dev/null 2>&1; then
     exit 1
 fi
 
+# Selenium drives Chromium in tests/python/test_dashboard_browser.py.
+if ! "$PY" -c 'import selenium' >/dev/null 2>&1; then
+    if ! "$PY" -m pip install -q --disable-pip-version-check selenium >&2; then
+        echo "py-deps: pip install selenium failed" >&2
+        exit 1
+    fi
+fi
+
 if "$PY" -c 'import numpy, cv2, PIL, pytest' >/dev/null 2>&1; then
     exit 0
 fi

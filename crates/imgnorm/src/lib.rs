@@ -10,6 +10,7 @@ pub mod demo;
 pub mod discovery;
 pub mod engine;
 pub mod health;
+pub mod http;
 pub mod master;
 pub mod output;
 pub mod progress;

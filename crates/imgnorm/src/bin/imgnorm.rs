@@ -124,7 +124,17 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 let addr = listener.local_addr().context("listener address")?;
                 eprintln!("imgnorm master listening on {addr}");
                 if a.serve {
-                    app::master_serve(listener, config).await?;
+                    let http = match &a.dashboard.http {
+                        Some(addr) => {
+                            let cfg = app::dashboard_config(&a.dashboard)?;
+                            let l = app::bind(addr).await?;
+                            let http_addr = l.local_addr().context("dashboard address")?;
+                            eprintln!("imgnorm dashboard listening on http://{http_addr}");
+                            Some((l, cfg))
+                        }
+                        None => None,
+                    };
+                    app::master_serve(listener, config, http).await?;
                     return Ok(ExitCode::SUCCESS);
                 }
                 let (Some(input), Some(output)) = (a.input.as_ref(), a.output.as_ref()) else {

@@ -5,6 +5,7 @@
 
 mod bench;
 mod centralized;
+mod dashboard;
 mod distributed;
 mod helpers;
 mod stats;

@@ -38,7 +38,8 @@ BIN = os.environ.get("IMGNORM_BIN", "").strip()
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 TOKEN = "e2e-token-0123456789abcdef"
-IMAGES = 160
+# More images make a longer job (e.g. for the screenshot in docs/).
+IMAGES = int(os.environ.get("IMGNORM_E2E_IMAGES", "160"))
 
 
 def _require():
@@ -208,8 +209,12 @@ def test_dashboard_end_to_end(browser, tmp_path):
         def progressed():
             v = bar_value()
             seen.add(v)
+            if 40 <= v <= 90 and not (shots / "job-running.png").exists():
+                browser.save_screenshot(str(shots / "job-running.png"))
             return v == 100 and browser.find_element(By.ID, "state").text == "done"
         poll(progressed, 120, "the progress bar to reach 100%")
+        # The bar moved live, without a reload (unless the job was instant).
+        assert len(seen - {-1}) >= 2 or seen == {100}, seen
         rows = browser.find_elements(By.CSS_SELECTOR, "#workers tr[data-worker]")
         names = sorted(r.find_element(By.CSS_SELECTOR, "td").text.split()[0] for r in rows)
         assert names == ["alpha", "beta"], names

@@ -112,8 +112,8 @@ pub struct DashboardArgs {
     /// --serve; port 0 picks a free port; the URL is printed).
     #[arg(long, requires = "serve", value_name = "ADDR")]
     pub http: Option<String>,
-    /// Dashboard data directory: uploaded datasets go to DIR/datasets/<name>,
-    /// job outputs to DIR/jobs/<dataset>-<n>.
+    /// Dashboard data directory: uploaded datasets go to DIR/datasets/NAME,
+    /// job outputs to DIR/jobs/DATASET-N.
     #[arg(long, default_value = "imgnorm-data", value_name = "DIR")]
     pub data_dir: PathBuf,
     /// Dashboard access token (else $IMGNORM_TOKEN; else one is generated

@@ -295,7 +295,9 @@ async fn dangerous_or_malformed_uploads_are_refused_and_leave_nothing() {
     });
     let img = png(3, 3);
     let big = vec![0x89u8; 100 << 10];
-    let cases: Vec<(&str, Vec<(&str, Vec<u8>)>, StatusCode, &str)> = vec![
+    // (dataset name, uploaded files, expected status, expected message part)
+    type Case<'a> = (&'a str, Vec<(&'a str, Vec<u8>)>, StatusCode, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "zip-dotdot",
             vec![("a.zip", zip_of(&[("../evil.png", &img)]))],

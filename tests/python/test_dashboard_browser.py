@@ -200,10 +200,14 @@ def test_dashboard_end_to_end(browser, tmp_path):
         browser.find_element(By.ID, "job-submit").click()
         poll(lambda: "/jobs/job-1" in browser.current_url, 10, "the job page")
 
-        # Live progress to 100 %, both workers in the table.
+        # Live progress to 100 %, both workers in the table. The page redraws
+        # on every event, so read it in one script call (no stale elements).
+        def js(expr):
+            return browser.execute_script("return " + expr)
+
         def bar_value():
-            bars = browser.find_elements(By.CSS_SELECTOR, "#progress [role=progressbar]")
-            return int(bars[0].get_attribute("aria-valuenow")) if bars else -1
+            return js("(e => e ? +e.getAttribute('aria-valuenow') : -1)"
+                      "(document.querySelector('#progress [role=progressbar]'))")
 
         seen = set()
         def progressed():
@@ -211,22 +215,22 @@ def test_dashboard_end_to_end(browser, tmp_path):
             seen.add(v)
             if 40 <= v <= 90 and not (shots / "job-running.png").exists():
                 browser.save_screenshot(str(shots / "job-running.png"))
-            return v == 100 and browser.find_element(By.ID, "state").text == "done"
+            return v == 100 and js("document.getElementById('state').textContent") == "done"
         poll(progressed, 120, "the progress bar to reach 100%")
         # The bar moved live, without a reload (unless the job was instant).
         assert len(seen - {-1}) >= 2 or seen == {100}, seen
-        rows = browser.find_elements(By.CSS_SELECTOR, "#workers tr[data-worker]")
-        names = sorted(r.find_element(By.CSS_SELECTOR, "td").text.split()[0] for r in rows)
+        names = sorted(js("[...document.querySelectorAll('#workers tr[data-worker] td:first-child')]"
+                          ".map(t => t.textContent.trim().split(/\\s+/)[0])"))
         assert names == ["alpha", "beta"], names
         poll(lambda: browser.find_elements(By.ID, "download"), 10, "the download link")
-        poll(lambda: not browser.find_element(By.ID, "results-card").get_attribute("hidden"), 10,
+        poll(lambda: not js("document.getElementById('results-card').hidden"), 10,
              "the dataset statistics")
         browser.save_screenshot(str(shots / "job.png"))
         browser.get(base + "/")
         poll(lambda: browser.find_elements(By.CSS_SELECTOR, "#jobs a[href='/jobs/job-1']"), 10, "the jobs list")
         browser.save_screenshot(str(shots / "jobs.png"))
         browser.get(base + "/workers")
-        poll(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#workers tr[data-worker]")) == 2, 10,
+        poll(lambda: js("document.querySelectorAll('#workers tr[data-worker]').length") == 2, 10,
              "the workers page")
         browser.save_screenshot(str(shots / "workers.png"))
         browser.set_window_size(390, 844)  # a phone
@@ -237,7 +241,7 @@ def test_dashboard_end_to_end(browser, tmp_path):
         browser.save_screenshot(str(shots / "job-phone.png"))
 
         # Download the results with the browser's session cookie.
-        href = browser.find_element(By.ID, "download").get_attribute("href")
+        href = js("document.getElementById('download').href")
         headers, body = api(href, "", {"Cookie": f"imgnorm_token={cookie['value']}"})
         assert headers["Content-Type"] == "application/x-tar"
         tar = tarfile.open(fileobj=io.BytesIO(body))

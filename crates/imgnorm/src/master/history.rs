@@ -137,9 +137,10 @@ impl History {
     pub fn sample_worker(&mut self, w: WorkerId, done: u64, now: Instant) {
         let s = self.worker_samples.entry(w).or_default();
         s.push_back((now, done));
-        while s
-            .front()
-            .is_some_and(|(t, _)| now.saturating_duration_since(*t) > RATE_WINDOW * 2)
+        // Keep the window plus the one sample just before it.
+        while s.len() > 2
+            && s.get(1)
+                .is_some_and(|(t, _)| now.saturating_duration_since(*t) >= RATE_WINDOW)
         {
             s.pop_front();
         }

@@ -459,11 +459,9 @@ impl State {
                 .ok
                 .saturating_sub(u64::from(r.status == Status::Ok));
             j.counts.failed += u64::from(r.status == Status::Ok);
-            let mut f = Record::bare(
-                r.path,
-                Status::Failed,
-                Some(format!("master could not write the output: {error}")),
-            );
+            let reason = format!("master could not write the output: {error}");
+            self.history.failure(job, &r.path, &reason, 0);
+            let mut f = Record::bare(r.path, Status::Failed, Some(reason));
             f.format = r.format;
             *slot = Some(f);
         }

@@ -189,12 +189,14 @@ class Cluster:
     def name(self, role):
         return f"{self.id}-{role}"
 
-    def start(self, role, *args, volumes=(), user=None):
+    def start(self, role, *args, volumes=(), user=None, env=()):
         name = self.name(role)
         cmd = ["run", "-d", "--name", name, "--hostname", role, "--label", LABEL,
                "--network", self.net, "--network-alias", role]
         for v in volumes:
             cmd += ["-v", v]
+        for e in env:
+            cmd += ["-e", e]
         if user:
             cmd += ["--user", user]
         self.containers.append(name)

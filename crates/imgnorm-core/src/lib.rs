@@ -3,6 +3,7 @@
 //! network, the filesystem or a clock: time comes in as a parameter.
 #![warn(missing_docs)]
 
+pub mod autoscale;
 pub mod ids;
 pub mod normalize;
 pub mod options;

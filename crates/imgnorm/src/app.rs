@@ -13,6 +13,7 @@ use imgnorm_proto::v1 as pb;
 use imgnorm_proto::v1::coordinator_client::CoordinatorClient;
 use tokio::net::TcpListener;
 
+use crate::autoscale::{self, AutoscaleSettings, AutoscaleView};
 use crate::cli::{SchedArgs, TransferArg};
 use crate::master::{self, Master, MasterConfig, MasterError};
 use crate::output::Summary;
@@ -42,6 +43,9 @@ pub enum AppError {
     /// The dashboard failed.
     #[error(transparent)]
     Http(#[from] crate::http::HttpError),
+    /// The autoscaler failed.
+    #[error(transparent)]
+    Autoscale(#[from] crate::autoscale::ScaleError),
     /// Talking to a remote master failed.
     #[error("master at {url}: {message}")]
     Remote {
@@ -98,6 +102,76 @@ impl From<TransferArg> for Transfer {
     }
 }
 
+impl crate::cli::AutoscaleArgs {
+    /// Autoscaler settings from flags (None without `--autoscale`).
+    /// `listen` is the master's bound address, the default worker URL for
+    /// the local backend.
+    pub fn to_settings(&self, listen: SocketAddr) -> Result<Option<AutoscaleSettings>, AppError> {
+        use crate::cli::AutoscaleBackendArg as B;
+        let Some(kind) = self.autoscale else {
+            return Ok(None);
+        };
+        let secs = |v: f64, what: &str| {
+            if v.is_finite() && v >= 0.0 {
+                Ok(Duration::from_secs_f64(v))
+            } else {
+                Err(AppError::Invalid(format!(
+                    "{what} must be a number of seconds >= 0"
+                )))
+            }
+        };
+        let policy = imgnorm_core::autoscale::AutoscaleConfig {
+            min_workers: self.min_workers,
+            max_workers: self.max_workers,
+            target_drain: secs(self.target_drain, "--target-drain")?,
+            scale_up_cooldown: secs(self.scale_up_cooldown, "--scale-up-cooldown")?,
+            scale_down_window: secs(self.scale_down_window, "--scale-down-window")?,
+            ..Default::default()
+        };
+        policy
+            .validate()
+            .map_err(|e| AppError::Invalid(e.to_string()))?;
+        let loopback = {
+            let ip = if listen.ip().is_unspecified() {
+                std::net::IpAddr::from([127, 0, 0, 1])
+            } else {
+                listen.ip()
+            };
+            format!("http://{}", SocketAddr::new(ip, listen.port()))
+        };
+        let backend = match kind {
+            B::Local => autoscale::BackendSpec::Local(autoscale::local::LocalConfig {
+                master_url: self.worker_master_url.clone().unwrap_or(loopback),
+                threads: self.worker_threads.max(1),
+            }),
+            B::External => autoscale::BackendSpec::External,
+            B::Docker => {
+                let Some(url) = self.worker_master_url.clone() else {
+                    return Err(AppError::Invalid(
+                        "--autoscale docker needs --worker-master-url (how containers reach this master, e.g. http://master:50051)".into(),
+                    ));
+                };
+                autoscale::BackendSpec::Docker(autoscale::docker::DockerConfig {
+                    socket: autoscale::docker::DockerConfig::default_socket(),
+                    image: self.docker_image.clone(),
+                    network: self.docker_network.clone(),
+                    volumes: self.docker_volumes.clone(),
+                    user: self.docker_user.clone(),
+                    master_url: url,
+                    owner: self.docker_owner.clone(),
+                    threads: self.worker_threads.max(1),
+                })
+            }
+        };
+        Ok(Some(AutoscaleSettings {
+            policy,
+            interval: Duration::from_secs(1),
+            drain_grace: secs(self.drain_grace, "--drain-grace")?,
+            backend,
+        }))
+    }
+}
+
 /// Binds the gRPC listener.
 pub async fn bind(addr: &str) -> Result<TcpListener, AppError> {
     TcpListener::bind(addr)
@@ -143,8 +217,10 @@ pub async fn master_one_job(
     options: EngineOptions,
     quiet: bool,
     local: Option<LocalWorkers>,
+    scaler: Option<AutoscaleSettings>,
 ) -> Result<Summary, AppError> {
     let m = Master::new(config)?;
+    let scaler = Autoscaling::start(&m, scaler).await?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = {
         let m = m.clone();
@@ -176,6 +252,7 @@ pub async fn master_one_job(
     if let Some(local) = local {
         local.stop().await;
     }
+    let view = scaler.stop().await;
     // Graceful shutdown waits for open sessions; remote workers keep theirs
     // open (they stay for the next master), so give them a moment, then go.
     let _ = stop_tx.send(());
@@ -186,7 +263,53 @@ pub async fn master_one_job(
     {
         server.abort();
     }
-    Ok(outcome?.summary)
+    let mut summary = outcome?.summary;
+    if let Some(v) = view {
+        summary.worker_seconds = Some(crate::output::round3(v.worker_seconds));
+        eprintln!("{}", v.human());
+    }
+    Ok(summary)
+}
+
+/// The autoscaler running beside a master, if any.
+struct Autoscaling {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<AutoscaleView>>,
+}
+
+impl Autoscaling {
+    async fn start(
+        m: &Master,
+        settings: Option<AutoscaleSettings>,
+    ) -> Result<Autoscaling, AppError> {
+        let Some(settings) = settings else {
+            return Ok(Autoscaling {
+                stop: None,
+                task: None,
+            });
+        };
+        let controller = autoscale::prepare(m.clone(), settings).await?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(controller.run(async {
+            let _ = rx.await;
+        }));
+        Ok(Autoscaling {
+            stop: Some(tx),
+            task: Some(task),
+        })
+    }
+
+    /// Stops the autoscaler (draining its workers) and returns its last view.
+    async fn stop(mut self) -> Option<AutoscaleView> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        match self.task.take()?.await {
+            Ok(v) => Some(v),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => None,
+        }
+    }
 }
 
 /// `imgnorm master --serve`: accept jobs until Ctrl-C/SIGTERM.
@@ -201,9 +324,11 @@ pub async fn master_one_job(
 pub async fn master_serve(
     listener: TcpListener,
     config: MasterConfig,
+    scaler: Option<AutoscaleSettings>,
     http: Option<(TcpListener, crate::http::HttpConfig)>,
 ) -> Result<(), AppError> {
     let m = Master::new(config)?;
+    let scaler = Autoscaling::start(&m, scaler).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
@@ -231,6 +356,9 @@ pub async fn master_serve(
         r = web_failed => {
             let _ = stop_tx.send(true);
             server.abort();
+            if let Some(v) = scaler.stop().await {
+                eprintln!("{}", v.human());
+            }
             return match r {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(e.into()),
@@ -239,6 +367,9 @@ pub async fn master_serve(
             };
         }
     };
+    if let Some(v) = scaler.stop().await {
+        eprintln!("{}", v.human());
+    }
     let ended = match ended {
         Some(r) => Some(r),
         None => {
@@ -388,22 +519,24 @@ pub async fn run_local(
     transfer: Transfer,
     options: EngineOptions,
     quiet: bool,
+    scale: Option<&crate::cli::AutoscaleArgs>,
 ) -> Result<Summary, AppError> {
     let listener = bind("127.0.0.1:0").await?;
     let addr = listener.local_addr().map_err(|source| AppError::Bind {
         addr: "127.0.0.1:0".into(),
         source,
     })?;
-    let pool = LocalWorkers::spawn(workers, threads, addr)?;
+    let scaler = match scale {
+        Some(a) => a.to_settings(addr)?,
+        None => None,
+    };
+    let pool = if scaler.is_some() {
+        None
+    } else {
+        Some(LocalWorkers::spawn(workers, threads, addr)?)
+    };
     master_one_job(
-        listener,
-        config,
-        input,
-        output,
-        transfer,
-        options,
-        quiet,
-        Some(pool),
+        listener, config, input, output, transfer, options, quiet, pool, scaler,
     )
     .await
 }
@@ -492,6 +625,16 @@ pub fn status_table(s: &pb::StatusResponse) -> String {
             "{:<7} {:<20} {:<16} {:<9} {:>6} {:>7}  {:.1}s ago\n",
             w.worker_id, w.name, w.hostname, w.state, w.images_done, w.leases, w.last_seen_s_ago
         ));
+    }
+    if let Some(a) = &s.autoscale {
+        out.push_str(&format!(
+            "\nAUTOSCALE ({}, {}..{}): desired {}, running {}, starting {}, draining {}; started {}, drained {}, died {}; {:.0} worker-seconds\n",
+            a.backend, a.min_workers, a.max_workers, a.desired, a.running, a.starting, a.draining,
+            a.started_total, a.stopped_total, a.died_total, a.worker_seconds
+        ));
+        if !a.last_decision.is_empty() {
+            out.push_str(&format!("last decision: {}\n", a.last_decision));
+        }
     }
     out
 }

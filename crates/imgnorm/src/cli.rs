@@ -76,6 +76,70 @@ pub enum TransferArg {
     Stream,
 }
 
+/// `--autoscale`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AutoscaleBackendArg {
+    /// Worker processes on the master's host.
+    Local,
+    /// Worker containers through the Docker Engine API.
+    Docker,
+    /// Start nothing: publish the target on `/metrics` and in `status` for an
+    /// outside scaler (a Kubernetes HPA, see deploy/k8s/hpa.yaml).
+    External,
+}
+
+/// Autoscaling flags (`master` and `run`). See docs/AUTOSCALE.md.
+#[derive(Debug, Clone, Args)]
+pub struct AutoscaleArgs {
+    /// Start and stop workers from the queue: `local` processes or `docker`
+    /// containers.
+    #[arg(long, value_enum)]
+    pub autoscale: Option<AutoscaleBackendArg>,
+    /// Fewest workers, also when idle.
+    #[arg(long, default_value_t = 0, requires = "autoscale")]
+    pub min_workers: u32,
+    /// Most workers.
+    #[arg(long, default_value_t = 4, requires = "autoscale")]
+    pub max_workers: u32,
+    /// Wanted seconds to drain the queue: more workers when it would take longer.
+    #[arg(long, default_value_t = 60.0, requires = "autoscale")]
+    pub target_drain: f64,
+    /// Least seconds between two scale-ups.
+    #[arg(long, default_value_t = 5.0, requires = "autoscale")]
+    pub scale_up_cooldown: f64,
+    /// Seconds a lower need must hold before workers are removed.
+    #[arg(long, default_value_t = 30.0, requires = "autoscale")]
+    pub scale_down_window: f64,
+    /// Seconds a draining worker may take before it is killed.
+    #[arg(long, default_value_t = 60.0, requires = "autoscale")]
+    pub drain_grace: f64,
+    /// Engine threads per started worker.
+    #[arg(long, default_value_t = 1, requires = "autoscale")]
+    pub worker_threads: usize,
+    /// The master URL as started workers reach it (default: this master's
+    /// loopback address for `local`; required for `docker`, e.g.
+    /// http://master:50051).
+    #[arg(long, requires = "autoscale")]
+    pub worker_master_url: Option<String>,
+    /// Image of worker containers.
+    #[arg(long, default_value = "imgnorm:latest", requires = "autoscale")]
+    pub docker_image: String,
+    /// Docker network the worker containers join.
+    #[arg(long, requires = "autoscale")]
+    pub docker_network: Option<String>,
+    /// Bind mount for worker containers, `host:container[:ro]` (repeatable).
+    #[arg(long = "docker-volume", requires = "autoscale")]
+    pub docker_volumes: Vec<String>,
+    /// `uid:gid` worker containers run as (default: the image's user).
+    #[arg(long, requires = "autoscale")]
+    pub docker_user: Option<String>,
+    /// Label value marking this master's worker containers; a master started
+    /// again with the same value adopts the running ones and removes the
+    /// exited ones.
+    #[arg(long, default_value = "imgnorm", requires = "autoscale")]
+    pub docker_owner: String,
+}
+
 /// `imgnorm master`.
 #[derive(Debug, Args)]
 pub struct MasterArgs {
@@ -103,6 +167,9 @@ pub struct MasterArgs {
     /// No progress output.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Autoscaling.
+    #[command(flatten)]
+    pub autoscale: AutoscaleArgs,
 }
 
 /// The web dashboard of `imgnorm master --serve`.
@@ -180,6 +247,9 @@ pub struct RunArgs {
     /// No progress output.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Autoscaling instead of a fixed `--workers` pool (`--autoscale local`).
+    #[command(flatten)]
+    pub autoscale: AutoscaleArgs,
 }
 
 /// `imgnorm submit`.

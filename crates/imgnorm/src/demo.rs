@@ -66,6 +66,7 @@ pub fn run(dir: &Path, count: u64) -> Result<(), DemoError> {
         crate::wire::Transfer::Shared,
         EngineOptions::default(),
         false,
+        None,
     ))?;
     println!("{}", d.human(&dist));
     let same = same_dataset(&out, &dist);
@@ -101,6 +102,8 @@ pub fn run(dir: &Path, count: u64) -> Result<(), DemoError> {
         size: (512, 512),
         format: crate::bench::BenchFormat::Jpeg,
         batch_size: 32,
+        autoscale: false,
+        autoscale_target_drain: 10.0,
     })?;
     print!("{}", table.markdown());
     println!(

@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 pub mod app;
+pub mod autoscale;
 pub mod bench;
 pub mod centralized;
 pub mod cli;
@@ -12,6 +13,7 @@ pub mod engine;
 pub mod health;
 pub mod http;
 pub mod master;
+pub mod metrics;
 pub mod output;
 pub mod progress;
 pub mod shutdown;

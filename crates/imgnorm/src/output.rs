@@ -236,6 +236,9 @@ pub struct Summary {
     pub seconds: f64,
     /// `images / seconds`.
     pub images_per_s: f64,
+    /// With `--autoscale`: the sum of every worker's lifetime, seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker_seconds: Option<f64>,
 }
 
 impl Summary {
@@ -253,6 +256,7 @@ impl Summary {
             } else {
                 0.0
             }),
+            worker_seconds: None,
         }
     }
 

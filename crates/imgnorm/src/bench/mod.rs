@@ -60,6 +60,14 @@ pub struct BenchArgs {
     /// Images per lease in the distributed runs.
     #[arg(long, default_value_t = 32)]
     pub batch_size: u64,
+    /// Also run `imgnorm run --autoscale local` with the largest worker count
+    /// as its maximum, and report its time and worker-seconds next to the
+    /// fixed pool of that size.
+    #[arg(long)]
+    pub autoscale: bool,
+    /// `--target-drain` of the autoscaled runs, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub autoscale_target_drain: f64,
 }
 
 /// `--format`.
@@ -143,6 +151,8 @@ pub enum Mode {
     Python,
     /// The OpenCV script with `--processes N`.
     PythonPool,
+    /// `imgnorm run --autoscale local --max-workers N --threads 1`.
+    Autoscale,
 }
 
 impl Mode {
@@ -153,6 +163,7 @@ impl Mode {
             Mode::Distributed => "Distributed (Rust, N workers x 1 thread)",
             Mode::Python => "Python OpenCV (1 process)",
             Mode::PythonPool => "Python OpenCV (Pool of N)",
+            Mode::Autoscale => "Autoscaled (Rust, 0..N workers x 1 thread)",
         }
     }
 
@@ -164,7 +175,7 @@ impl Mode {
     /// The family's baseline.
     pub fn baseline(self) -> Mode {
         match self {
-            Mode::Centralized | Mode::Distributed => Mode::Centralized,
+            Mode::Centralized | Mode::Distributed | Mode::Autoscale => Mode::Centralized,
             Mode::Python | Mode::PythonPool => Mode::Python,
         }
     }
@@ -187,12 +198,13 @@ impl Config {
             Mode::Distributed => format!("run-w{}", self.workers),
             Mode::Python => "python".into(),
             Mode::PythonPool => format!("python-p{}", self.workers),
+            Mode::Autoscale => format!("autoscale-max{}", self.workers),
         }
     }
 }
 
 /// The configurations of one round, in run order.
-pub fn plan(workers: &[usize], python: bool) -> Vec<Config> {
+pub fn plan(workers: &[usize], python: bool, autoscale: bool) -> Vec<Config> {
     let mut w: Vec<usize> = workers.iter().copied().filter(|&n| n > 0).collect();
     w.sort_unstable();
     w.dedup();
@@ -204,6 +216,12 @@ pub fn plan(workers: &[usize], python: bool) -> Vec<Config> {
         mode: Mode::Distributed,
         workers: n,
     }));
+    if autoscale && let Some(&max) = w.last() {
+        out.push(Config {
+            mode: Mode::Autoscale,
+            workers: max,
+        });
+    }
     if python {
         out.push(Config {
             mode: Mode::Python,
@@ -325,15 +343,22 @@ fn command(args: &BenchArgs, exe: &Path, c: Config, input: &Path, output: &Path)
             cmd = Command::new(exe);
             cmd.arg("centralized").arg("--quiet");
         }
-        Mode::Distributed => {
+        Mode::Distributed | Mode::Autoscale => {
             cmd = Command::new(exe);
             let transfer = match args.transfer {
                 crate::cli::TransferArg::Shared => "shared",
                 crate::cli::TransferArg::Stream => "stream",
             };
-            cmd.args(["run", "--quiet", "--threads", "1", "--workers"])
-                .arg(c.workers.to_string())
-                .arg("--transfer")
+            cmd.args(["run", "--quiet", "--threads", "1"]);
+            if c.mode == Mode::Autoscale {
+                cmd.args(["--autoscale", "local", "--max-workers"])
+                    .arg(c.workers.to_string())
+                    .arg("--target-drain")
+                    .arg(args.autoscale_target_drain.to_string());
+            } else {
+                cmd.arg("--workers").arg(c.workers.to_string());
+            }
+            cmd.arg("--transfer")
                 .arg(transfer)
                 .arg("--batch-size")
                 .arg(args.batch_size.to_string());
@@ -373,7 +398,14 @@ pub fn run(args: &BenchArgs) -> Result<Results, BenchError> {
                 false
             }
         };
-    let configs = plan(&args.workers, python);
+    if args.autoscale
+        && !(args.autoscale_target_drain.is_finite() && args.autoscale_target_drain > 0.0)
+    {
+        return Err(BenchError::Invalid(
+            "--autoscale-target-drain must be positive",
+        ));
+    }
+    let configs = plan(&args.workers, python, args.autoscale);
     let machine = Machine::probe();
     if let Some(&max) = args.workers.iter().max()
         && max > machine.cores_available
@@ -434,7 +466,7 @@ mod tests {
 
     #[test]
     fn plan_is_sorted_deduplicated_and_interleavable() {
-        let p = plan(&[4, 1, 2, 2], true);
+        let p = plan(&[4, 1, 2, 2], true, true);
         let slugs: Vec<String> = p.iter().map(Config::slug).collect();
         assert_eq!(
             slugs,
@@ -443,11 +475,12 @@ mod tests {
                 "run-w1",
                 "run-w2",
                 "run-w4",
+                "autoscale-max4",
                 "python",
                 "python-p2",
                 "python-p4"
             ]
         );
-        assert_eq!(plan(&[1], false).len(), 2);
+        assert_eq!(plan(&[1], false, false).len(), 2);
     }
 }

@@ -131,6 +131,10 @@ pub struct RunRecord {
     pub peak_rss: PeakRss,
     /// Exit code.
     pub exit_code: i32,
+    /// Process-seconds of the workers: what the autoscaler reports for
+    /// autoscaled runs; `workers × seconds` for fixed pools (they live for
+    /// the whole run) and single processes.
+    pub worker_seconds: f64,
 }
 
 impl RunRecord {
@@ -153,6 +157,10 @@ impl RunRecord {
             efficiency: f64::NAN,
             peak_rss: m.rss.clone(),
             exit_code: m.exit_code,
+            worker_seconds: r3(m
+                .line
+                .worker_seconds
+                .unwrap_or(c.workers as f64 * m.line.seconds)),
         }
     }
 }
@@ -197,6 +205,8 @@ pub struct Summary {
     pub peak_rss_worker_mb: f64,
     /// Largest sum of the main and all worker peaks over the runs, MiB.
     pub peak_rss_total_mb: f64,
+    /// Median worker-seconds (see [`RunRecord::worker_seconds`]).
+    pub median_worker_seconds: f64,
 }
 
 /// Everything `results.json` holds.
@@ -315,6 +325,9 @@ impl Results {
                         r.peak_rss.children_mb.iter().copied().fold(0.0, f64::max)
                     }),
                     peak_rss_total_mb: (fold(&|r| r.peak_rss.total_mb()) * 10.0).round() / 10.0,
+                    median_worker_seconds: r3(median(
+                        &mine.iter().map(|r| r.worker_seconds).collect::<Vec<_>>(),
+                    )),
                 }
             })
             .collect();
@@ -441,6 +454,42 @@ impl Results {
                 "Rows with {} workers run more processes than there are cores: they measure \
                  oversubscription overhead, not scaling.",
                 over.join(", ")
+            );
+        }
+        if let Some(a) = self.summary.iter().find(|r| r.mode == Mode::Autoscale) {
+            let fixed = self
+                .summary
+                .iter()
+                .find(|r| r.mode == Mode::Distributed && r.workers == a.workers);
+            let _ = writeln!(
+                s,
+                "\n### Autoscaling vs a fixed pool of {} workers\n\n\
+                 | Mode | Workers | Time (seconds) | Worker-seconds | Images per worker-second |\n\
+                 |---|---|---:|---:|---:|",
+                a.workers
+            );
+            for r in fixed.into_iter().chain(std::iter::once(a)) {
+                let workers = if r.mode == Mode::Autoscale {
+                    format!("0..{}", r.workers)
+                } else {
+                    r.workers.to_string()
+                };
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {:.2} | {:.1} | {:.1} |",
+                    r.label,
+                    workers,
+                    r.median_s,
+                    r.median_worker_seconds,
+                    r.images as f64 / r.median_worker_seconds.max(1e-9)
+                );
+            }
+            let _ = writeln!(
+                s,
+                "\nWorker-seconds: the sum of the worker processes' lifetimes (median over the \
+                 runs); a fixed pool lives for the whole run, the autoscaled one starts with no \
+                 worker, measures, grows toward the maximum (`--autoscale-target-drain`) and \
+                 drains at the end."
             );
         }
         let _ = writeln!(s, "\nPeak memory: {}.", self.memory_method);

@@ -38,6 +38,9 @@ pub struct RunLine {
     pub skipped: u64,
     /// Wall time of the run, as measured by the child.
     pub seconds: f64,
+    /// Autoscaled runs: the sum of the workers' lifetimes.
+    #[serde(default)]
+    pub worker_seconds: Option<f64>,
 }
 
 /// Peak resident memory of one run, in MiB.

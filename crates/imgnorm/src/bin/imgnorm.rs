@@ -128,6 +128,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 let listener = app::bind(&a.listen).await?;
                 let addr = listener.local_addr().context("listener address")?;
                 eprintln!("imgnorm master listening on {addr}");
+                let scaler = a.autoscale.to_settings(addr)?;
                 if a.serve {
                     let http = match (&a.dashboard.http, dashboard) {
                         (Some(addr), Some(cfg)) => {
@@ -138,7 +139,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                         }
                         _ => None,
                     };
-                    app::master_serve(listener, config, http).await?;
+                    app::master_serve(listener, config, scaler, http).await?;
                     return Ok(ExitCode::SUCCESS);
                 }
                 let (Some(input), Some(output)) = (a.input.as_ref(), a.output.as_ref()) else {
@@ -153,6 +154,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     opts,
                     a.quiet,
                     None,
+                    scaler,
                 )
                 .await
                 .context("distributed run failed")?;
@@ -166,7 +168,16 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 threads: a.threads.max(1),
                 name: a.name.clone(),
                 prefetch: a.prefetch.max(1),
-                delay_per_image: Duration::from_millis(a.delay_per_image_ms),
+                // Test hook: workers started by the autoscaler inherit the
+                // master's environment, not its flags.
+                delay_per_image: Duration::from_millis(if a.delay_per_image_ms > 0 {
+                    a.delay_per_image_ms
+                } else {
+                    std::env::var("IMGNORM_TEST_DELAY_PER_IMAGE_MS")
+                        .ok()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0)
+                }),
                 connect_timeout: a.connect_timeout.map(Duration::from_secs_f64),
             };
             runtime()?
@@ -177,8 +188,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(a) => {
             let opts = a.engine.to_options().context("invalid options")?;
             let config = a.sched.to_config()?;
-            if a.workers == 0 {
-                anyhow::bail!("--workers must be at least 1");
+            if a.workers == 0 && a.autoscale.autoscale.is_none() {
+                anyhow::bail!("--workers must be at least 1 (or use --autoscale local)");
             }
             let s = runtime()?
                 .block_on(app::run_local(
@@ -190,6 +201,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     a.sched.transfer(),
                     opts,
                     a.quiet,
+                    Some(&a.autoscale),
                 ))
                 .context("distributed run failed")?;
             report(&s, &a.output);
@@ -227,7 +239,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     "worker_id": w.worker_id, "name": w.name, "hostname": w.hostname, "state": w.state,
                     "images_done": w.images_done, "leases": w.leases, "last_seen_s_ago": w.last_seen_s_ago,
                 })).collect();
-                println!("{}", serde_json::json!({"jobs": jobs, "workers": workers}));
+                let autoscale = s.autoscale.as_ref().map(|a| serde_json::json!({
+                    "backend": a.backend, "min_workers": a.min_workers, "max_workers": a.max_workers,
+                    "desired": a.desired, "starting": a.starting, "running": a.running,
+                    "draining": a.draining, "worker_seconds": a.worker_seconds,
+                    "started_total": a.started_total, "stopped_total": a.stopped_total,
+                    "died_total": a.died_total, "last_decision": a.last_decision,
+                    "rate_per_worker": a.rate_per_worker,
+                }));
+                println!("{}", serde_json::json!({"jobs": jobs, "workers": workers, "autoscale": autoscale}));
             } else {
                 print!("{}", app::status_table(&s));
             }

@@ -106,6 +106,8 @@ struct Inner {
     /// Bumped whenever a job changes state, so waiters can re-check.
     changed: watch::Sender<u64>,
     started: Instant,
+    /// The autoscaler's latest view, when one runs beside this master.
+    autoscale: Mutex<Option<crate::autoscale::AutoscaleView>>,
 }
 
 /// A job's final result as the master reports it.
@@ -134,6 +136,7 @@ impl Master {
                 config,
                 changed,
                 started: Instant::now(),
+                autoscale: Mutex::new(None),
             }),
         })
     }
@@ -302,6 +305,29 @@ impl Master {
         Ok(summary)
     }
 
+    /// What the autoscaler observes now (see [`State::autoscale_observation`]).
+    pub fn autoscale_observation(&self) -> imgnorm_core::autoscale::Observation {
+        self.lock().autoscale_observation()
+    }
+
+    /// Publishes the autoscaler's view (for `/metrics` and the dashboard).
+    pub fn set_autoscale_view(&self, view: crate::autoscale::AutoscaleView) {
+        *self
+            .inner
+            .autoscale
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(view);
+    }
+
+    /// The autoscaler's latest view, when one runs.
+    pub fn autoscale_view(&self) -> Option<crate::autoscale::AutoscaleView> {
+        self.inner
+            .autoscale
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Discovers `input` and queues a job writing to `output`.
     pub async fn submit(
         &self,
@@ -419,9 +445,12 @@ impl Master {
                 }
             })
             .collect();
+        let workers = st.worker_status(now);
+        drop(st);
         pb::StatusResponse {
             jobs,
-            workers: st.worker_status(now),
+            workers,
+            autoscale: self.autoscale_view().map(|v| v.to_status()),
         }
     }
 }

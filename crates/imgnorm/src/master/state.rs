@@ -662,6 +662,27 @@ impl State {
         self.infos.get(&w)
     }
 
+    /// What the autoscaler sees: images not completed over unfinished jobs,
+    /// images completed so far (monotonic), and workers taking work.
+    pub fn autoscale_observation(&self) -> imgnorm_core::autoscale::Observation {
+        let mut o = imgnorm_core::autoscale::Observation::default();
+        for j in self.jobs.values() {
+            let Some(p) = self.sched.job_progress(&j.id) else {
+                continue;
+            };
+            o.completed += p.completed;
+            if matches!(j.state, JobState::Queued | JobState::Running) {
+                o.backlog += p.total - p.completed;
+            }
+        }
+        o.live_workers = self
+            .sched
+            .workers()
+            .filter(|v| v.state == WorkerState::Alive)
+            .count() as u32;
+        o
+    }
+
     /// Workers ever registered with this master (dead ones included).
     pub fn workers_seen(&self) -> usize {
         self.sched.workers().count()

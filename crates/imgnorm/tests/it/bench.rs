@@ -106,7 +106,8 @@ fn bench_end_to_end_on_a_tiny_dataset() {
         assert!(svg.trim_start().starts_with("<svg") && svg.contains("</svg>"));
     }
 
-    // A second bench reuses the cached dataset.
+    // A second bench reuses the cached dataset; with --autoscale it adds an
+    // autoscaled run next to the fixed pool of the same maximum.
     let again = imgnorm()
         .args([
             "bench",
@@ -115,14 +116,34 @@ fn bench_end_to_end_on_a_tiny_dataset() {
             "--size",
             "64x48",
             "--workers",
-            "1",
+            "2",
             "--repeat",
             "1",
+            "--autoscale",
         ])
         .arg("--out")
         .arg(&out)
         .output()
         .expect("run imgnorm bench again");
-    assert!(again.status.success());
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
     assert!(String::from_utf8_lossy(&again.stderr).contains("reusing dataset"));
+    let v: serde_json::Value =
+        serde_json::from_str(&read(&out.join("results.json"))).expect("results.json is JSON");
+    let summary = v["summary"].as_array().expect("summary");
+    let auto = summary
+        .iter()
+        .find(|s| s["mode"] == "autoscale")
+        .unwrap_or_else(|| panic!("no autoscale row: {v}"));
+    assert_eq!(auto["workers"], 2);
+    let ws = auto["median_worker_seconds"].as_f64().unwrap_or(0.0);
+    assert!(ws > 0.0, "{auto}");
+    let md = read(&out.join("results.md"));
+    assert!(
+        md.contains("Autoscaling vs a fixed pool of 2 workers"),
+        "{md}"
+    );
 }

@@ -3,6 +3,7 @@
 //! they share: running the binary, temp folders, reading manifests, comparing
 //! output datasets and polling for a condition.
 
+mod autoscale;
 mod bench;
 mod centralized;
 mod dashboard;

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Python test/benchmark dependencies (owns only this check-and-install step).
 #
-# Makes `python3 -c 'import numpy, cv2, PIL, pytest'` work, installing with
-# pip only the packages that are missing (numpy, opencv-python-headless,
-# pillow, pytest). Idempotent: a no-op when all four import. Quiet on
+# Makes `python3 -c 'import numpy, cv2, PIL, pytest, pandas, webdataset'`
+# work, installing with pip only the packages that are missing (numpy,
+# opencv-python-headless, pillow, pytest; pandas and webdataset read the
+# manifest and the shards in tests/python/test_formats.py). Idempotent: a
+# no-op when all of them import. Quiet on
 # success; prints pip's output and exits non-zero if pip fails or the
 # imports still fail afterwards.
 #   PYTHON=python3.11 scripts/py-deps.sh   # pick the interpreter (default python3)
@@ -24,7 +26,7 @@ if ! "$PY" -c 'import selenium' >/dev/null 2>&1; then
     fi
 fi
 
-if "$PY" -c 'import numpy, cv2, PIL, pytest' >/dev/null 2>&1; then
+if "$PY" -c 'import numpy, cv2, PIL, pytest, pandas, webdataset' >/dev/null 2>&1; then
     exit 0
 fi
 
@@ -33,11 +35,13 @@ missing=()
 "$PY" -c 'import cv2' >/dev/null 2>&1 || missing+=(opencv-python-headless)
 "$PY" -c 'import PIL' >/dev/null 2>&1 || missing+=(pillow)
 "$PY" -c 'import pytest' >/dev/null 2>&1 || missing+=(pytest)
+"$PY" -c 'import pandas' >/dev/null 2>&1 || missing+=(pandas)
+"$PY" -c 'import webdataset' >/dev/null 2>&1 || missing+=(webdataset)
 
 if [ "${#missing[@]}" -eq 0 ]; then
     # Each imports alone but not together (e.g. cv2 built against another numpy).
-    echo "py-deps: numpy, cv2, PIL and pytest import one by one but not together:" >&2
-    "$PY" -c 'import numpy, cv2, PIL, pytest' >&2 || true
+    echo "py-deps: numpy, cv2, PIL, pytest, pandas and webdataset import one by one but not together:" >&2
+    "$PY" -c 'import numpy, cv2, PIL, pytest, pandas, webdataset' >&2 || true
     exit 1
 fi
 
@@ -49,7 +53,7 @@ if ! "$PY" -m pip install -q --disable-pip-version-check "${missing[@]}" >"$log"
     exit 1
 fi
 
-if ! "$PY" -c 'import numpy, cv2, PIL, pytest' 2>"$log"; then
+if ! "$PY" -c 'import numpy, cv2, PIL, pytest, pandas, webdataset' 2>"$log"; then
     echo "py-deps: installed ${missing[*]} but the imports still fail:" >&2
     cat "$log" >&2
     exit 1

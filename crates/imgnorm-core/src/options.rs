@@ -120,6 +120,12 @@ pub struct EngineOptions {
     /// file as skipped ("dry run"). Measures the master, not the engine.
     #[serde(default)]
     pub dry_run: bool,
+    /// Resize and crop between decoding and scaling (none by default).
+    #[serde(default)]
+    pub geometry: Geometry,
+    /// Layout of the output dataset (a `.npy` tree by default).
+    #[serde(default)]
+    pub format: OutputFormat,
 }
 
 impl Default for EngineOptions {
@@ -133,6 +139,8 @@ impl Default for EngineOptions {
             max_pixels: DEFAULT_MAX_PIXELS,
             allow_truncated: false,
             dry_run: false,
+            geometry: Geometry::default(),
+            format: OutputFormat::default(),
         }
     }
 }
@@ -160,6 +168,14 @@ pub enum OptionsError {
     /// The pixel limit is zero.
     #[error("max pixels must be at least 1")]
     ZeroMaxPixels,
+    /// `--format stack` without a fixed array shape.
+    #[error(
+        "--format stack needs one shape for every image: give --resize WxH or --center-crop WxH, and --channels rgb or gray"
+    )]
+    StackNeedsShape,
+    /// A webdataset shard size of zero.
+    #[error("--shard-size must be at least 1")]
+    ZeroShardSize,
 }
 
 impl EngineOptions {
@@ -182,6 +198,281 @@ impl EngineOptions {
         if self.max_pixels == 0 {
             return Err(OptionsError::ZeroMaxPixels);
         }
-        Ok(())
+        self.validate_layout()
+    }
+
+    /// The checks on geometry and output format (kept apart from the
+    /// scaling checks above).
+    fn validate_layout(&self) -> Result<(), OptionsError> {
+        match self.format {
+            OutputFormat::Stack if self.stack_shape().is_none() => {
+                Err(OptionsError::StackNeedsShape)
+            }
+            OutputFormat::Webdataset { shard_size: 0 } => Err(OptionsError::ZeroShardSize),
+            _ => Ok(()),
+        }
+    }
+
+    /// The shape `[H, W, C]` every array has, when the options fix it: the
+    /// geometry gives a fixed size and the channel mode a fixed count.
+    pub fn stack_shape(&self) -> Option<[usize; 3]> {
+        let (w, h) = self.geometry.fixed_size()?;
+        let c = match self.channels {
+            ChannelMode::Keep => return None,
+            ChannelMode::Rgb => 3,
+            ChannelMode::Gray => 1,
+        };
+        Some([h as usize, w as usize, c])
+    }
+}
+
+/// How the output dataset is laid out (see docs/FORMAT.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    /// One `.npy` per image, mirroring the input tree.
+    #[default]
+    Npy,
+    /// Tar shards of `<key>.npy` + `<key>.json`, read by the `webdataset`
+    /// library.
+    Webdataset {
+        /// Samples (ok images) per shard.
+        shard_size: u64,
+    },
+    /// One `images.npy` of shape N×H×W×C plus labels.
+    Stack,
+}
+
+/// Default samples per webdataset shard.
+pub const DEFAULT_SHARD_SIZE: u64 = 1000;
+
+/// How an image is resized before scaling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Resize {
+    /// Exactly `width × height` (the aspect ratio may change).
+    Exact {
+        /// Output width.
+        width: u32,
+        /// Output height.
+        height: u32,
+    },
+    /// The shorter side becomes `size`, the longer one keeps the aspect
+    /// ratio (rounded down), like torchvision's `Resize(size)`.
+    Shorter {
+        /// Length of the shorter side.
+        size: u32,
+    },
+    /// The largest size that fits inside `width × height` keeping the aspect
+    /// ratio (one side equals the box, the other is rounded down); no
+    /// padding, so sizes vary.
+    Fit {
+        /// Box width.
+        width: u32,
+        /// Box height.
+        height: u32,
+    },
+}
+
+/// Resampling filter of a resize.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Filter {
+    /// Bilinear (triangle) convolution, antialiased when shrinking.
+    #[default]
+    Bilinear,
+    /// Lanczos with a = 3: sharper, slower.
+    Lanczos3,
+}
+
+/// Geometry applied between decoding and scaling: an optional resize, then
+/// an optional center crop. Channels are resampled independently (alpha is
+/// not premultiplied) at the source precision: 16-bit stays 16-bit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Geometry {
+    /// Resize, if any.
+    pub resize: Option<Resize>,
+    /// Center crop `(width, height)` after the resize, if any.
+    pub center_crop: Option<(u32, u32)>,
+    /// Filter of the resize.
+    pub filter: Filter,
+}
+
+/// What [`Geometry::plan`] decided for one image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GeometryPlan {
+    /// Resize to `(width, height)`, when it changes the size.
+    pub resize_to: Option<(u32, u32)>,
+    /// Crop `(left, top, width, height)` of the resized image.
+    pub crop: Option<(u32, u32, u32, u32)>,
+}
+
+/// An image the geometry cannot be applied to (a per-image failure).
+#[derive(Debug, Error, PartialEq)]
+pub enum GeometryError {
+    /// The center crop is larger than the (resized) image.
+    #[error(
+        "image is {width}x{height} (after any resize), smaller than the center crop {crop_w}x{crop_h}"
+    )]
+    CropTooLarge {
+        /// Image width before cropping.
+        width: u32,
+        /// Image height before cropping.
+        height: u32,
+        /// Crop width.
+        crop_w: u32,
+        /// Crop height.
+        crop_h: u32,
+    },
+}
+
+impl Geometry {
+    /// True when the geometry leaves every image as decoded.
+    pub fn is_identity(&self) -> bool {
+        self.resize.is_none() && self.center_crop.is_none()
+    }
+
+    /// `(width, height)` of every output, when fixed by the options.
+    pub fn fixed_size(&self) -> Option<(u32, u32)> {
+        match (self.center_crop, self.resize) {
+            (Some(c), _) => Some(c),
+            (None, Some(Resize::Exact { width, height })) => Some((width, height)),
+            _ => None,
+        }
+    }
+
+    /// The resize and crop for an image of `width × height` (both > 0).
+    pub fn plan(&self, width: u32, height: u32) -> Result<GeometryPlan, GeometryError> {
+        let (w, h) = (u64::from(width), u64::from(height));
+        let size = match self.resize {
+            None => (w, h),
+            Some(Resize::Exact { width, height }) => (u64::from(width), u64::from(height)),
+            Some(Resize::Shorter { size }) => {
+                let s = u64::from(size);
+                if w <= h {
+                    (s, (s * h / w).max(1))
+                } else {
+                    ((s * w / h).max(1), s)
+                }
+            }
+            Some(Resize::Fit { width, height }) => {
+                let (bw, bh) = (u64::from(width), u64::from(height));
+                // w/h >= bw/bh: the width is the limiting side.
+                if w * bh >= h * bw {
+                    (bw, (h * bw / w).max(1))
+                } else {
+                    ((w * bh / h).max(1), bh)
+                }
+            }
+        };
+        // Both sides are at most u32::MAX: the scaled side never exceeds the
+        // requested one in `Fit`, and `Shorter` clamps below.
+        let clamp = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+        let (rw, rh) = (clamp(size.0), clamp(size.1));
+        let resize_to = ((rw, rh) != (width, height)).then_some((rw, rh));
+        let crop = match self.center_crop {
+            None => None,
+            Some((cw, ch)) if cw > rw || ch > rh => {
+                return Err(GeometryError::CropTooLarge {
+                    width: rw,
+                    height: rh,
+                    crop_w: cw,
+                    crop_h: ch,
+                });
+            }
+            Some((cw, ch)) if (cw, ch) == (rw, rh) => None,
+            Some((cw, ch)) => Some((half_even(rw - cw), half_even(rh - ch), cw, ch)),
+        };
+        Ok(GeometryPlan { resize_to, crop })
+    }
+}
+
+/// `round(d / 2)` with ties to even, as Python's `round` in torchvision's
+/// `CenterCrop` offsets.
+fn half_even(d: u32) -> u32 {
+    let k = d / 2;
+    if d % 2 == 1 && k % 2 == 1 { k + 1 } else { k }
+}
+
+#[cfg(test)]
+mod geometry_tests {
+    use super::*;
+
+    fn g(resize: Option<Resize>, crop: Option<(u32, u32)>) -> Geometry {
+        Geometry {
+            resize,
+            center_crop: crop,
+            filter: Filter::Bilinear,
+        }
+    }
+
+    #[test]
+    fn resize_modes() {
+        let exact = g(
+            Some(Resize::Exact {
+                width: 8,
+                height: 4,
+            }),
+            None,
+        );
+        assert_eq!(exact.plan(100, 50).unwrap().resize_to, Some((8, 4)));
+        assert_eq!(exact.plan(8, 4).unwrap().resize_to, None);
+        let shorter = g(Some(Resize::Shorter { size: 256 }), None);
+        assert_eq!(shorter.plan(640, 480).unwrap().resize_to, Some((341, 256)));
+        assert_eq!(shorter.plan(480, 640).unwrap().resize_to, Some((256, 341)));
+        let fit = g(
+            Some(Resize::Fit {
+                width: 100,
+                height: 100,
+            }),
+            None,
+        );
+        assert_eq!(fit.plan(400, 200).unwrap().resize_to, Some((100, 50)));
+        assert_eq!(fit.plan(200, 400).unwrap().resize_to, Some((50, 100)));
+        assert_eq!(fit.plan(1000, 1).unwrap().resize_to, Some((100, 1)));
+    }
+
+    #[test]
+    fn center_crop_offsets_follow_torchvision() {
+        let c = g(None, Some((4, 4)));
+        // (10-4)/2 = 3; (7-4)/2 = 1.5 rounds to 2 (ties to even).
+        assert_eq!(c.plan(10, 7).unwrap().crop, Some((3, 2, 4, 4)));
+        // (9-4)/2 = 2.5 rounds to 2.
+        assert_eq!(c.plan(9, 4).unwrap().crop, Some((2, 0, 4, 4)));
+        assert_eq!(c.plan(4, 4).unwrap().crop, None);
+        assert!(matches!(
+            c.plan(3, 10),
+            Err(GeometryError::CropTooLarge { width: 3, .. })
+        ));
+    }
+
+    #[test]
+    fn stack_needs_a_fixed_shape() {
+        let mut o = EngineOptions {
+            format: OutputFormat::Stack,
+            ..EngineOptions::default()
+        };
+        assert_eq!(o.validate(), Err(OptionsError::StackNeedsShape));
+        o.geometry = g(Some(Resize::Shorter { size: 8 }), Some((8, 6)));
+        assert_eq!(o.validate(), Err(OptionsError::StackNeedsShape));
+        o.channels = ChannelMode::Rgb;
+        assert_eq!(o.validate(), Ok(()));
+        assert_eq!(o.stack_shape(), Some([6, 8, 3]));
+    }
+
+    #[test]
+    fn old_option_json_still_parses() {
+        let mut v = serde_json::to_value(EngineOptions::default()).unwrap();
+        let m = v.as_object_mut().unwrap();
+        m.remove("geometry");
+        m.remove("format");
+        let o: EngineOptions = serde_json::from_value(v).unwrap();
+        assert_eq!(o, EngineOptions::default());
+        let wds = EngineOptions {
+            format: OutputFormat::Webdataset { shard_size: 3 },
+            ..EngineOptions::default()
+        };
+        let s = serde_json::to_string(&wds).unwrap();
+        assert_eq!(serde_json::from_str::<EngineOptions>(&s).unwrap(), wds);
     }
 }

@@ -30,6 +30,9 @@ pub enum RunError {
     /// Writing manifest or stats failed.
     #[error(transparent)]
     Output(#[from] OutputError),
+    /// Preparing or completing the output layout (`--format`) failed.
+    #[error(transparent)]
+    Format(#[from] crate::formats::FormatError),
 }
 
 /// Creates the output folder.
@@ -50,6 +53,7 @@ pub fn run(
     let started = Instant::now();
     create_output(out)?;
     let found = discover(input, Some(out))?;
+    crate::formats::prepare(out, opts, &found.files)?;
     let mut progress = Progress::new(found.total(), quiet);
     for _ in &found.problems {
         progress.inc(false);
@@ -58,8 +62,8 @@ pub fn run(
     let mut rows = Vec::with_capacity(found.files.len());
     // Files are in sorted path order: the fold order every mode uses.
     let mut dataset = DatasetStats::new(opts.range);
-    for rel in &found.files {
-        let r = engine.process_file(input, rel, out);
+    for (index, rel) in (0u64..).zip(&found.files) {
+        let r = engine.process_file_at(input, rel, index, out);
         if let Some(s) = engine.take_stats() {
             dataset.add(&s);
         }
@@ -67,6 +71,7 @@ pub fn run(
         rows.push(r);
     }
     progress.finish();
+    crate::formats::finish(out, opts, &found.files, &mut rows)?;
     let rows = output::merge_sorted(rows, found.problems);
     let counts = output::write_manifest(out, &rows)?;
     let elapsed = started.elapsed();

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use imgnorm_core::options::{
-    ChannelMode, DEFAULT_MAX_PIXELS, Dtype, EngineOptions, OptionsError, Orientation, Scope,
+    ChannelMode, DEFAULT_MAX_PIXELS, DEFAULT_SHARD_SIZE, Dtype, EngineOptions, Filter, Geometry,
+    OptionsError, Orientation, OutputFormat, Resize, Scope,
 };
 
 /// imgnorm: decode and min-max normalize image datasets, on one machine or many.
@@ -396,6 +397,90 @@ pub struct EngineArgs {
     /// reported as skipped. For measuring the master's own throughput.
     #[arg(long)]
     pub dry_run: bool,
+    /// Geometry and output layout (`--resize`, `--format`, ...).
+    #[command(flatten)]
+    pub layout: LayoutArgs,
+}
+
+/// Geometry and output-format flags (part of the engine options).
+#[derive(Debug, Clone, Args)]
+pub struct LayoutArgs {
+    /// Resize every image to exactly WxH (the aspect ratio may change).
+    #[arg(long, value_name = "WxH", value_parser = parse_size, conflicts_with_all = ["resize_shorter", "fit"])]
+    pub resize: Option<(u32, u32)>,
+    /// Resize so the shorter side is N, keeping the aspect ratio
+    /// (torchvision Resize(N)); with --center-crop for a fixed size.
+    #[arg(long, value_name = "N", conflicts_with = "fit",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub resize_shorter: Option<u32>,
+    /// Resize to the largest size that fits inside WxH, keeping the aspect
+    /// ratio (no padding: sizes vary).
+    #[arg(long, value_name = "WxH", value_parser = parse_size)]
+    pub fit: Option<(u32, u32)>,
+    /// Cut the central WxH region (after any resize); smaller images fail.
+    #[arg(long, value_name = "WxH", value_parser = parse_size)]
+    pub center_crop: Option<(u32, u32)>,
+    /// Resampling filter of the resize.
+    #[arg(long, value_enum, default_value = "bilinear")]
+    pub filter: FilterArg,
+    /// Output layout: a .npy per image, webdataset tar shards, or one stacked
+    /// N×H×W×C array (needs a fixed shape).
+    #[arg(long, value_enum, default_value = "npy")]
+    pub format: FormatArg,
+    /// Samples (ok images) per webdataset shard.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_SHARD_SIZE)]
+    pub shard_size: u64,
+}
+
+/// `--filter`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum FilterArg {
+    /// Bilinear (triangle), antialiased when shrinking.
+    Bilinear,
+    /// Lanczos3.
+    Lanczos3,
+}
+
+/// `--format`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum FormatArg {
+    /// One .npy per image (the default tree).
+    Npy,
+    /// Tar shards of `<key>.npy` + `<key>.json`.
+    Webdataset,
+    /// images.npy (N×H×W×C), labels.npy, valid.npy, classes.json.
+    Stack,
+}
+
+impl LayoutArgs {
+    /// The geometry these flags ask for.
+    pub fn geometry(&self) -> Geometry {
+        let resize = match (self.resize, self.resize_shorter, self.fit) {
+            (Some((width, height)), _, _) => Some(Resize::Exact { width, height }),
+            (None, Some(size), _) => Some(Resize::Shorter { size }),
+            (None, None, Some((width, height))) => Some(Resize::Fit { width, height }),
+            (None, None, None) => None,
+        };
+        Geometry {
+            resize,
+            center_crop: self.center_crop,
+            filter: match self.filter {
+                FilterArg::Bilinear => Filter::Bilinear,
+                FilterArg::Lanczos3 => Filter::Lanczos3,
+            },
+        }
+    }
+
+    /// The output format these flags ask for.
+    pub fn format(&self) -> OutputFormat {
+        match self.format {
+            FormatArg::Npy => OutputFormat::Npy,
+            FormatArg::Webdataset => OutputFormat::Webdataset {
+                shard_size: self.shard_size,
+            },
+            FormatArg::Stack => OutputFormat::Stack,
+        }
+    }
 }
 
 /// `--scope`.
@@ -468,6 +553,8 @@ impl EngineArgs {
             max_pixels: self.max_pixels,
             allow_truncated: self.allow_truncated,
             dry_run: self.dry_run,
+            geometry: self.layout.geometry(),
+            format: self.layout.format(),
         };
         opts.validate()?;
         Ok(opts)
@@ -546,5 +633,39 @@ mod tests {
         let o = c.engine.to_options().unwrap();
         assert_eq!(o.range, (-1.0, 1.0));
         assert_eq!(o.dtype, Dtype::F16);
+    }
+
+    fn layout(extra: &[&str]) -> Result<EngineOptions, String> {
+        let mut args = vec!["imgnorm", "centralized", "--input", "a", "--output", "b"];
+        args.extend_from_slice(extra);
+        let cli = Cli::try_parse_from(args).map_err(|e| e.to_string())?;
+        let Command::Centralized(c) = cli.command else {
+            panic!("wrong command")
+        };
+        c.engine.to_options().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn geometry_and_format_flags() {
+        let o = layout(&[
+            "--resize-shorter",
+            "256",
+            "--center-crop",
+            "224x200",
+            "--channels",
+            "rgb",
+            "--format",
+            "stack",
+        ])
+        .unwrap();
+        assert_eq!(o.geometry.resize, Some(Resize::Shorter { size: 256 }));
+        assert_eq!(o.stack_shape(), Some([200, 224, 3]));
+        let o = layout(&["--format", "webdataset", "--shard-size", "7"]).unwrap();
+        assert_eq!(o.format, OutputFormat::Webdataset { shard_size: 7 });
+        assert!(layout(&["--resize", "8x8", "--fit", "4x4"]).is_err());
+        assert!(layout(&["--resize-shorter", "0"]).is_err());
+        let e = layout(&["--format", "stack", "--resize", "8x8"]).unwrap_err();
+        assert!(e.contains("--format stack needs one shape"), "{e}");
+        assert!(layout(&["--format", "webdataset", "--shard-size", "0"]).is_err());
     }
 }

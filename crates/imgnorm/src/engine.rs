@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use image::{ColorType, DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
 use imgnorm_core::normalize::{Kernel, Pixels, extremes, luma_u8, luma_u16, npy_header};
-use imgnorm_core::options::{ChannelMode, EngineOptions, Orientation};
+use imgnorm_core::options::{ChannelMode, EngineOptions, GeometryError, Orientation, OutputFormat};
 use imgnorm_core::record::{Record, Status};
 use imgnorm_core::stats::{ImageStats, StatsScratch, image_stats};
 
@@ -79,6 +79,14 @@ enum Problem {
     Decode(#[from] image::ImageError),
     #[error("cannot read input: {0}")]
     Read(std::io::Error),
+    #[error("{0}")]
+    Geometry(#[from] GeometryError),
+    #[error("resize failed: {0}")]
+    Resize(#[from] fast_image_resize::ResizeError),
+    #[error("resize buffer: {0}")]
+    ResizeBuffer(#[from] fast_image_resize::ImageBufferError),
+    #[error("shape {got} differs from stack shape {want}")]
+    StackShape { got: String, want: String },
     #[error("cannot write output {path}: {source}")]
     Write {
         path: PathBuf,
@@ -101,6 +109,11 @@ pub struct Engine {
     stats_scratch: StatsScratch,
     /// Output statistics of the last image, when it came out ok.
     stats: Option<ImageStats>,
+    /// Resampler and its output buffer (`--resize`, `--fit`, ...).
+    resizer: fast_image_resize::Resizer,
+    resized: Vec<u16>,
+    /// `--format stack`: the open stack file and where its data starts.
+    stack: Option<crate::formats::StackWriter>,
 }
 
 /// The result of processing one image in memory (stream mode).
@@ -126,6 +139,9 @@ impl Engine {
             tmp_suffix: unique_tmp_suffix(),
             stats_scratch: StatsScratch::default(),
             stats: None,
+            resizer: fast_image_resize::Resizer::new(),
+            resized: Vec::new(),
+            stack: None,
         }
     }
 
@@ -146,8 +162,24 @@ impl Engine {
     }
 
     /// Processes `input_root/rel` into `output_root/rel.npy` and returns its
-    /// manifest row. Never panics on bad input.
+    /// manifest row. Never panics on bad input. For the `npy` format only;
+    /// [`Engine::process_file_at`] serves every format.
     pub fn process_file(&mut self, input_root: &Path, rel: &str, output_root: &Path) -> Record {
+        self.process_file_at(input_root, rel, 0, output_root)
+    }
+
+    /// Processes the job's file number `index`, `input_root/rel`, into the
+    /// job's output folder `output_root` as its format says: `rel.npy` in
+    /// the tree (`npy`), in the staging tree (`webdataset`), or slice
+    /// `index` of the preallocated stack (`stack`). Never panics on bad
+    /// input.
+    pub fn process_file_at(
+        &mut self,
+        input_root: &Path,
+        rel: &str,
+        index: u64,
+        output_root: &Path,
+    ) -> Record {
         self.stats = None;
         let t0 = Instant::now();
         let mut input = std::mem::take(&mut self.input);
@@ -159,7 +191,7 @@ impl Engine {
                 let mut record = self.process_bytes_inner(rel, &input);
                 if record.status == Status::Ok {
                     let t = Instant::now();
-                    if let Err(p) = self.write_output(output_root, rel) {
+                    if let Err(p) = self.write_output(output_root, rel, index) {
                         record = failed_from(rel, &record, p);
                         self.stats = None;
                     }
@@ -197,9 +229,86 @@ impl Engine {
             Err(p) => return Record::bare(rel, Status::Failed, Some(p.to_string())),
         };
         let t = Instant::now();
+        let d = match self.apply_geometry(d) {
+            Ok(d) => d,
+            Err(p) => {
+                let mut r = Record::bare(rel, Status::Failed, Some(p.to_string()));
+                r.format = Some(format_name(format).to_string());
+                return r;
+            }
+        };
         let record = self.scale(rel, format, warning, &d);
         self.times.scale += t.elapsed();
         record
+    }
+
+    /// `--resize`/`--fit`/`--resize-shorter`, then `--center-crop`, on the
+    /// decoded samples in `self.samples` (same channels and bit depth).
+    fn apply_geometry(&mut self, d: Decoded) -> Result<Decoded, Problem> {
+        use fast_image_resize::images::{Image, ImageRef};
+        use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions};
+        use imgnorm_core::options::Filter;
+        let geometry = self.opts.geometry;
+        if geometry.is_identity() {
+            return Ok(d);
+        }
+        let plan = geometry.plan(d.width, d.height)?;
+        let mut d = d;
+        let bpp = d.channels * if d.sixteen { 2 } else { 1 };
+        if let Some((w, h)) = plan.resize_to {
+            let pixels = u64::from(w) * u64::from(h);
+            if pixels > self.opts.max_pixels {
+                return Err(Problem::TooLarge {
+                    width: w,
+                    height: h,
+                    pixels,
+                    limit: self.opts.max_pixels,
+                });
+            }
+            let pixel_type = match (d.channels, d.sixteen) {
+                (1, false) => PixelType::U8,
+                (2, false) => PixelType::U8x2,
+                (3, false) => PixelType::U8x3,
+                (4, false) => PixelType::U8x4,
+                (1, true) => PixelType::U16,
+                (2, true) => PixelType::U16x2,
+                (3, true) => PixelType::U16x3,
+                _ => PixelType::U16x4,
+            };
+            let src_len = d.width as usize * d.height as usize * bpp;
+            let dst_len = w as usize * h as usize * bpp;
+            if self.resized.len() < dst_len.div_ceil(2) {
+                self.resized.resize(dst_len.div_ceil(2), 0);
+            }
+            let src_bytes: &[u8] = bytemuck::cast_slice(&self.samples[..]);
+            let src = ImageRef::new(d.width, d.height, &src_bytes[..src_len], pixel_type)?;
+            let dst_bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut self.resized[..]);
+            let mut dst = Image::from_slice_u8(w, h, &mut dst_bytes[..dst_len], pixel_type)?;
+            let filter = match geometry.filter {
+                Filter::Bilinear => FilterType::Bilinear,
+                Filter::Lanczos3 => FilterType::Lanczos3,
+            };
+            let options = ResizeOptions::new()
+                .resize_alg(ResizeAlg::Convolution(filter))
+                .use_alpha(false);
+            self.resizer.resize(&src, &mut dst, &options)?;
+            std::mem::swap(&mut self.samples, &mut self.resized);
+            d.width = w;
+            d.height = h;
+        }
+        if let Some((left, top, w, h)) = plan.crop {
+            // Rows move towards the start of the buffer: copy_within in order
+            // never overwrites a row before it is read.
+            let buf: &mut [u8] = bytemuck::cast_slice_mut(&mut self.samples[..]);
+            let (row, src_row) = (w as usize * bpp, d.width as usize * bpp);
+            for y in 0..h as usize {
+                let from = (top as usize + y) * src_row + left as usize * bpp;
+                buf.copy_within(from..from + row, y * row);
+            }
+            d.width = w;
+            d.height = h;
+        }
+        Ok(d)
     }
 
     /// Sniffs and decodes into `self.samples`; `Ok(None)` means "not an image".
@@ -324,6 +433,21 @@ impl Engine {
     ) -> Record {
         let n = d.width as usize * d.height as usize * d.channels;
         let (px, channels) = convert(&self.samples, &mut self.converted, self.opts.channels, d, n);
+        if let Some(want) = self
+            .opts
+            .stack_shape()
+            .filter(|_| self.opts.format == OutputFormat::Stack)
+            && want != [d.height as usize, d.width as usize, channels]
+        {
+            let shape = |s: [usize; 3]| format!("{}x{}x{}", s[0], s[1], s[2]);
+            let p = Problem::StackShape {
+                got: shape([d.height as usize, d.width as usize, channels]),
+                want: shape(want),
+            };
+            let mut r = Record::bare(rel, Status::Failed, Some(p.to_string()));
+            r.format = Some(format_name(format).to_string());
+            return r;
+        }
         let scope = self.opts.scope;
         let ext = extremes(px, channels, scope);
         let header = npy_header(
@@ -437,9 +561,22 @@ fn convert<'a>(
 }
 
 impl Engine {
-    /// Writes `self.out` to `output_root/rel.npy` through a temporary name.
-    fn write_output(&mut self, output_root: &Path, rel: &str) -> Result<(), Problem> {
-        let path = output_root.join(format!("{rel}.npy"));
+    /// Writes `self.out` where the job's format wants it: `rel.npy` under
+    /// the tree root (through a temporary name), or slice `index` of the
+    /// stack file.
+    fn write_output(&mut self, output_root: &Path, rel: &str, index: u64) -> Result<(), Problem> {
+        if self.opts.format == OutputFormat::Stack {
+            let header = crate::formats::npy_data_offset(&self.out);
+            return crate::formats::StackWriter::write(
+                &mut self.stack,
+                output_root,
+                index,
+                &self.out[header..],
+            )
+            .map_err(|(path, source)| Problem::Write { path, source });
+        }
+        let root = crate::formats::tree_root(output_root, &self.opts.format);
+        let path = root.join(format!("{rel}.npy"));
         let werr = |path: &Path, source| Problem::Write {
             path: path.to_path_buf(),
             source,
@@ -447,10 +584,25 @@ impl Engine {
         if let Some(dir) = path.parent()
             && !self.made_dirs.contains(dir)
         {
-            std::fs::create_dir_all(dir).map_err(|e| werr(dir, e))?;
+            crate::formats::make_parent_dirs(&root, &path).map_err(|e| werr(dir, e))?;
             self.made_dirs.insert(dir.to_path_buf());
         }
-        write_atomic(&path, &self.out, &self.tmp_suffix).map_err(|e| werr(&path, e))
+        match write_atomic(&path, &self.out, &self.tmp_suffix) {
+            // The folder went away since this engine made it (a user may
+            // clear the output between jobs; a later job to the same output
+            // has a fresh staging folder): make it again, once. A finished
+            // job's staging folder is never made again (see
+            // `make_parent_dirs`), so a late duplicate result fails here.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if let Some(dir) = path.parent() {
+                    self.made_dirs.remove(dir);
+                    crate::formats::make_parent_dirs(&root, &path).map_err(|e| werr(dir, e))?;
+                    self.made_dirs.insert(dir.to_path_buf());
+                }
+                write_atomic(&path, &self.out, &self.tmp_suffix).map_err(|e| werr(&path, e))
+            }
+            r => r.map_err(|e| werr(&path, e)),
+        }
     }
 }
 
@@ -661,6 +813,53 @@ mod tests {
             .to_vec();
         assert_eq!(a, b);
         assert_eq!(a.len(), 128 + 5 * 3 * 3 * 4);
+    }
+
+    /// Workers on different CPUs must resize to the same bytes: the SIMD
+    /// code paths fast_image_resize picks at run time agree with its scalar
+    /// one, for 8 and 16 bit, both filters, shrinking and enlarging.
+    #[test]
+    fn resize_is_identical_on_every_cpu_code_path() {
+        use fast_image_resize::images::{Image, ImageRef};
+        use fast_image_resize::{CpuExtensions, FilterType, PixelType, ResizeAlg, ResizeOptions};
+        let (w, h) = (37u32, 23u32);
+        let src8: Vec<u8> = (0..w * h * 3).map(|i| (i * 97 % 251) as u8).collect();
+        let src16: Vec<u16> = (0..w * h).map(|i| (i * 7919 % 65521) as u16).collect();
+        let src16b: &[u8] = bytemuck::cast_slice(&src16);
+        let mut paths = vec![CpuExtensions::None];
+        #[cfg(target_arch = "x86_64")]
+        paths.extend([CpuExtensions::Sse4_1, CpuExtensions::Avx2]);
+        for (pt, bytes, bpp) in [(PixelType::U8x3, &src8[..], 3), (PixelType::U16, src16b, 2)] {
+            for filter in [FilterType::Bilinear, FilterType::Lanczos3] {
+                for (dw, dh) in [(16u32, 9u32), (80, 51)] {
+                    let opts = ResizeOptions::new()
+                        .resize_alg(ResizeAlg::Convolution(filter))
+                        .use_alpha(false);
+                    let mut results = Vec::new();
+                    for &ext in &paths {
+                        if !ext.is_supported() {
+                            continue;
+                        }
+                        let mut r = fast_image_resize::Resizer::new();
+                        // SAFETY: only extensions the CPU supports are set.
+                        unsafe { r.set_cpu_extensions(ext) };
+                        let src = ImageRef::new(w, h, bytes, pt).unwrap();
+                        let mut out = vec![0u16; (dw * dh) as usize * bpp / 2 + 1];
+                        let buf: &mut [u8] = bytemuck::cast_slice_mut(&mut out[..]);
+                        let len = (dw * dh) as usize * bpp;
+                        let mut dst = Image::from_slice_u8(dw, dh, &mut buf[..len], pt).unwrap();
+                        r.resize(&src, &mut dst, &opts).unwrap();
+                        results.push((ext, out));
+                    }
+                    for (ext, out) in &results[1..] {
+                        assert!(
+                            *out == results[0].1,
+                            "{ext:?} differs from scalar for {pt:?} {filter:?} {dw}x{dh}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod demo;
 pub mod discovery;
 pub mod engine;
+pub mod formats;
 pub mod health;
 pub mod http;
 pub mod master;

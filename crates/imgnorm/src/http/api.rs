@@ -15,7 +15,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::AppState;
-use crate::cli::{ChannelsArg, DtypeArg, EngineArgs, OrientationArg, ScopeArg};
+use crate::cli::{
+    ChannelsArg, DtypeArg, EngineArgs, FilterArg, FormatArg, LayoutArgs, OrientationArg, ScopeArg,
+};
 use crate::master::state::JobState;
 use crate::master::view::{JobDetailView, JobSummaryView, WorkerDashView};
 use crate::wire::Transfer;
@@ -299,6 +301,8 @@ pub struct StartJob {
     pub channels: Option<String>,
     /// ignore | apply.
     pub exif_orientation: Option<String>,
+    /// npy | webdataset | stack.
+    pub format: Option<String>,
 }
 
 fn pick<T: ValueEnum>(v: &Option<String>, what: &str, default: T) -> Result<T, ApiError> {
@@ -338,6 +342,15 @@ pub async fn start_job(
         max_pixels: imgnorm_core::options::DEFAULT_MAX_PIXELS,
         allow_truncated: false,
         dry_run: false,
+        layout: LayoutArgs {
+            resize: None,
+            resize_shorter: None,
+            fit: None,
+            center_crop: None,
+            filter: FilterArg::Bilinear,
+            format: pick(&req.format, "format", FormatArg::Npy)?,
+            shard_size: imgnorm_core::options::DEFAULT_SHARD_SIZE,
+        },
     };
     let options = args
         .to_options()

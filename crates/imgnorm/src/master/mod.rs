@@ -82,6 +82,9 @@ pub enum MasterError {
     /// The job id is unknown.
     #[error("unknown job {0}")]
     UnknownJob(String),
+    /// Preparing the output layout (`--format`) failed.
+    #[error(transparent)]
+    Format(#[from] crate::formats::FormatError),
     /// The job ended without a dataset.
     #[error("job {id} {state}: {reason}")]
     JobEnded {
@@ -235,7 +238,19 @@ impl Master {
 
     /// Writes manifest, provenance and stats of a completed job.
     fn write_dataset(&self, key: u64) -> Result<Summary, String> {
-        let (rows, prov, out, input, options, transfer, elapsed, dataset, workers) = {
+        let (
+            records,
+            files,
+            problems,
+            prov,
+            out,
+            input,
+            options,
+            transfer,
+            elapsed,
+            dataset,
+            workers,
+        ) = {
             let mut st = self.lock();
             let workers = st.workers_seen();
             let Some(j) = st.jobs.get_mut(&key) else {
@@ -261,7 +276,9 @@ impl Master {
                 })
                 .collect();
             (
-                output::merge_sorted(records, j.problems.clone()),
+                records,
+                Arc::clone(&j.files),
+                j.problems.clone(),
                 prov,
                 j.output.clone(),
                 j.input.clone(),
@@ -272,6 +289,10 @@ impl Master {
                 workers,
             )
         };
+        // Shards or stack are completed outside the lock: this is file I/O.
+        let mut records = records;
+        crate::formats::finish(&out, &options, &files, &mut records).map_err(|e| e.to_string())?;
+        let rows = output::merge_sorted(records, problems);
         let e = |e: OutputError| e.to_string();
         let counts = output::write_manifest(&out, &rows).map_err(e)?;
         let mut p = prov.join("\n");
@@ -337,13 +358,15 @@ impl Master {
         options: EngineOptions,
     ) -> Result<(JobId, u64), MasterError> {
         let started = Instant::now();
-        let (inp, out) = (input.clone(), output.clone());
+        let (inp, out, opts) = (input.clone(), output.clone(), options.clone());
         let found = tokio::task::spawn_blocking(move || {
             std::fs::create_dir_all(&out).map_err(|source| MasterError::CreateOutput {
                 path: out.clone(),
                 source,
             })?;
-            Ok::<_, MasterError>(discover(&inp, Some(&out))?)
+            let found = discover(&inp, Some(&out))?;
+            crate::formats::prepare(&out, &opts, &found.files)?;
+            Ok::<_, MasterError>(found)
         })
         .await
         .map_err(|e| MasterError::JobEnded {

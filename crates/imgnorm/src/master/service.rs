@@ -305,9 +305,7 @@ impl Partials {
             let mut tmp = dest.clone().into_os_string();
             tmp.push(format!(".{}.{}.part", std::process::id(), c.lease_id));
             let tmp = PathBuf::from(tmp);
-            let file = dest
-                .parent()
-                .map_or(Ok(()), std::fs::create_dir_all)
+            let file = crate::formats::make_parent_dirs(out, &dest)
                 .and_then(|()| std::fs::File::create(&tmp));
             match file {
                 Ok(file) => {

@@ -418,7 +418,8 @@ impl State {
             return None;
         }
         let rel = j.files.get(usize::try_from(index).ok()?)?;
-        Some((j.output.clone(), format!("{rel}.npy")))
+        let root = crate::formats::tree_root(&j.output, &j.options.format);
+        Some((root, format!("{rel}.npy")))
     }
 
     /// Output root and transfer mode of a job.

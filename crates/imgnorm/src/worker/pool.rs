@@ -342,7 +342,12 @@ fn engine_thread(rx: Arc<Mutex<mpsc::Receiver<Task>>>, delay: Duration) {
                         None,
                     ),
                     Transfer::Shared => {
-                        let r = eng.process_file(&lease.input_root, &item.path, &lease.output_root);
+                        let r = eng.process_file_at(
+                            &lease.input_root,
+                            &item.path,
+                            item.index,
+                            &lease.output_root,
+                        );
                         (r, eng.take_stats())
                     }
                     Transfer::Stream => {

@@ -465,6 +465,47 @@ fn poison_image_is_quarantined_and_the_rest_completes() {
     assert_eq!(quarantined, 1);
 }
 
+/// `--format stack` and `--format webdataset` (see formats.rs): a worker
+/// SIGKILLed mid-batch (after writing stack rows in place or staged arrays)
+/// changes nothing: the layout equals the centralized one byte for byte.
+#[test]
+fn sigkilled_worker_leaves_stack_and_shards_identical() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = dataset(dir.path(), 60);
+    let geometry = ["--resize", "16x12", "--channels", "rgb"];
+    for format in [
+        &["--format", "stack"][..],
+        &["--format", "webdataset", "--shard-size", "7"][..],
+    ] {
+        let opts = [&geometry[..], format].concat();
+        let c = dir.path().join(format!("c-{}", format[1]));
+        let r = helpers::centralized(&input, &c, &opts);
+        assert_eq!(r.code, 3, "fixtures include failures: exit 3\n{r}");
+        let out = dir.path().join(format!("o-{}", format[1]));
+        let m = Master::start(&input, &out, &[FAST, &opts].concat());
+        let victim = m.worker("victim", 40);
+        wait_for(
+            "the victim to finish a few images",
+            Duration::from_secs(30),
+            || {
+                m.worker_field("victim", "images_done")
+                    .as_u64()
+                    .unwrap_or(0)
+                    >= 3
+            },
+        );
+        signal(&victim, libc::SIGKILL);
+        let _survivor = m.worker("survivor", 0);
+        assert_eq!(m.wait(Duration::from_secs(60)), 3);
+        assert_same_dataset(&c, &out);
+        let prov = std::fs::read_to_string(out.join("provenance.jsonl")).expect("provenance");
+        assert!(
+            prov.contains("\"attempt\":2"),
+            "the lost batch was re-leased"
+        );
+    }
+}
+
 #[test]
 fn straggler_batch_is_speculatively_reissued() {
     let dir = tempfile::tempdir().expect("tmp");

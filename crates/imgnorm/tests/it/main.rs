@@ -8,5 +8,6 @@ mod bench;
 mod centralized;
 mod dashboard;
 mod distributed;
+mod formats;
 mod helpers;
 mod stats;

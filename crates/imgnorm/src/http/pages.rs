@@ -128,6 +128,7 @@ pub async fn new_page() -> Html<String> {
 <label>Channels <select id="job-channels"><option value="keep">as stored</option><option value="rgb">RGB</option><option value="gray">gray</option></select></label>
 <label>Range <input id="job-range" placeholder="default (0,1 for floats)"></label>
 </div>
+<label>Output format <select id="job-format"><option value="npy">one .npy per image</option><option value="webdataset">webdataset shards</option><option value="stack">one stacked array</option></select></label>
 <button id="job-submit" type="submit">Start job</button>
 <p id="job-msg" class="msg" role="status"></p>
 </form></section>

@@ -190,7 +190,7 @@ function setupNew() {
     ev.preventDefault();
     const msg = $("job-msg");
     msg.className = "msg";
-    const body = { dataset: $("job-dataset").value, scope: $("job-scope").value, dtype: $("job-dtype").value, channels: $("job-channels").value };
+    const body = { dataset: $("job-dataset").value, scope: $("job-scope").value, dtype: $("job-dtype").value, channels: $("job-channels").value, format: $("job-format").value };
     const range = $("job-range").value.trim();
     if (range) {
       const p = range.split(",").map(Number);

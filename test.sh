@@ -7,6 +7,7 @@
 #
 #   ./test.sh                        # everything available here
 #   IMGNORM_REQUIRE_DOCKER=1 ./test.sh   # fail when there is no Docker engine (CI)
+#   IMGNORM_REQUIRE_BROWSER=1 ./test.sh  # fail when Chromium is missing (CI)
 #
 # Respects CARGO_TARGET_DIR. Set IMGNORM_SKIP_PYTHON=1 to skip the pytest step.
 set -euo pipefail
@@ -23,6 +24,20 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 if [ "${IMGNORM_SKIP_PYTHON:-0}" != 1 ]; then
     scripts/py-deps.sh
+    step "browser for the dashboard test (scripts/browser-deps.sh)"
+    scripts/browser-deps.sh
+    if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+        if [ "${IMGNORM_REQUIRE_BROWSER:-0}" = 1 ]; then
+            echo "test.sh: IMGNORM_REQUIRE_BROWSER=1 but chromium/chromedriver are not installed" >&2
+            exit 1
+        fi
+        cat >&2 <<'WARN'
+########################################################################
+##  WARNING: no chromium/chromedriver: the dashboard browser test is   ##
+##  SKIPPED. CI sets IMGNORM_REQUIRE_BROWSER=1 to make this a failure.  ##
+########################################################################
+WARN
+    fi
 fi
 
 # --- 2. Docker engine -----------------------------------------------------

@@ -19,6 +19,14 @@ if ! command -v "$PY" >/dev/null 2>&1; then
     exit 1
 fi
 
+# Selenium drives Chromium in tests/python/test_dashboard_browser.py.
+if ! "$PY" -c 'import selenium' >/dev/null 2>&1; then
+    if ! "$PY" -m pip install -q --disable-pip-version-check selenium >&2; then
+        echo "py-deps: pip install selenium failed" >&2
+        exit 1
+    fi
+fi
+
 ALL='import numpy, cv2, PIL, pytest, pandas, webdataset, boto3, moto.server'
 if "$PY" -c "$ALL" >/dev/null 2>&1; then
     exit 0

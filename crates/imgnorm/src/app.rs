@@ -40,6 +40,9 @@ pub enum AppError {
     /// Starting a local worker process failed.
     #[error("cannot start worker process: {0}")]
     Spawn(std::io::Error),
+    /// The dashboard failed.
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpError),
     /// The autoscaler failed.
     #[error(transparent)]
     Autoscale(#[from] crate::autoscale::ScaleError),
@@ -315,23 +318,54 @@ impl Autoscaling {
 /// theirs open forever (they wait for the next master), so `docker stop`
 /// ended in SIGKILL after its timeout. As in [`master_one_job`], the server
 /// gets [`SHUTDOWN_GRACE`] after the signal, then it is dropped.
+///
+/// With `http`, the dashboard ([`crate::http`]) is served on its listener
+/// too, and stops on the same signal.
 pub async fn master_serve(
     listener: TcpListener,
     config: MasterConfig,
     scaler: Option<AutoscaleSettings>,
+    http: Option<(TcpListener, crate::http::HttpConfig)>,
 ) -> Result<(), AppError> {
     let m = Master::new(config)?;
     let scaler = Autoscaling::start(&m, scaler).await?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut server = tokio::spawn(async move {
-        m.serve(listener, async {
-            let _ = stop_rx.await;
-        })
-        .await
-    });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    let mut web = match http {
+        Some((l, cfg)) => {
+            let state = crate::http::AppState::new(m.clone(), cfg)?;
+            let router = crate::http::router(state.clone());
+            let stop = stopped(stop_rx.clone());
+            Some(tokio::spawn(crate::http::serve(l, state, router, stop)))
+        }
+        None => None,
+    };
+    let web_failed = async {
+        match web.as_mut() {
+            Some(w) => w.await,
+            None => std::future::pending().await,
+        }
+    };
+    let stop = stopped(stop_rx);
+    let mut server = tokio::spawn(async move { m.serve(listener, stop).await });
     let ended = tokio::select! {
         r = &mut server => Some(r),
         _ = crate::shutdown::signal() => None,
+        r = web_failed => {
+            let _ = stop_tx.send(true);
+            server.abort();
+            if let Some(v) = scaler.stop().await {
+                eprintln!("{}", v.human());
+            }
+            return match r {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e.into()),
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(_) => Ok(()),
+            };
+        }
     };
     if let Some(v) = scaler.stop().await {
         eprintln!("{}", v.human());
@@ -339,10 +373,16 @@ pub async fn master_serve(
     let ended = match ended {
         Some(r) => Some(r),
         None => {
-            let _ = stop_tx.send(());
+            let _ = stop_tx.send(true);
             tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await.ok()
         }
     };
+    let _ = stop_tx.send(true);
+    if let Some(w) = web.as_mut()
+        && tokio::time::timeout(SHUTDOWN_GRACE, &mut *w).await.is_err()
+    {
+        w.abort();
+    }
     match ended {
         Some(Ok(r)) => r.map_err(AppError::from),
         Some(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
@@ -352,6 +392,48 @@ pub async fn master_serve(
             Ok(())
         }
     }
+}
+
+/// Dashboard settings from flags: the token from `--token`, else
+/// `$IMGNORM_TOKEN`, else a generated one printed on stderr (the dashboard
+/// is never open without a token).
+pub fn dashboard_config(
+    a: &crate::cli::DashboardArgs,
+) -> Result<crate::http::HttpConfig, AppError> {
+    let token = match a.token.clone().or_else(|| {
+        std::env::var(crate::http::TOKEN_ENV)
+            .ok()
+            .filter(|t| !t.is_empty())
+    }) {
+        Some(t) => {
+            let ok = t.len() >= 16
+                && t.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '~' | '-'));
+            if !ok {
+                return Err(AppError::Invalid(
+                    "the dashboard token must have at least 16 characters among A-Z a-z 0-9 . _ ~ -".into(),
+                ));
+            }
+            t
+        }
+        None => {
+            let t = crate::http::generate_token()?;
+            eprintln!(
+                "imgnorm dashboard token (generated; set --token or IMGNORM_TOKEN to choose one): {t}"
+            );
+            t
+        }
+    };
+    let mib = |v: u64| v.saturating_mul(1 << 20);
+    Ok(crate::http::HttpConfig {
+        data_dir: a.data_dir.clone(),
+        token,
+        limits: crate::http::UploadLimits {
+            max_total: mib(a.upload_max_mib),
+            max_files: a.upload_max_files,
+            max_file: mib(a.upload_max_file_mib),
+        },
+    })
 }
 
 /// How long a stopping master waits for open sessions before dropping them.

@@ -156,6 +156,9 @@ pub struct MasterArgs {
     /// gRPC address to listen on (port 0 picks a free port; the address is printed).
     #[arg(long, default_value = "0.0.0.0:50051")]
     pub listen: String,
+    /// Dashboard.
+    #[command(flatten)]
+    pub dashboard: DashboardArgs,
     /// Scheduling.
     #[command(flatten)]
     pub sched: SchedArgs,
@@ -168,6 +171,32 @@ pub struct MasterArgs {
     /// Autoscaling.
     #[command(flatten)]
     pub autoscale: AutoscaleArgs,
+}
+
+/// The web dashboard of `imgnorm master --serve`.
+#[derive(Debug, Args)]
+pub struct DashboardArgs {
+    /// Serve the web dashboard and its JSON API on this address (needs
+    /// --serve; port 0 picks a free port; the URL is printed).
+    #[arg(long, requires = "serve", value_name = "ADDR")]
+    pub http: Option<String>,
+    /// Dashboard data directory: uploaded datasets go to DIR/datasets/NAME,
+    /// job outputs to DIR/jobs/DATASET-N.
+    #[arg(long, default_value = "imgnorm-data", value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Dashboard access token (else $IMGNORM_TOKEN; else one is generated
+    /// and printed). At least 16 of A-Z a-z 0-9 . _ ~ -.
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Largest upload in MiB (request body, and again the extracted files).
+    #[arg(long, default_value_t = 1024)]
+    pub upload_max_mib: u64,
+    /// Most files in one upload (archive entries included).
+    #[arg(long, default_value_t = 10_000)]
+    pub upload_max_files: u64,
+    /// Largest single file of an upload, in MiB.
+    #[arg(long, default_value_t = 64)]
+    pub upload_max_file_mib: u64,
 }
 
 /// `imgnorm worker`.

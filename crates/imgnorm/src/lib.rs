@@ -12,6 +12,7 @@ pub mod discovery;
 pub mod engine;
 pub mod formats;
 pub mod health;
+pub mod http;
 pub mod master;
 pub mod metrics;
 pub mod output;

@@ -596,6 +596,24 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// The first option of `opts` that object-store jobs do not support yet:
+/// the `webdataset` and `stack` layouts (written by the job owner on a local
+/// filesystem) and the two-phase scopes.
+pub fn unsupported_with_objects(
+    opts: &imgnorm_core::options::EngineOptions,
+) -> Option<&'static str> {
+    use imgnorm_core::options::OutputFormat;
+    match opts.format {
+        OutputFormat::Webdataset { .. } => return Some("--format webdataset"),
+        OutputFormat::Stack => return Some("--format stack"),
+        OutputFormat::Npy => {}
+    }
+    if opts.two_phase() {
+        return Some("a statistics phase (--scope dataset, or --standardize without --mean/--std)");
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -724,22 +742,4 @@ mod tests {
         assert_eq!(whole.key("k"), "k");
         assert!(whole.contains(&root));
     }
-}
-
-/// The first option of `opts` that object-store jobs do not support yet:
-/// the `webdataset` and `stack` layouts (written by the job owner on a local
-/// filesystem) and the two-phase scopes.
-pub fn unsupported_with_objects(
-    opts: &imgnorm_core::options::EngineOptions,
-) -> Option<&'static str> {
-    use imgnorm_core::options::OutputFormat;
-    match opts.format {
-        OutputFormat::Webdataset { .. } => return Some("--format webdataset"),
-        OutputFormat::Stack => return Some("--format stack"),
-        OutputFormat::Npy => {}
-    }
-    if opts.two_phase() {
-        return Some("a statistics phase (--scope dataset, or --standardize without --mean/--std)");
-    }
-    None
 }

@@ -119,13 +119,27 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let opts = a.engine.to_options().context("invalid options")?;
             let config = a.sched.to_config()?;
             let rt = runtime()?;
+            // Checked before anything listens.
+            let dashboard = match &a.dashboard.http {
+                Some(_) => Some(app::dashboard_config(&a.dashboard)?),
+                None => None,
+            };
             rt.block_on(async {
                 let listener = app::bind(&a.listen).await?;
                 let addr = listener.local_addr().context("listener address")?;
                 eprintln!("imgnorm master listening on {addr}");
                 let scaler = a.autoscale.to_settings(addr)?;
                 if a.serve {
-                    app::master_serve(listener, config, scaler).await?;
+                    let http = match (&a.dashboard.http, dashboard) {
+                        (Some(addr), Some(cfg)) => {
+                            let l = app::bind(addr).await?;
+                            let http_addr = l.local_addr().context("dashboard address")?;
+                            eprintln!("imgnorm dashboard listening on http://{http_addr}");
+                            Some((l, cfg))
+                        }
+                        _ => None,
+                    };
+                    app::master_serve(listener, config, scaler, http).await?;
                     return Ok(ExitCode::SUCCESS);
                 }
                 let (Some(input), Some(output)) = (a.input.as_ref(), a.output.as_ref()) else {

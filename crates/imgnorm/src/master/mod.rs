@@ -2,8 +2,10 @@
 //! runs the reaper that expires silent workers, accepts jobs (discovering their
 //! files), and writes each finished job's dataset. `Master::serve` takes an
 //! already bound listener and a shutdown future, so tests bind port 0.
+pub mod history;
 pub mod service;
 pub mod state;
+pub mod view;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

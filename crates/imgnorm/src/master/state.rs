@@ -13,12 +13,13 @@ use imgnorm_core::ids::{JobId, LeaseId, WorkerId};
 use imgnorm_core::options::EngineOptions;
 use imgnorm_core::record::{Counts, Record, Status};
 use imgnorm_core::scheduler::{
-    DeathReason, Event, ItemVerdict, JobProgress, Scheduler, WorkerState,
+    DeathReason, Event, ItemVerdict, JobProgress, Scheduler, WorkerState, WorkerView,
 };
 use imgnorm_core::stats::{ImageStats, OrderedFold};
 use imgnorm_proto::v1 as pb;
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::history::{History, LeaseInfo, WorkerEventKind};
 use crate::output::Summary;
 use crate::wire::{self, Transfer};
 
@@ -225,6 +226,8 @@ pub struct State {
     next_worker: u64,
     next_job: u64,
     heartbeat_interval: Duration,
+    /// Worker histories, lease contents and progress samples (dashboard).
+    pub history: History,
 }
 
 /// A finished job that must be written out (outside the lock).
@@ -272,6 +275,7 @@ impl State {
             next_worker: 1,
             next_job: 1,
             heartbeat_interval,
+            history: History::default(),
         }
     }
 
@@ -288,6 +292,7 @@ impl State {
         let _ = self.sched.register(id, now);
         tracing::info!(worker = %id, name = %info.name, host = %info.hostname, "worker joined");
         self.infos.insert(id, info);
+        self.history.worker_event(id, WorkerEventKind::Joined, now);
         self.conns.insert(id, Conn { tx, credits: 0 });
         let welcome = pb::Welcome {
             worker_id: id.0.to_string(),
@@ -400,6 +405,7 @@ impl State {
     pub fn heartbeat(&mut self, w: WorkerId, draining: bool, now: Instant) {
         if self.touch(w, now) && draining {
             tracing::info!(worker = %w, "worker draining");
+            self.history.worker_event(w, WorkerEventKind::Draining, now);
             let _ = self.sched.set_draining(w);
         }
     }
@@ -478,6 +484,15 @@ impl State {
                     .get(&w)
                     .map(|i| i.name.clone())
                     .unwrap_or_default();
+                self.history.image_done(job, w);
+                if record.status == Status::Failed {
+                    self.history.failure(
+                        job,
+                        &record.path,
+                        record.reason.as_deref().unwrap_or(""),
+                        attempt,
+                    );
+                }
                 if let Some(jr) = self.jobs.get_mut(&key) {
                     match stats {
                         // Settled once the master has written the output.
@@ -662,11 +677,9 @@ impl State {
                 .ok
                 .saturating_sub(u64::from(r.status == Status::Ok));
             j.counts.failed += u64::from(r.status == Status::Ok);
-            let mut f = Record::bare(
-                r.path,
-                Status::Failed,
-                Some(format!("master could not write the output: {error}")),
-            );
+            let reason = format!("master could not write the output: {error}");
+            self.history.failure(job, &r.path, &reason, 0);
+            let mut f = Record::bare(r.path, Status::Failed, Some(reason));
             f.format = r.format;
             *slot = Some(f);
         }
@@ -712,6 +725,11 @@ impl State {
                     reason,
                     requeued,
                 } => {
+                    let kind = match reason {
+                        DeathReason::Disconnected => WorkerEventKind::Disconnected,
+                        DeathReason::Timeout => WorkerEventKind::TimedOut,
+                    };
+                    self.history.worker_event(worker, kind, now);
                     match reason {
                         DeathReason::Disconnected => {
                             tracing::info!(worker = %worker, requeued, "worker disconnected")
@@ -745,6 +763,12 @@ impl State {
                             )),
                         );
                         jr.counts.add(Status::Failed);
+                        self.history.failure(
+                            &job.0,
+                            &r.path,
+                            r.reason.as_deref().unwrap_or(""),
+                            crashes,
+                        );
                         jr.records[item as usize] = Some(r);
                         jr.stats.settle(item, None);
                     }
@@ -838,6 +862,15 @@ impl State {
                 }),
                 items,
             };
+            self.history.lease_started(
+                lease.id.0,
+                LeaseInfo {
+                    job: lease.job.0.clone(),
+                    batch: lease.batch.0,
+                    attempt: lease.attempt,
+                    items: lease.items.len(),
+                },
+            );
             let transfer = jr.transfer;
             let input = jr.input.clone();
             if let Some(conn) = self.conns.get_mut(&w) {
@@ -853,6 +886,16 @@ impl State {
         self.jobs
             .get(&key)
             .and_then(|j| self.sched.job_progress(&j.sched_id()))
+    }
+
+    /// Every worker ever seen, as the scheduler sees it.
+    pub fn worker_views(&self) -> impl Iterator<Item = WorkerView> + '_ {
+        self.sched.workers()
+    }
+
+    /// A worker's self-description.
+    pub fn worker_info(&self, w: WorkerId) -> Option<&WorkerInfo> {
+        self.infos.get(&w)
     }
 
     /// What the autoscaler sees: images not completed over unfinished jobs,

@@ -6,6 +6,7 @@
 mod autoscale;
 mod bench;
 mod centralized;
+mod dashboard;
 mod distributed;
 mod formats;
 mod helpers;

@@ -313,7 +313,18 @@ impl Controller {
                 for _ in active..d.desired {
                     let name = format!("auto-{}", self.next);
                     self.next += 1;
-                    let handle = self.backend.start(&name).await?;
+                    let handle = match self.backend.start(&name).await {
+                        Ok(h) => h,
+                        Err(e) => {
+                            // Same backoff as for workers that die young: a
+                            // missing image or a full host is not retried
+                            // every second.
+                            self.young_deaths += 1;
+                            let backoff = Duration::from_secs(1 << self.young_deaths.min(6));
+                            self.hold_starts_until = Some(now + backoff);
+                            return Err(e);
+                        }
+                    };
                     tracing::info!(worker = %name, handle = %handle, "autoscale: worker started");
                     self.started_total += 1;
                     self.instances.push(Instance {

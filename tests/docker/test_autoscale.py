@@ -40,7 +40,7 @@ def test_docker_backend_scales_replaces_adopts_and_cleans_up(cluster, dataset, o
         "--worker-master-url", "http://master:50051", "--docker-network", cluster.net,
         "--docker-owner", owner, "--docker-image", cluster.image,
         user="0:0",
-        env={"IMGNORM_TEST_DELAY_PER_IMAGE_MS": "40"},
+        env={"IMGNORM_TEST_DELAY_PER_IMAGE_MS": "150"},
         volumes=[f"{SOCKET}:{SOCKET}", f"{dataset.input}:/data/input:ro",
                  f"{out_dir}:/data/output"])
     url = cluster.url()
@@ -61,6 +61,10 @@ def test_docker_backend_scales_replaces_adopts_and_cleans_up(cluster, dataset, o
     docker("kill", running[0])
     cluster.wait_status(url, lambda s: scale(s).get("died_total", 0) >= 1, timeout=30,
                         what="the killed container to be noticed")
+    # Replaced while the queue is still long (a young death holds starts back
+    # for 2 s; at 150 ms per image the job lasts well beyond that).
+    cluster.wait_status(url, lambda s: scale(s).get("started_total", 0) >= 4, timeout=30,
+                        what="the killed container to be replaced")
     cluster.wait_status(url, lambda s: s["jobs"] and s["jobs"][0]["state"] == "done",
                         timeout=180, what="the job")
     assert_same_output(out_dir, dataset.reference)

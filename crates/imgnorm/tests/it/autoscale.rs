@@ -164,7 +164,7 @@ fn serving_master_scales_with_the_queue_replaces_the_dead_and_returns_to_min() {
         .args(["master", "--serve", "--listen", "127.0.0.1:0"])
         .args(["--min-workers", "1", "--max-workers", "3"])
         .args(SCALE)
-        .env("IMGNORM_TEST_DELAY_PER_IMAGE_MS", "30")
+        .env("IMGNORM_TEST_DELAY_PER_IMAGE_MS", "80")
         .env("IMGNORM_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -214,6 +214,13 @@ fn serving_master_scales_with_the_queue_replaces_the_dead_and_returns_to_min() {
     wait_for("the death to be noticed", Duration::from_secs(20), || {
         scale("died_total") >= 1
     });
+    // Replaced while the queue is still long (a young death holds starts
+    // back for 2 s; at 80 ms per image the job lasts well beyond that).
+    wait_for(
+        "the dead worker to be replaced",
+        Duration::from_secs(20),
+        || scale("started_total") >= 4,
+    );
     let job_state = || {
         status(&url)["jobs"][0]["state"]
             .as_str()

@@ -98,29 +98,19 @@ pub fn run(
     }
     progress.finish();
     crate::formats::finish(out, opts, &found.files, &mut rows)?;
-    let rows = output::merge_sorted(rows, found.problems);
-    let counts = output::write_manifest(out, &rows)?;
-    let elapsed = started.elapsed();
-    let summary = Summary::new(counts, elapsed);
-    output::write_stats(
-        out,
-        &Stats {
-            tool: "imgnorm",
-            version: env!("CARGO_PKG_VERSION"),
-            mode: "centralized",
-            input: input.display().to_string(),
-            counts,
-            options: opts,
-            workers: 0,
-            elapsed_s: summary.seconds,
-            images_per_s: summary.images_per_s,
-            stage_seconds: engine.times().into(),
-            peak_rss_mib: output::peak_rss_mib(),
-            dataset: DatasetSection::new(&dataset, &rows),
-            normalization: Normalization::new(opts, &params),
+    finish_run(
+        &Finished {
+            input,
+            out,
+            opts,
+            engine: &engine,
+            dataset: &dataset,
+            params: &params,
+            started,
         },
-    )?;
-    Ok(summary)
+        rows,
+        found.problems,
+    )
 }
 
 /// The statistics phase of a two-phase job (see
@@ -275,25 +265,59 @@ fn run_objects(
         finish(f, &mut rows, &mut progress);
     }
     progress.finish();
-    let rows = output::merge_sorted(rows, found.problems);
-    let counts = output::write_manifest(out, &rows)?;
-    let summary = Summary::new(counts, started.elapsed());
+    finish_run(
+        &Finished {
+            input,
+            out,
+            opts,
+            engine: &engine,
+            dataset: &dataset,
+            params: &params,
+            started,
+        },
+        rows,
+        found.problems,
+    )
+}
+
+/// What a finished centralized run (local or object store) writes its
+/// manifest and `stats.json` from.
+struct Finished<'a> {
+    input: &'a Path,
+    out: &'a Path,
+    opts: &'a EngineOptions,
+    engine: &'a Engine,
+    dataset: &'a DatasetStats,
+    params: &'a DatasetParams,
+    started: Instant,
+}
+
+/// Writes the manifest (rows merged with discovery problems) and
+/// `stats.json` of a centralized run; returns its summary.
+fn finish_run(
+    f: &Finished<'_>,
+    rows: Vec<Record>,
+    problems: Vec<Record>,
+) -> Result<Summary, RunError> {
+    let rows = output::merge_sorted(rows, problems);
+    let counts = output::write_manifest(f.out, &rows)?;
+    let summary = Summary::new(counts, f.started.elapsed());
     output::write_stats(
-        out,
+        f.out,
         &Stats {
             tool: "imgnorm",
             version: env!("CARGO_PKG_VERSION"),
             mode: "centralized",
-            input: input.display().to_string(),
+            input: f.input.display().to_string(),
             counts,
-            options: opts,
+            options: f.opts,
             workers: 0,
             elapsed_s: summary.seconds,
             images_per_s: summary.images_per_s,
-            stage_seconds: engine.times().into(),
+            stage_seconds: f.engine.times().into(),
             peak_rss_mib: output::peak_rss_mib(),
-            dataset: DatasetSection::new(&dataset, &rows),
-            normalization: Normalization::new(opts, &params),
+            dataset: DatasetSection::new(f.dataset, &rows),
+            normalization: Normalization::new(f.opts, f.params),
         },
     )?;
     Ok(summary)

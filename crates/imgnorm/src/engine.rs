@@ -261,31 +261,51 @@ impl Engine {
     fn process_bytes_inner(&mut self, rel: &str, data: &[u8]) -> Record {
         self.stats = None;
         let t = Instant::now();
+        let (format, warning, d) = match self.decode_shaped(rel, data, t) {
+            Ok(v) => v,
+            Err(r) => return *r,
+        };
+        let record = self.scale(rel, format, warning, &d);
+        self.times.scale += t.elapsed();
+        record
+    }
+
+    /// Decodes `data` and applies the geometry: the array both phases work
+    /// on. `Err` is the image's final row (skipped or failed). `t` starts the
+    /// scale stage's timer once decoding is done (the geometry counts there).
+    fn decode_shaped(
+        &mut self,
+        rel: &str,
+        data: &[u8],
+        t: Instant,
+    ) -> Result<(ImageFormat, Option<String>, Decoded), Box<Record>> {
         let decoded = self.decode(rel, data);
         self.times.decode += t.elapsed();
         let (format, warning, d) = match decoded {
             Ok(Some(v)) => v,
             Ok(None) => {
-                return Record::bare(
+                return Err(Box::new(Record::bare(
                     rel,
                     Status::Skipped,
                     Some("not an image (content matches no image format)".into()),
-                );
+                )));
             }
-            Err(p) => return Record::bare(rel, Status::Failed, Some(p.to_string())),
+            Err(p) => {
+                return Err(Box::new(Record::bare(
+                    rel,
+                    Status::Failed,
+                    Some(p.to_string()),
+                )));
+            }
         };
-        let t = Instant::now();
-        let d = match self.apply_geometry(d) {
-            Ok(d) => d,
+        match self.apply_geometry(d) {
+            Ok(d) => Ok((format, warning, d)),
             Err(p) => {
                 let mut r = Record::bare(rel, Status::Failed, Some(p.to_string()));
                 r.format = Some(format_name(format).to_string());
-                return r;
+                Err(Box::new(r))
             }
-        };
-        let record = self.scale(rel, format, warning, &d);
-        self.times.scale += t.elapsed();
-        record
+        }
     }
 
     /// `--resize`/`--fit`/`--resize-shorter`, then `--center-crop`, on the
@@ -586,18 +606,11 @@ impl Engine {
     pub fn stats_bytes(&mut self, rel: &str, data: &[u8]) -> Record {
         self.dataset.raw = None;
         let t = Instant::now();
-        let decoded = self.decode(rel, data);
-        self.times.decode += t.elapsed();
-        let (format, warning, d) = match decoded {
-            Ok(Some(v)) => v,
-            Ok(None) => {
-                return Record::bare(
-                    rel,
-                    Status::Skipped,
-                    Some("not an image (content matches no image format)".into()),
-                );
-            }
-            Err(p) => return Record::bare(rel, Status::Failed, Some(p.to_string())),
+        // The statistics describe the arrays the writing phase scales:
+        // after the geometry, as in `process_bytes_inner`.
+        let (format, warning, d) = match self.decode_shaped(rel, data, t) {
+            Ok(v) => v,
+            Err(r) => return *r,
         };
         let t = Instant::now();
         let n = d.width as usize * d.height as usize * d.channels;

@@ -84,6 +84,7 @@ impl SchedArgs {
             heartbeat_timeout: timeout,
             max_crashes: self.max_crashes.max(1),
             speculate: !self.no_speculation,
+            state_dir: None,
         })
     }
 
@@ -231,14 +232,23 @@ pub async fn master_one_job(
             .await
         })
     };
-    let (id, _) = m
-        .submit(
-            master::absolute(input),
-            master::absolute(output),
-            transfer,
-            options,
-        )
-        .await?;
+    // With a state database: unfinished jobs of an earlier master first;
+    // the same job as this one (same input, output and options) is taken
+    // up where it stopped instead of starting again.
+    let (input, output) = (master::absolute(input), master::absolute(output));
+    let options_json = wire::options_to_json(&options);
+    let resumed = m.resume().await?;
+    announce(&resumed);
+    let same = resumed.iter().find(|r| {
+        r.input == input
+            && r.output == output
+            && r.transfer == transfer
+            && r.options_json == options_json
+    });
+    let id = match same {
+        Some(r) => r.id.clone(),
+        None => m.submit(input, output, transfer, options).await?.0,
+    };
     let progress = tokio::spawn(show_progress(m.clone(), id.clone(), quiet));
     let outcome = tokio::select! {
         r = m.wait(&id) => r,
@@ -269,6 +279,81 @@ pub async fn master_one_job(
         eprintln!("{}", v.human());
     }
     Ok(summary)
+}
+
+/// Says on stderr which jobs were taken up from the state database.
+fn announce(resumed: &[master::Resumed]) {
+    for r in resumed {
+        eprintln!(
+            "imgnorm: resuming {} ({} images; {} stored results verified, {} to redo): {} -> {}",
+            r.id,
+            r.images,
+            r.checked.kept,
+            r.checked.dropped,
+            r.input.display(),
+            r.output.display()
+        );
+    }
+}
+
+/// `imgnorm resume`: serve until every unfinished job of the state
+/// database is done; returns their summaries (an empty list when there was
+/// nothing to resume). `local` workers are stopped at the end.
+pub async fn master_resume(
+    listener: TcpListener,
+    config: MasterConfig,
+    quiet: bool,
+    local: Option<LocalWorkers>,
+) -> Result<Vec<(String, Result<Summary, MasterError>)>, AppError> {
+    let m = Master::new(config)?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = {
+        let m = m.clone();
+        tokio::spawn(async move {
+            m.serve(listener, async {
+                let _ = stop_rx.await;
+            })
+            .await
+        })
+    };
+    let resumed = m.resume().await?;
+    announce(&resumed);
+    let mut outcomes = Vec::new();
+    for r in &resumed {
+        let progress = tokio::spawn(show_progress(m.clone(), r.id.clone(), quiet));
+        let outcome = tokio::select! {
+            o = m.wait(&r.id) => o.map(|o| o.summary),
+            _ = crate::shutdown::signal() => Err(MasterError::JobEnded {
+                id: r.id.0.clone(),
+                state: "interrupted",
+                reason: "the master was stopped before the job finished".into(),
+            }),
+        };
+        let _ = progress.await;
+        let interrupted = matches!(
+            &outcome,
+            Err(MasterError::JobEnded {
+                state: "interrupted",
+                ..
+            })
+        );
+        outcomes.push((r.output.display().to_string(), outcome));
+        if interrupted {
+            break;
+        }
+    }
+    if let Some(local) = local {
+        local.stop().await;
+    }
+    let _ = stop_tx.send(());
+    let mut server = server;
+    if tokio::time::timeout(SHUTDOWN_GRACE, &mut server)
+        .await
+        .is_err()
+    {
+        server.abort();
+    }
+    Ok(outcomes)
 }
 
 /// The autoscaler running beside a master, if any.
@@ -329,6 +414,7 @@ pub async fn master_serve(
 ) -> Result<(), AppError> {
     let m = Master::new(config)?;
     let scaler = Autoscaling::start(&m, scaler).await?;
+    announce(&m.resume().await?);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
@@ -426,7 +512,10 @@ pub fn dashboard_config(
     };
     let mib = |v: u64| v.saturating_mul(1 << 20);
     Ok(crate::http::HttpConfig {
-        data_dir: a.data_dir.clone(),
+        data_dir: a
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
         token,
         limits: crate::http::UploadLimits {
             max_total: mib(a.upload_max_mib),
@@ -435,6 +524,9 @@ pub fn dashboard_config(
         },
     })
 }
+
+/// The dashboard's data directory when `--data-dir` is not given.
+pub const DEFAULT_DATA_DIR: &str = "imgnorm-data";
 
 /// How long a stopping master waits for open sessions before dropping them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);

@@ -33,6 +33,9 @@ pub enum Command {
     Worker(WorkerArgs),
     /// Master plus N local worker processes in one command.
     Run(RunArgs),
+    /// Take up the unfinished jobs of a master's data directory (after the
+    /// master or the whole cluster was stopped) and serve until they are done.
+    Resume(ResumeArgs),
     /// Queue a job on a serving master.
     Submit(SubmitArgs),
     /// Show jobs and workers of a master.
@@ -180,10 +183,13 @@ pub struct DashboardArgs {
     /// --serve; port 0 picks a free port; the URL is printed).
     #[arg(long, requires = "serve", value_name = "ADDR")]
     pub http: Option<String>,
-    /// Dashboard data directory: uploaded datasets go to DIR/datasets/NAME,
-    /// job outputs to DIR/jobs/DATASET-N.
-    #[arg(long, default_value = "imgnorm-data", value_name = "DIR")]
-    pub data_dir: PathBuf,
+    /// Data directory: the master's state database (jobs and accepted
+    /// results; a restarted master resumes its unfinished jobs), and for the
+    /// dashboard uploaded datasets (DIR/datasets/NAME) and job outputs
+    /// (DIR/jobs/DATASET-N). Default with --http: imgnorm-data; otherwise
+    /// none, and nothing is persisted.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
     /// Dashboard access token (else $IMGNORM_TOKEN; else one is generated
     /// and printed). At least 16 of A-Z a-z 0-9 . _ ~ -.
     #[arg(long)]
@@ -251,6 +257,33 @@ pub struct RunArgs {
     /// Autoscaling instead of a fixed `--workers` pool (`--autoscale local`).
     #[command(flatten)]
     pub autoscale: AutoscaleArgs,
+    /// Keep the job's state in a database in DIR: rerunning the same command
+    /// after a crash resumes the job instead of starting over.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// `imgnorm resume`.
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// The data directory of the stopped master (`--data-dir`).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// gRPC address to listen on (workers reconnect here).
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    pub listen: String,
+    /// Also start this many local worker processes.
+    #[arg(long, default_value_t = 0)]
+    pub workers: usize,
+    /// Engine threads per local worker.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Scheduling (`--transfer` is ignored: each job keeps its own).
+    #[command(flatten)]
+    pub sched: SchedArgs,
+    /// No progress output.
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 /// `imgnorm submit`.

@@ -28,7 +28,7 @@ fn main() -> ExitCode {
     // Long-running services log their events; one-shot commands stay quiet
     // unless something is wrong (IMGNORM_LOG overrides either).
     let default_level = match cli.command {
-        Command::Master(_) | Command::Worker(_) => "info",
+        Command::Master(_) | Command::Worker(_) | Command::Resume(_) => "info",
         _ => "warn",
     };
     init_tracing(default_level);
@@ -117,7 +117,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Master(a) => {
             let opts = a.engine.to_options().context("invalid options")?;
-            let config = a.sched.to_config()?;
+            let mut config = a.sched.to_config()?;
+            config.state_dir = a.dashboard.data_dir.clone().or_else(|| {
+                a.dashboard
+                    .http
+                    .as_ref()
+                    .map(|_| app::DEFAULT_DATA_DIR.into())
+            });
             let rt = runtime()?;
             // Checked before anything listens.
             let dashboard = match &a.dashboard.http {
@@ -187,7 +193,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Run(a) => {
             let opts = a.engine.to_options().context("invalid options")?;
-            let config = a.sched.to_config()?;
+            let mut config = a.sched.to_config()?;
+            config.state_dir = a.data_dir.clone();
             if a.workers == 0 && a.autoscale.autoscale.is_none() {
                 anyhow::bail!("--workers must be at least 1 (or use --autoscale local)");
             }
@@ -206,6 +213,46 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 .context("distributed run failed")?;
             report(&s, &a.output);
             Ok(finished(&s))
+        }
+        Command::Resume(a) => {
+            let mut config = a.sched.to_config()?;
+            if !a.data_dir.join(imgnorm::master::store::DB_FILE).is_file() {
+                anyhow::bail!(
+                    "{} holds no imgnorm state database ({}): nothing to resume",
+                    a.data_dir.display(),
+                    imgnorm::master::store::DB_FILE
+                );
+            }
+            config.state_dir = Some(a.data_dir.clone());
+            runtime()?.block_on(async {
+                let listener = app::bind(&a.listen).await?;
+                let addr = listener.local_addr().context("listener address")?;
+                eprintln!("imgnorm master listening on {addr}");
+                let local = (a.workers > 0)
+                    .then(|| app::LocalWorkers::spawn(a.workers, a.threads.max(1), addr))
+                    .transpose()?;
+                let outcomes = app::master_resume(listener, config, a.quiet, local).await?;
+                if outcomes.is_empty() {
+                    println!("nothing to resume: every job in {} is finished", a.data_dir.display());
+                    return Ok(ExitCode::SUCCESS);
+                }
+                let mut code = ExitCode::SUCCESS;
+                for (output, outcome) in outcomes {
+                    match outcome {
+                        Ok(s) => {
+                            report(&s, std::path::Path::new(&output));
+                            if finished(&s) != ExitCode::SUCCESS {
+                                code = finished(&s);
+                            }
+                        }
+                        Err(e) => {
+                            eprintln!("imgnorm: {e:#}");
+                            code = ExitCode::from(2);
+                        }
+                    }
+                }
+                Ok(code)
+            })
         }
         Command::Submit(a) => {
             let opts = a.engine.to_options().context("invalid options")?;

@@ -3,8 +3,10 @@
 //! files), and writes each finished job's dataset. `Master::serve` takes an
 //! already bound listener and a shutdown future, so tests bind port 0.
 pub mod history;
+pub mod resume;
 pub mod service;
 pub mod state;
+pub mod store;
 pub mod view;
 
 use std::future::Future;
@@ -48,6 +50,9 @@ pub struct MasterConfig {
     pub max_crashes: u32,
     /// Issue speculative copies of straggling batches to idle workers.
     pub speculate: bool,
+    /// Keep jobs and accepted results in a database in this folder, and
+    /// resume the unfinished jobs found there (`--data-dir`).
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for MasterConfig {
@@ -58,6 +63,7 @@ impl Default for MasterConfig {
             heartbeat_timeout: Duration::from_secs(5),
             max_crashes: 3,
             speculate: true,
+            state_dir: None,
         }
     }
 }
@@ -91,6 +97,17 @@ pub enum MasterError {
     /// Preparing the output layout (`--format`) failed.
     #[error(transparent)]
     Format(#[from] crate::formats::FormatError),
+    /// The state database could not be opened or read.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    /// A stored job cannot be resumed.
+    #[error("cannot resume job-{key} from the state database: {reason}")]
+    Resume {
+        /// Job number.
+        key: u64,
+        /// Why.
+        reason: String,
+    },
     /// The job ended without a dataset.
     #[error("job {id} {state}: {reason}")]
     JobEnded {
@@ -117,6 +134,27 @@ struct Inner {
     started: Instant,
     /// The autoscaler's latest view, when one runs beside this master.
     autoscale: Mutex<Option<crate::autoscale::AutoscaleView>>,
+    /// Unfinished jobs read from the state database, until [`Master::resume`].
+    saved: Mutex<Vec<store::SavedJob>>,
+}
+
+/// A job taken up again from the state database.
+#[derive(Debug, Clone)]
+pub struct Resumed {
+    /// Its id (the same as before the restart).
+    pub id: JobId,
+    /// Input root.
+    pub input: PathBuf,
+    /// Output root.
+    pub output: PathBuf,
+    /// Data path.
+    pub transfer: Transfer,
+    /// Options, as JSON (`wire::options_to_json`).
+    pub options_json: String,
+    /// Images in the job (discovery rows included).
+    pub images: u64,
+    /// What the output check kept and dropped.
+    pub checked: resume::Checked,
 }
 
 /// A job's final result as the master reports it.
@@ -139,15 +177,89 @@ impl Master {
             speculate: config.speculate,
         })?;
         let (changed, _) = watch::channel(0);
+        let mut state = State::new(sched, config.heartbeat_interval);
+        let mut saved = Vec::new();
+        if let Some(dir) = &config.state_dir {
+            let (db, jobs) = store::Store::open(dir)?;
+            tracing::info!(db = %db.path().display(), jobs = jobs.len(), "state database open");
+            state.reserve_keys(store::max_key(&jobs));
+            state.set_store(db);
+            saved = jobs
+                .into_iter()
+                .filter(store::SavedJob::unfinished)
+                .collect();
+        }
         Ok(Master {
             inner: Arc::new(Inner {
-                state: Mutex::new(State::new(sched, config.heartbeat_interval)),
+                state: Mutex::new(state),
                 config,
                 changed,
                 started: Instant::now(),
                 autoscale: Mutex::new(None),
+                saved: Mutex::new(saved),
             }),
         })
+    }
+
+    /// Takes up the unfinished jobs found in the state database (none
+    /// without `state_dir`): checks their stored outputs against the
+    /// recorded checksums, then queues what is left, in job order. Call it
+    /// once the server is up; workers reconnect by themselves.
+    pub async fn resume(&self) -> Result<Vec<Resumed>, MasterError> {
+        let saved =
+            std::mem::take(&mut *self.inner.saved.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut resumed = Vec::new();
+        for mut job in saved {
+            let key = job.key;
+            let bad = |reason: String| MasterError::Resume { key, reason };
+            let options = crate::wire::options_from_json(&job.options_json)
+                .map_err(|e| bad(e.to_string()))?;
+            let transfer = Transfer::parse(&job.transfer).map_err(|e| bad(e.to_string()))?;
+            let opts = options.clone();
+            let (job, checked) = tokio::task::spawn_blocking(move || {
+                let checked = resume::check_outputs(&mut job, &opts, transfer);
+                (job, checked)
+            })
+            .await
+            .map_err(|e| bad(e.to_string()))?;
+            let checked = checked.map_err(bad)?;
+            let info = Resumed {
+                id: JobId(format!("job-{key}")),
+                input: job.input.clone(),
+                output: job.output.clone(),
+                transfer,
+                options_json: job.options_json.clone(),
+                images: (job.files.len() + job.problems.len()) as u64,
+                checked,
+            };
+            tracing::info!(
+                job = %info.id,
+                images = info.images,
+                verified = checked.kept,
+                redo = checked.dropped,
+                "resuming: stored results checked"
+            );
+            // Elapsed time keeps counting from the first submission.
+            let age = (store::unix_now() - job.submitted_unix).max(0.0);
+            let now = Instant::now();
+            let submitted = now.checked_sub(Duration::from_secs_f64(age)).unwrap_or(now);
+            let fx = {
+                let mut st = self.lock();
+                st.restore_job(job, options, transfer, submitted, now).1
+            };
+            self.inner.changed.send_modify(|v| *v += 1);
+            self.apply(fx).await;
+            resumed.push(info);
+        }
+        Ok(resumed)
+    }
+
+    /// Waits until every result sent to the state database is committed.
+    pub fn flush_state(&self) {
+        let store = self.lock().store().cloned();
+        if let Some(s) = store {
+            s.flush();
+        }
     }
 
     /// Settings.

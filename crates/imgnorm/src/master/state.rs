@@ -20,6 +20,7 @@ use imgnorm_proto::v1 as pb;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::history::{History, LeaseInfo, WorkerEventKind};
+use super::store::{NewJob, ResultRow, SavedJob, Store, StoredPhase};
 use crate::output::Summary;
 use crate::wire::{self, Transfer};
 
@@ -152,7 +153,7 @@ impl Phase {
 /// A job's phases (see [`imgnorm_core::dataset`]). A two-phase job first
 /// runs a scheduler job `job-N.stats` over every item; images not `ok` there
 /// are final; the others form the scheduler job `job-N` of the writing
-/// phase, whose scheduler index `k` is item `write_items[k]`.
+/// phase, whose scheduler index `k` is item `items[k]`.
 pub struct TwoPhase {
     /// The phase running now.
     pub phase: Phase,
@@ -160,9 +161,11 @@ pub struct TwoPhase {
     fold: Option<ParamsFold>,
     /// The parameters of the writing phase.
     pub params: DatasetParams,
-    /// Writing phase of a two-phase job: the items it covers, ascending
-    /// (`None`: every item, identity mapping).
-    write_items: Option<Vec<u64>>,
+    /// The items the current phase's scheduler job covers, ascending
+    /// (`None`: every item, identity mapping): the writing phase of a
+    /// two-phase job covers the items found `ok` by its statistics phase,
+    /// and a resumed phase only the items without a (verified) result.
+    items: Option<Vec<u64>>,
 }
 
 impl TwoPhase {
@@ -172,38 +175,35 @@ impl TwoPhase {
             phase: if two { Phase::Stats } else { Phase::Write },
             fold: two.then(|| ParamsFold::new(options)),
             params: DatasetParams::from_options(options),
-            write_items: None,
+            items: None,
         }
     }
 
     /// The scheduler index of item `index` in the current phase.
     fn sched_index(&self, index: u64) -> Option<u64> {
-        match &self.write_items {
-            Some(items) if self.phase == Phase::Write => {
-                items.binary_search(&index).ok().map(|k| k as u64)
-            }
-            _ => Some(index),
+        match &self.items {
+            Some(items) => items.binary_search(&index).ok().map(|k| k as u64),
+            None => Some(index),
         }
     }
 
     /// The item of scheduler index `k` in the current phase.
     fn item(&self, k: u64) -> u64 {
-        match &self.write_items {
-            Some(items) if self.phase == Phase::Write => {
-                items.get(k as usize).copied().unwrap_or(u64::MAX)
-            }
-            _ => k,
+        match &self.items {
+            Some(items) => items.get(k as usize).copied().unwrap_or(u64::MAX),
+            None => k,
         }
     }
 }
 
 impl JobRun {
-    /// Items whose row became final in an earlier phase (not `ok` in the
-    /// statistics phase), so not counted by the current phase's progress.
+    /// Items outside the current phase's scheduler job: rows made final by
+    /// the statistics phase (not `ok` there), and results restored from the
+    /// state database; the current phase's progress does not count them.
     pub fn final_before_phase(&self) -> u64 {
-        match (&self.two.write_items, self.two.phase) {
-            (Some(items), Phase::Write) => (self.files.len() - items.len()) as u64,
-            _ => 0,
+        match &self.two.items {
+            Some(items) => (self.files.len() - items.len()) as u64,
+            None => 0,
         }
     }
 
@@ -228,6 +228,8 @@ pub struct State {
     heartbeat_interval: Duration,
     /// Worker histories, lease contents and progress samples (dashboard).
     pub history: History,
+    /// Where jobs and accepted results are persisted (`--data-dir`).
+    store: Option<Store>,
 }
 
 /// A finished job that must be written out (outside the lock).
@@ -276,6 +278,50 @@ impl State {
             next_job: 1,
             heartbeat_interval,
             history: History::default(),
+            store: None,
+        }
+    }
+
+    /// Persists jobs and results from now on.
+    pub fn set_store(&mut self, store: Store) {
+        self.store = Some(store);
+    }
+
+    /// The state database, when there is one.
+    pub fn store(&self) -> Option<&Store> {
+        self.store.as_ref()
+    }
+
+    /// New jobs are numbered after `key` (numbers stored in the state
+    /// database are never reused: job outputs may be named after them).
+    pub fn reserve_keys(&mut self, key: u64) {
+        self.next_job = self.next_job.max(key + 1);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn persist(
+        &self,
+        key: u64,
+        phase: StoredPhase,
+        index: u64,
+        record: &Record,
+        stats: Option<&ImageStats>,
+        raw: Option<&RawStats>,
+        prov: &Provenance,
+    ) {
+        if let Some(store) = &self.store {
+            store.result(ResultRow {
+                job: key,
+                phase,
+                index,
+                record: record.clone(),
+                stats: stats.cloned(),
+                raw: raw.cloned(),
+                worker: prov.worker.clone(),
+                worker_id: prov.worker_id,
+                lease: prov.lease,
+                attempt: prov.attempt,
+            });
         }
     }
 
@@ -329,6 +375,19 @@ impl State {
         } else {
             JobState::Running
         };
+        let files = Arc::new(files);
+        if let Some(store) = &self.store {
+            store.job(NewJob {
+                key,
+                input: input.display().to_string(),
+                output: output.display().to_string(),
+                transfer: transfer.as_str().to_string(),
+                options_json: wire::options_to_json(&options),
+                files: Arc::clone(&files),
+                problems: problems.clone(),
+                submitted_unix: super::store::unix_now(),
+            });
+        }
         self.jobs.insert(
             key,
             JobRun {
@@ -338,7 +397,7 @@ impl State {
                 transfer,
                 options_json: wire::options_to_json(&options),
                 options,
-                files: Arc::new(files),
+                files,
                 problems,
                 records: vec![None; n],
                 provenance: vec![None; n],
@@ -367,6 +426,135 @@ impl State {
         (id, fx)
     }
 
+    /// Puts back an unfinished job read from the state database, whose
+    /// results the caller has already checked (`Master::resume` drops those
+    /// whose output does not match its checksum). Items with a result are
+    /// final; the scheduler job of the current phase covers the others.
+    pub fn restore_job(
+        &mut self,
+        saved: SavedJob,
+        options: EngineOptions,
+        transfer: Transfer,
+        submitted: Instant,
+        now: Instant,
+    ) -> (JobId, Effects) {
+        let key = saved.key;
+        self.reserve_keys(key);
+        let id = JobId(format!("job-{key}"));
+        let n = saved.files.len();
+        let mut two = TwoPhase::new(&options);
+        let mut records: Vec<Option<Record>> = vec![None; n];
+        let mut provenance: Vec<Option<Provenance>> = vec![None; n];
+        let mut counts = Counts::default();
+        for p in &saved.problems {
+            counts.add(p.status);
+        }
+        let prov = |r: &ResultRow| Provenance {
+            worker: r.worker.clone(),
+            worker_id: r.worker_id,
+            lease: r.lease,
+            attempt: r.attempt,
+        };
+        let (stats_rows, write_rows): (Vec<ResultRow>, Vec<ResultRow>) = saved
+            .results
+            .into_iter()
+            .filter(|r| (r.index as usize) < n)
+            .partition(|r| r.phase == StoredPhase::Stats);
+        // Statistics phase: rows not `ok` there are final.
+        let mut seen = vec![false; n];
+        let mut raws = Vec::new();
+        for r in stats_rows {
+            let i = r.index as usize;
+            seen[i] = true;
+            if r.record.status == Status::Ok {
+                raws.push((r.index, r.raw));
+            } else {
+                provenance[i] = Some(prov(&r));
+                counts.add(r.record.status);
+                records[i] = Some(r.record);
+            }
+        }
+        let mut stats = OrderedFold::new(options.range);
+        if two.phase == Phase::Stats && saved.params.is_none() {
+            if let Some(fold) = two.fold.as_mut() {
+                for (index, raw) in raws {
+                    fold.settle(index, raw);
+                }
+                for (i, r) in records.iter().enumerate() {
+                    if r.is_some() {
+                        fold.settle(i as u64, None);
+                    }
+                }
+            }
+            two.items = Some((0..n as u64).filter(|&i| !seen[i as usize]).collect());
+        } else {
+            if let Some(params) = saved.params {
+                two.params = params;
+                two.fold = None;
+                two.phase = Phase::Write;
+                stats = OrderedFold::new(two.params.output_range(&options));
+            }
+            let final_before: Vec<bool> = records.iter().map(Option::is_some).collect();
+            for (i, done) in final_before.iter().enumerate() {
+                if *done {
+                    stats.settle(i as u64, None);
+                }
+            }
+            for r in write_rows {
+                let i = r.index as usize;
+                if final_before[i] || records[i].is_some() {
+                    continue;
+                }
+                stats.settle(r.index, r.stats.clone());
+                provenance[i] = Some(prov(&r));
+                counts.add(r.record.status);
+                records[i] = Some(r.record);
+            }
+            two.items = Some(
+                (0..n as u64)
+                    .filter(|&i| records[i as usize].is_none())
+                    .collect(),
+            );
+        }
+        let pending = two.items.as_ref().map_or(n, Vec::len) as u64;
+        let state = if self.jobs.values().any(|j| j.state == JobState::Running) {
+            JobState::Queued
+        } else {
+            JobState::Running
+        };
+        tracing::info!(job = %id, images = n, pending, phase = two.phase.as_str(), "job resumed");
+        let job = JobRun {
+            id: id.clone(),
+            input: saved.input,
+            output: saved.output,
+            transfer,
+            options_json: wire::options_to_json(&options),
+            options,
+            files: Arc::new(saved.files),
+            problems: saved.problems,
+            records,
+            provenance,
+            counts,
+            submitted,
+            finished: None,
+            state,
+            error: None,
+            summary: None,
+            stats,
+            streamed: HashMap::new(),
+            two,
+        };
+        let sched_id = job.sched_id();
+        self.jobs.insert(key, job);
+        let events = self
+            .sched
+            .add_job(sched_id, pending, now)
+            .unwrap_or_default();
+        let mut fx = self.apply(events, now);
+        fx.merge(self.dispatch_all(now));
+        (id, fx)
+    }
+
     /// Cancels a job: pending work dropped, leases revoked.
     pub fn cancel(&mut self, id: &JobId, now: Instant) -> bool {
         let Some(key) = job_key(id) else { return false };
@@ -381,6 +569,9 @@ impl State {
         }
         job.state = JobState::Cancelled;
         job.finished = Some(now);
+        if let Some(store) = &self.store {
+            store.end(key, "cancelled", None, None);
+        }
         let events = self.sched.cancel_job(&job.sched_id()).unwrap_or_default();
         let _ = self.apply(events, now);
         self.promote_next();
@@ -453,7 +644,16 @@ impl State {
             .sched_index(index)
             .ok_or_else(|| format!("item {index} is not part of {job}"))?;
         if jr.two.phase == Phase::Stats {
-            return self.stats_done(w, key, lease, attempt, index, record, raw, now);
+            return self.stats_done(
+                w,
+                key,
+                lease,
+                attempt,
+                (index, sched_index),
+                record,
+                raw,
+                now,
+            );
         }
         validate_record(&record, expected)?;
         let stats = if record.status == Status::Ok {
@@ -493,6 +693,21 @@ impl State {
                         attempt,
                     );
                 }
+                let prov = Provenance {
+                    worker: name,
+                    worker_id: w.0,
+                    lease,
+                    attempt,
+                };
+                self.persist(
+                    key,
+                    StoredPhase::Write,
+                    index,
+                    &record,
+                    stats.as_ref(),
+                    None,
+                    &prov,
+                );
                 if let Some(jr) = self.jobs.get_mut(&key) {
                     match stats {
                         // Settled once the master has written the output.
@@ -503,12 +718,7 @@ impl State {
                     }
                     jr.counts.add(record.status);
                     jr.records[i] = Some(record);
-                    jr.provenance[i] = Some(Provenance {
-                        worker: name,
-                        worker_id: w.0,
-                        lease,
-                        attempt,
-                    });
+                    jr.provenance[i] = Some(prov);
                 }
                 let mut fx = self.apply(events, now);
                 fx.accepted = true;
@@ -526,7 +736,7 @@ impl State {
         key: u64,
         lease: u64,
         attempt: u32,
-        index: u64,
+        (index, sched_index): (u64, u64),
         record: Record,
         raw: Option<RawStats>,
         now: Instant,
@@ -555,7 +765,7 @@ impl State {
         };
         let verdict = self
             .sched
-            .complete_item(w, LeaseId(lease), index, now)
+            .complete_item(w, LeaseId(lease), sched_index, now)
             .map_err(|e| e.to_string())?;
         let ItemVerdict::Accepted { events } = verdict else {
             return Ok(Effects::default());
@@ -565,6 +775,21 @@ impl State {
             .get(&w)
             .map(|i| i.name.clone())
             .unwrap_or_default();
+        let prov = Provenance {
+            worker: name,
+            worker_id: w.0,
+            lease,
+            attempt,
+        };
+        self.persist(
+            key,
+            StoredPhase::Stats,
+            index,
+            &record,
+            None,
+            raw.as_ref(),
+            &prov,
+        );
         if let Some(jr) = self.jobs.get_mut(&key) {
             if let Some(fold) = jr.two.fold.as_mut() {
                 fold.settle(index, raw);
@@ -572,12 +797,7 @@ impl State {
             if record.status != Status::Ok {
                 jr.counts.add(record.status);
                 jr.records[i] = Some(record);
-                jr.provenance[i] = Some(Provenance {
-                    worker: name,
-                    worker_id: w.0,
-                    lease,
-                    attempt,
-                });
+                jr.provenance[i] = Some(prov);
             }
         }
         let mut fx = self.apply(events, now);
@@ -603,7 +823,10 @@ impl State {
             .filter(|&i| jr.records[i as usize].is_none())
             .collect();
         let n = items.len() as u64;
-        jr.two.write_items = Some(items);
+        jr.two.items = Some(items);
+        if let Some(store) = &self.store {
+            store.phase_done(key, &jr.two.params);
+        }
         jr.stats = OrderedFold::new(jr.two.params.output_range(&jr.options));
         for (i, r) in jr.records.iter().enumerate() {
             if r.is_some() {
@@ -681,6 +904,20 @@ impl State {
             self.history.failure(job, &r.path, &reason, 0);
             let mut f = Record::bare(r.path, Status::Failed, Some(reason));
             f.format = r.format;
+            if let Some(store) = &self.store {
+                store.result(ResultRow {
+                    job: key,
+                    phase: StoredPhase::Write,
+                    index,
+                    record: f.clone(),
+                    stats: None,
+                    raw: None,
+                    worker: String::new(),
+                    worker_id: 0,
+                    lease: 0,
+                    attempt: 0,
+                });
+            }
             *slot = Some(f);
         }
     }
@@ -769,6 +1006,25 @@ impl State {
                             r.reason.as_deref().unwrap_or(""),
                             crashes,
                         );
+                        if let Some(store) = &self.store
+                            && let Some(key) = job_key(&job)
+                        {
+                            store.result(ResultRow {
+                                job: key,
+                                phase: match jr.two.phase {
+                                    Phase::Stats => StoredPhase::Stats,
+                                    Phase::Write => StoredPhase::Write,
+                                },
+                                index: item,
+                                record: r.clone(),
+                                stats: None,
+                                raw: None,
+                                worker: String::new(),
+                                worker_id: 0,
+                                lease: 0,
+                                attempt: crashes,
+                            });
+                        }
                         jr.records[item as usize] = Some(r);
                         jr.stats.settle(item, None);
                     }
@@ -962,6 +1218,10 @@ impl State {
                 }
             }
             j.finished.get_or_insert(now);
+            if let Some(store) = &self.store {
+                let summary = j.summary.and_then(|s| serde_json::to_string(&s).ok());
+                store.end(key, j.state.as_str(), j.error.clone(), summary);
+            }
         }
         self.promote_next();
         self.dispatch_all(now)
@@ -1105,6 +1365,96 @@ mod tests {
             OrderedFold::new((0.0, 1.0)),
         );
         assert_eq!(got.finish(), want);
+    }
+
+    fn saved(files: &[&str], results: Vec<ResultRow>, params: Option<DatasetParams>) -> SavedJob {
+        SavedJob {
+            key: 4,
+            input: "in".into(),
+            output: "out".into(),
+            transfer: "shared".into(),
+            options_json: String::new(),
+            files: files.iter().map(|f| f.to_string()).collect(),
+            problems: Vec::new(),
+            submitted_unix: 0.0,
+            state: "running".into(),
+            error: None,
+            params,
+            results,
+        }
+    }
+
+    fn row(phase: StoredPhase, index: u64, record: Record, stats: Option<ImageStats>) -> ResultRow {
+        ResultRow {
+            job: 4,
+            phase,
+            index,
+            record,
+            stats,
+            raw: None,
+            worker: "old".into(),
+            worker_id: 1,
+            lease: 1,
+            attempt: 1,
+        }
+    }
+
+    #[test]
+    fn a_restored_job_leases_only_the_images_without_a_result() {
+        let now = Instant::now();
+        let sched = Scheduler::new(SchedulerConfig::default()).expect("config");
+        let mut st = State::new(sched, Duration::from_secs(1));
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let (w, _) = st.register(WorkerInfo::default(), tx, now);
+        let job = saved(
+            &["a.png", "b.png", "c.png"],
+            vec![
+                row(
+                    StoredPhase::Write,
+                    1,
+                    ok_record("b.png"),
+                    Some(stats_of(&[0.0, 1.0])),
+                ),
+                row(
+                    StoredPhase::Write,
+                    2,
+                    Record::bare("c.png", Status::Failed, Some("bad".into())),
+                    None,
+                ),
+            ],
+            None,
+        );
+        let (id, _) = st.restore_job(job, EngineOptions::default(), Transfer::Shared, now, now);
+        assert_eq!(id.0, "job-4");
+        assert_eq!(st.jobs[&4].final_before_phase(), 2);
+        assert_eq!((st.jobs[&4].counts.ok, st.jobs[&4].counts.failed), (1, 1));
+        // New jobs never reuse a stored number.
+        assert_eq!(st.next_job, 5);
+        let fx = st.ready(w, 4, now);
+        let items: Vec<u64> = fx
+            .leases
+            .iter()
+            .flat_map(|(_, l, _, _)| l.items.iter().map(|i| i.index))
+            .collect();
+        assert_eq!(items, vec![0], "only a.png is left");
+        let lease = fx.leases[0].1.lease_id;
+        let stats = Some(stats_of(&[0.0, 1.0]));
+        let fx = st
+            .image_done(
+                w,
+                "job-4",
+                lease,
+                1,
+                0,
+                ok_record("a.png"),
+                stats,
+                None,
+                now,
+            )
+            .expect("accepted");
+        assert_eq!(fx.finalize.len(), 1, "job complete");
+        assert!(st.jobs[&4].records.iter().all(Option::is_some));
+        assert_eq!(st.jobs[&4].stats.held(), 0, "every item settled");
     }
 
     #[test]

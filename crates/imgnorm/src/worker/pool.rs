@@ -388,9 +388,30 @@ impl SessionHandle {
 /// whose path contains the value. Used to check poison-image quarantine.
 pub const CRASH_ON_ENV: &str = "IMGNORM_FAULT_CRASH_ON";
 
+/// Test hook: a worker whose environment names a file here appends one
+/// line `JOB<TAB>INDEX` to it for every image it has processed (before it
+/// reports it), so the chaos test can count images processed more than once.
+pub const TRACE_ENV: &str = "IMGNORM_TEST_TRACE";
+
+fn trace(file: Option<&std::fs::File>, job: &str, index: u64) {
+    use std::io::Write;
+    if let Some(mut f) = file {
+        // One write of a whole line on an O_APPEND file: lines of several
+        // workers never interleave.
+        let _ = f.write_all(format!("{job}\t{index}\n").as_bytes());
+    }
+}
+
 fn engine_thread(rx: Arc<Mutex<mpsc::Receiver<Task>>>, delay: Duration) {
     let mut engine: Option<((String, LeasePhase), Engine)> = None;
     let crash_on = std::env::var(CRASH_ON_ENV).ok().filter(|s| !s.is_empty());
+    let trace_file = std::env::var_os(TRACE_ENV).and_then(|p| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .ok()
+    });
     loop {
         let task = {
             let guard = rx.lock().unwrap_or_else(|p| p.into_inner());
@@ -490,6 +511,7 @@ fn engine_thread(rx: Arc<Mutex<mpsc::Receiver<Task>>>, delay: Duration) {
                 if !delay.is_zero() {
                     std::thread::sleep(delay);
                 }
+                trace(trace_file.as_ref(), &lease.job_id, item.index);
                 match done {
                     Some((record, stats)) => {
                         image_done(&session, &lease, index, &record, stats, raw.as_ref())

@@ -67,7 +67,7 @@ pub(crate) fn wait_for(what: &str, timeout: Duration, cond: impl FnMut() -> bool
     assert!(poll_until(timeout, cond), "timed out waiting for {what}");
 }
 
-pub(crate) struct Proc(Child);
+pub(crate) struct Proc(pub(crate) Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -91,8 +91,14 @@ pub(crate) struct Master {
 
 impl Master {
     pub(crate) fn start(input: &Path, out: &Path, extra: &[&str]) -> Master {
+        Master::start_on("127.0.0.1:0", input, out, extra)
+    }
+
+    /// A master listening on `listen` (a restarted master takes the port of
+    /// the one it replaces, so that workers find it again).
+    pub(crate) fn start_on(listen: &str, input: &Path, out: &Path, extra: &[&str]) -> Master {
         let mut child = Command::new(bin())
-            .args(["master", "-q", "--listen", "127.0.0.1:0", "--input"])
+            .args(["master", "-q", "--listen", listen, "--input"])
             .arg(input)
             .arg("--output")
             .arg(out)
@@ -121,6 +127,22 @@ impl Master {
 
     pub(crate) fn worker(&self, name: &str, delay_ms: u64) -> Proc {
         worker(&self.url, name, delay_ms)
+    }
+
+    /// `host:port` it listens on.
+    pub(crate) fn addr(&self) -> &str {
+        self.url.trim_start_matches("http://")
+    }
+
+    /// The gRPC URL.
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub(crate) fn kill(mut self) {
+        let _ = self.proc.0.kill();
+        let _ = self.proc.0.wait();
     }
 
     pub(crate) fn status(&self) -> serde_json::Value {
@@ -161,7 +183,7 @@ impl Master {
     }
 }
 
-fn worker(url: &str, name: &str, delay_ms: u64) -> Proc {
+pub(crate) fn worker(url: &str, name: &str, delay_ms: u64) -> Proc {
     Proc(
         Command::new(bin())
             .args(["worker", "--master", url, "--name", name])

@@ -6,6 +6,7 @@
 mod autoscale;
 mod bench;
 mod centralized;
+mod chaos;
 mod dashboard;
 mod distributed;
 mod formats;

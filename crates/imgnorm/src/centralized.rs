@@ -300,6 +300,8 @@ fn finish_run(
     problems: Vec<Record>,
 ) -> Result<Summary, RunError> {
     let rows = output::merge_sorted(rows, problems);
+    // Leftovers of an earlier run into the same folder that was killed.
+    output::sweep_temp_files(f.out);
     let counts = output::write_manifest(f.out, &rows)?;
     let summary = Summary::new(counts, f.started.elapsed());
     output::write_stats(

@@ -32,6 +32,66 @@ pub struct OutputError {
     pub source: std::io::Error,
 }
 
+/// Removes what killed writers left in the output tree `out`: temporary
+/// files of [`write_atomic`] (`NAME.PID.TAG.N.tmp`) and the master's
+/// stream-mode partial files (`NAME.PID.LEASE.part`). Called by the job
+/// owner once every image has its result, so no live writer of this job
+/// still needs one (a late duplicate writer renames its own away at once).
+/// Returns how many were removed. Object-store outputs have none.
+pub fn sweep_temp_files(out: &Path) -> usize {
+    if crate::storage::is_object_url(out) {
+        return 0;
+    }
+    let mut removed = 0;
+    for e in walkdir::WalkDir::new(out)
+        .into_iter()
+        .filter_map(Result::ok)
+    {
+        if !e.file_type().is_file() {
+            continue;
+        }
+        let name = e.file_name().to_string_lossy();
+        if is_temp_name(&name) && std::fs::remove_file(e.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// Whether `name` is one of our temporary names (see [`sweep_temp_files`]).
+fn is_temp_name(name: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let hex = |s: &str| s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let parts: Vec<&str> = name.rsplitn(5, '.').collect();
+    match parts.as_slice() {
+        ["tmp", n, tag, pid, _stem] => digits(n) && hex(tag) && digits(pid),
+        ["part", lease, pid, _rest @ ..] => digits(lease) && digits(pid),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod sweep_tests {
+    use super::*;
+
+    #[test]
+    fn only_our_temporary_names_are_swept() {
+        assert!(is_temp_name("a.png.npy.19914.f43c798f04240a67.0.tmp"));
+        assert!(is_temp_name("x.npy.77.12.part"));
+        assert!(!is_temp_name("a.png.npy"));
+        assert!(!is_temp_name("notes.tmp"));
+        assert!(!is_temp_name("a.1.2.tmp"));
+        assert!(!is_temp_name("a.part"));
+        let dir = tempfile::tempdir().expect("tmp");
+        let sub = dir.path().join("d");
+        std::fs::create_dir(&sub).expect("mkdir");
+        std::fs::write(sub.join("k.npy"), b"k").expect("write");
+        std::fs::write(sub.join("k.npy.5.00000000000000ff.3.tmp"), b"t").expect("write");
+        assert_eq!(sweep_temp_files(dir.path()), 1);
+        assert!(sub.join("k.npy").is_file());
+    }
+}
+
 /// Writes `manifest.jsonl` from rows already sorted by path.
 pub fn write_manifest<'a>(
     out: &Path,

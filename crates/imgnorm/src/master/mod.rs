@@ -412,6 +412,13 @@ impl Master {
         // Shards or stack are completed outside the lock: this is file I/O.
         let mut records = records;
         crate::formats::finish(&out, &options, &files, &mut records).map_err(|e| e.to_string())?;
+        let swept = output::sweep_temp_files(&out);
+        if swept > 0 {
+            tracing::info!(
+                files = swept,
+                "removed temporary files left by killed writers"
+            );
+        }
         let rows = output::merge_sorted(records, problems);
         let e = |e: OutputError| e.to_string();
         let counts = output::write_manifest(&out, &rows).map_err(e)?;

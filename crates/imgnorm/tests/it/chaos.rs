@@ -278,3 +278,57 @@ fn a_resumed_job_redoes_outputs_that_were_damaged_or_removed() {
     assert_same_dataset(&c, &out);
     assert_once_each(&out, &input);
 }
+
+#[test]
+fn a_two_phase_stack_job_survives_master_kills_in_both_phases() {
+    let dir = helpers::tempdir();
+    let input = dataset(dir.path(), 150);
+    // Dataset-wide scaling needs a statistics phase; the stack layout and
+    // the resize exercise the stored-row check.
+    let opts = [
+        "--scope",
+        "dataset",
+        "--resize",
+        "16x12",
+        "--channels",
+        "rgb",
+        "--format",
+        "stack",
+    ];
+    let c = dir.path().join("c");
+    let r = helpers::centralized(&input, &c, &opts);
+    assert_eq!(r.code, 3, "fixtures include failures\n{r}");
+    let out = dir.path().join("d");
+    let data = dir.path().join("state");
+    let data_s = data.to_str().expect("utf-8 path");
+    let mut extra: Vec<&str> = FAST.to_vec();
+    extra.extend(opts);
+    extra.extend(["--data-dir", data_s]);
+    let mut master = Master::start(&input, &out, &extra);
+    let addr = master.addr().to_string();
+    let url = master.url().to_string();
+    let trace = dir.path().join("trace.tsv");
+    let _workers: Vec<Proc> = (0..2)
+        .map(|i| traced_worker(&url, &format!("w{i}"), &trace, 20))
+        .collect();
+    for phase in ["stats", "write"] {
+        wait_for(
+            &format!("a third of the {phase} phase"),
+            Duration::from_secs(120),
+            || {
+                let s = master.status();
+                s["jobs"][0]["phase"] == phase && s["jobs"][0]["done"].as_u64().unwrap_or(0) >= 60
+            },
+        );
+        master.kill();
+        master = Master::start_on(&addr, &input, &out, &extra);
+        wait_for("the restarted master", Duration::from_secs(30), || {
+            master.status()["jobs"][0]["phase"] == phase
+        });
+    }
+    assert_eq!(master.wait(Duration::from_secs(120)), 3);
+    assert_same_dataset(&c, &out);
+    let (_, twice) = redone(&trace);
+    eprintln!("two-phase chaos: {twice} images processed more than once");
+    assert!(twice <= 2 * 2 * BATCH * PREFETCH);
+}

@@ -358,7 +358,7 @@ fn write_object(out: &Path, name: &str, bytes: &[u8]) -> Result<(), OutputError>
 }
 
 /// The final JSON line every run prints on stdout.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize)]
 pub struct Summary {
     /// Every input file.
     pub images: u64,

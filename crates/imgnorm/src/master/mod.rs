@@ -184,10 +184,30 @@ impl Master {
             tracing::info!(db = %db.path().display(), jobs = jobs.len(), "state database open");
             state.reserve_keys(store::max_key(&jobs));
             state.set_store(db);
-            saved = jobs
-                .into_iter()
-                .filter(store::SavedJob::unfinished)
-                .collect();
+            // Finished jobs are listed as they ended; unfinished ones wait
+            // for `resume`, which checks their outputs first.
+            let now = Instant::now();
+            let ago = |t: f64| {
+                now.checked_sub(Duration::from_secs_f64((store::unix_now() - t).max(0.0)))
+                    .unwrap_or(now)
+            };
+            for job in jobs {
+                if job.unfinished() {
+                    saved.push(job);
+                    continue;
+                }
+                let (Ok(options), Ok(transfer)) = (
+                    crate::wire::options_from_json(&job.options_json),
+                    Transfer::parse(&job.transfer),
+                ) else {
+                    continue;
+                };
+                let (submitted, finished) = (
+                    ago(job.submitted_unix),
+                    ago(job.finished_unix.unwrap_or(job.submitted_unix)),
+                );
+                state.list_finished(job, options, transfer, submitted, finished);
+            }
         }
         Ok(Master {
             inner: Arc::new(Inner {
@@ -593,14 +613,18 @@ impl Master {
             .iter()
             .filter(|(_, j)| job.is_none_or(|id| j.id.0 == id))
             .map(|(key, j)| {
-                let done = st.progress(*key).map(|p| p.completed).unwrap_or(0)
-                    + j.problems.len() as u64
-                    + j.final_before_phase();
+                let done = if j.state == JobState::Done {
+                    j.images()
+                } else {
+                    st.progress(*key).map(|p| p.completed).unwrap_or(0)
+                        + j.problems.len() as u64
+                        + j.final_before_phase()
+                };
                 let end = j.finished.unwrap_or(now);
                 pb::JobStatus {
                     job_id: j.id.0.clone(),
                     state: j.state.as_str().to_string(),
-                    images: (j.files.len() + j.problems.len()) as u64,
+                    images: j.images(),
                     done,
                     ok: j.counts.ok,
                     failed: j.counts.failed,

@@ -128,6 +128,9 @@ pub struct JobRun {
     streamed: HashMap<u64, ImageStats>,
     /// Whole-dataset normalization: the statistics phase and its outcome.
     pub two: TwoPhase,
+    /// A finished job listed from the state database: its image count
+    /// (its file list is not loaded).
+    listed_images: Option<u64>,
 }
 
 /// Which phase of its work a job is in.
@@ -197,6 +200,12 @@ impl TwoPhase {
 }
 
 impl JobRun {
+    /// Images in the job, discovery rows included.
+    pub fn images(&self) -> u64 {
+        self.listed_images
+            .unwrap_or((self.files.len() + self.problems.len()) as u64)
+    }
+
     /// Items outside the current phase's scheduler job: rows made final by
     /// the statistics phase (not `ok` there), and results restored from the
     /// state database; the current phase's progress does not count them.
@@ -410,6 +419,7 @@ impl State {
                 stats: OrderedFold::new(options_range),
                 streamed: HashMap::new(),
                 two,
+                listed_images: None,
             },
         );
         let sched_id = self
@@ -543,6 +553,7 @@ impl State {
             stats,
             streamed: HashMap::new(),
             two,
+            listed_images: None,
         };
         let sched_id = job.sched_id();
         self.jobs.insert(key, job);
@@ -553,6 +564,60 @@ impl State {
         let mut fx = self.apply(events, now);
         fx.merge(self.dispatch_all(now));
         (id, fx)
+    }
+
+    /// Lists a job that an earlier master finished (done, failed or
+    /// cancelled), so that `status` and the dashboard still show it.
+    pub fn list_finished(
+        &mut self,
+        saved: SavedJob,
+        options: EngineOptions,
+        transfer: Transfer,
+        submitted: Instant,
+        finished: Instant,
+    ) {
+        let key = saved.key;
+        self.reserve_keys(key);
+        let state = match saved.state.as_str() {
+            "done" => JobState::Done,
+            "cancelled" => JobState::Cancelled,
+            _ => JobState::Failed,
+        };
+        let counts = saved
+            .summary
+            .map(|s| Counts {
+                images: s.images,
+                ok: s.ok,
+                failed: s.failed,
+                skipped: s.skipped,
+            })
+            .unwrap_or_default();
+        let two = TwoPhase::new(&options);
+        self.jobs.insert(
+            key,
+            JobRun {
+                id: JobId(format!("job-{key}")),
+                input: saved.input,
+                output: saved.output,
+                transfer,
+                options_json: wire::options_to_json(&options),
+                stats: OrderedFold::new(options.range),
+                options,
+                files: Arc::new(Vec::new()),
+                problems: Vec::new(),
+                records: Vec::new(),
+                provenance: Vec::new(),
+                counts,
+                submitted,
+                finished: Some(finished),
+                state,
+                error: saved.error,
+                summary: saved.summary,
+                streamed: HashMap::new(),
+                two,
+                listed_images: Some(saved.images),
+            },
+        );
     }
 
     /// Cancels a job: pending work dropped, leases revoked.
@@ -1381,6 +1446,9 @@ mod tests {
             error: None,
             params,
             results,
+            images: files.len() as u64,
+            summary: None,
+            finished_unix: None,
         }
     }
 

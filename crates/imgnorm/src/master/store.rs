@@ -183,6 +183,12 @@ pub struct SavedJob {
     pub params: Option<DatasetParams>,
     /// Accepted results (only loaded for unfinished jobs).
     pub results: Vec<ResultRow>,
+    /// Images in the job, discovery rows included.
+    pub images: u64,
+    /// A finished job's summary (`done` jobs).
+    pub summary: Option<crate::output::Summary>,
+    /// When it finished (Unix seconds).
+    pub finished_unix: Option<f64>,
 }
 
 impl SavedJob {
@@ -521,7 +527,11 @@ fn load(conn: &Connection, path: &Path) -> Result<Vec<SavedJob>, StoreError> {
     let e = sql(path);
     let mut stmt = conn
         .prepare(
-            "SELECT key, input, output, transfer, options, files, problems, submitted, state, error, params
+            "SELECT key, input, output, transfer, options,
+                    CASE WHEN state IN ('queued', 'running') THEN files ELSE '[]' END,
+                    CASE WHEN state IN ('queued', 'running') THEN problems ELSE '[]' END,
+                    submitted, state, error, params, summary, finished,
+                    json_array_length(files) + json_array_length(problems)
              FROM jobs ORDER BY key",
         )
         .map_err(&e)?;
@@ -539,13 +549,30 @@ fn load(conn: &Connection, path: &Path) -> Result<Vec<SavedJob>, StoreError> {
                 r.get::<_, String>(8)?,
                 r.get::<_, Option<String>>(9)?,
                 r.get::<_, Option<String>>(10)?,
+                r.get::<_, Option<String>>(11)?,
+                r.get::<_, Option<f64>>(12)?,
+                r.get::<_, i64>(13)?,
             ))
         })
         .map_err(&e)?;
     let mut jobs = Vec::new();
     for row in rows {
-        let (key, input, output, transfer, options, files, problems, submitted, state, error, p) =
-            row.map_err(&e)?;
+        let (
+            key,
+            input,
+            output,
+            transfer,
+            options,
+            files,
+            problems,
+            submitted,
+            state,
+            error,
+            p,
+            summary,
+            finished_unix,
+            images,
+        ) = row.map_err(&e)?;
         let key = key as u64;
         let corrupt = |what: String| StoreError::Corrupt {
             path: path.to_path_buf(),
@@ -553,15 +580,11 @@ fn load(conn: &Connection, path: &Path) -> Result<Vec<SavedJob>, StoreError> {
             what,
         };
         let unfinished = matches!(state.as_str(), "queued" | "running");
-        // Finished jobs only reserve their number: their lists are not needed.
-        let (files, problems) = if unfinished {
-            (
-                serde_json::from_str(&files).map_err(|x| corrupt(format!("file list: {x}")))?,
-                serde_json::from_str(&problems).map_err(|x| corrupt(format!("problems: {x}")))?,
-            )
-        } else {
-            (Vec::new(), Vec::new())
-        };
+        // Finished jobs are listed, not run: their lists are not read.
+        let files = serde_json::from_str(&files).map_err(|x| corrupt(format!("file list: {x}")))?;
+        let problems =
+            serde_json::from_str(&problems).map_err(|x| corrupt(format!("problems: {x}")))?;
+        let summary = summary.and_then(|s| serde_json::from_str(&s).ok());
         let params = match p {
             Some(p) => {
                 Some(serde_json::from_str(&p).map_err(|x| corrupt(format!("parameters: {x}")))?)
@@ -586,6 +609,9 @@ fn load(conn: &Connection, path: &Path) -> Result<Vec<SavedJob>, StoreError> {
             error,
             params,
             results,
+            images: images.max(0) as u64,
+            summary,
+            finished_unix,
         });
     }
     Ok(jobs)
@@ -695,12 +721,24 @@ mod tests {
         assert_eq!(j.results.len(), 1);
         assert_eq!(j.results[0].record, r);
         assert_eq!((j.results[0].lease, j.results[0].attempt), (9, 2));
-        store.end(3, "done", None, None);
+        let summary = crate::output::Summary::new(
+            imgnorm_core::record::Counts {
+                images: 3,
+                ok: 1,
+                failed: 2,
+                skipped: 0,
+            },
+            Duration::from_secs(2),
+        );
+        store.end(3, "done", None, serde_json::to_string(&summary).ok());
         store.flush();
         drop(store);
         let (_store, saved) = Store::open(dir.path()).expect("reopen");
         assert!(!saved[0].unfinished());
         assert!(saved[0].results.is_empty());
+        assert_eq!(saved[0].images, 3, "two files and one discovery row");
+        assert_eq!(saved[0].summary.map(|s| s.failed), Some(2));
+        assert!(saved[0].finished_unix.is_some());
         assert_eq!(max_key(&saved), 3);
     }
 

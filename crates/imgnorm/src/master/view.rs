@@ -233,7 +233,7 @@ fn done_of(st: &State, key: u64, j: &JobRun) -> u64 {
 }
 
 fn summary(st: &State, key: u64, j: &JobRun, now: Instant) -> JobSummaryView {
-    let total = (j.files.len() + j.problems.len()) as u64;
+    let total = j.images();
     let done = if j.state == JobState::Done {
         total
     } else {

@@ -225,6 +225,64 @@ fn a_stopped_cluster_is_taken_up_with_resume() {
         .expect("run resume");
     assert!(o.status.success());
     assert!(String::from_utf8_lossy(&o.stdout).contains("nothing to resume"));
+
+    // A serving master on the same directory lists the finished job, and
+    // numbers new jobs after it.
+    let (_serve, url) = serve(&data);
+    let s = status(&url);
+    let job = &s["jobs"][0];
+    assert_eq!(job["job_id"], "job-1", "{s}");
+    assert_eq!(job["state"], "done", "{s}");
+    assert_eq!(
+        job["images"].as_u64(),
+        Some(helpers::files_under(&input).len() as u64)
+    );
+    assert_eq!(job["done"], job["images"]);
+    let o = Command::new(bin())
+        .args(["submit", "--master", &url, "--input"])
+        .arg(&input)
+        .arg("--output")
+        .arg(dir.path().join("again"))
+        .output()
+        .expect("submit");
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("submitted job-2"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// `imgnorm master --serve --data-dir DIR` on a free port.
+fn serve(data: &Path) -> (Proc, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(bin())
+        .args(["master", "--serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start master");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(a) = line.strip_prefix("imgnorm master listening on ") {
+                let _ = tx.send(a.trim().to_string());
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("master printed its address");
+    (Proc(child), format!("http://{addr}"))
+}
+
+fn status(url: &str) -> serde_json::Value {
+    let out = Command::new(bin())
+        .args(["status", "--json", "--master", url])
+        .output()
+        .expect("status");
+    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
 }
 
 #[test]

@@ -60,6 +60,30 @@ impl Binning {
     }
 }
 
+/// The order-dependent part of a [`ChannelStats`]: what [`OrderedFold`]
+/// holds for an image that arrived ahead of its turn (24 bytes instead of a
+/// whole histogram).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Moments {
+    /// Number of values.
+    pub count: u64,
+    /// Arithmetic mean.
+    pub mean: f64,
+    /// Sum of squared deviations from the mean.
+    pub m2: f64,
+}
+
+impl Moments {
+    /// The moments of `c`.
+    pub fn of(c: &ChannelStats) -> Moments {
+        Moments {
+            count: c.count,
+            mean: c.mean,
+            m2: c.m2,
+        }
+    }
+}
+
 /// Statistics of one channel's values: a mergeable partial.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChannelStats {
@@ -139,11 +163,31 @@ impl ChannelStats {
     /// Folds `other` into `self` (Chan et al.). Merging with an empty partial
     /// leaves the other side unchanged, bit for bit.
     pub fn merge(&mut self, other: &ChannelStats) {
+        self.merge_exact(other);
+        self.merge_moments(&Moments::of(other));
+    }
+
+    /// The order-free part of [`ChannelStats::merge`]: extremes and
+    /// histogram counts (integers and min/max: any order gives the same).
+    pub fn merge_exact(&mut self, other: &ChannelStats) {
+        if other.count == 0 {
+            return;
+        }
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+        for (h, o) in self.histogram.iter_mut().zip(&other.histogram) {
+            *h += o;
+        }
+    }
+
+    /// The order-dependent part of [`ChannelStats::merge`]: count, mean and
+    /// squared deviations (floating point: folded in a fixed order).
+    pub fn merge_moments(&mut self, other: &Moments) {
         if other.count == 0 {
             return;
         }
         if self.count == 0 {
-            *self = other.clone();
+            (self.count, self.mean, self.m2) = (other.count, other.mean, other.m2);
             return;
         }
         let (na, nb) = (self.count as f64, other.count as f64);
@@ -152,11 +196,6 @@ impl ChannelStats {
         self.mean += delta * (nb / n);
         self.m2 += other.m2 + delta * delta * (na * nb / n);
         self.count += other.count;
-        self.min = self.min.min(other.min);
-        self.max = self.max.max(other.max);
-        for (h, o) in self.histogram.iter_mut().zip(&other.histogram) {
-            *h += o;
-        }
     }
 
     /// Population standard deviation (`ddof = 0`, NumPy's default).
@@ -482,14 +521,16 @@ impl DatasetStats {
 }
 
 /// Folds per-item partials in item index order, whatever order they are
-/// settled in: the in-order prefix is folded as soon as it is complete, and
-/// only items settled ahead of the first missing one are held (memory bounded
-/// by how far ahead results arrive, not by the job's size).
+/// settled in. The order-free parts (image count, extremes, histograms) are
+/// added at once; the floating-point moments of the in-order prefix are
+/// folded as soon as it is complete, and only the moments of items settled
+/// ahead of the first missing one are held: 24 bytes per channel and item,
+/// so a long gap (a lost batch redone at the end of a job) costs little.
 #[derive(Debug, Clone)]
 pub struct OrderedFold {
     dataset: DatasetStats,
     next: u64,
-    ahead: BTreeMap<u64, Option<ImageStats>>,
+    ahead: BTreeMap<u64, Option<Vec<Moments>>>,
 }
 
 impl OrderedFold {
@@ -508,15 +549,33 @@ impl OrderedFold {
         if index < self.next || self.ahead.contains_key(&index) {
             return;
         }
-        self.ahead.insert(index, stats);
+        let held = stats.map(|s| {
+            let d = &mut self.dataset;
+            d.images += 1;
+            if d.channels.len() < s.channels.len() {
+                d.channels
+                    .resize_with(s.channels.len(), ChannelStats::empty);
+            }
+            for (acc, c) in d.channels.iter_mut().zip(&s.channels) {
+                acc.merge_exact(c);
+            }
+            s.channels.iter().map(Moments::of).collect::<Vec<_>>()
+        });
+        self.ahead.insert(index, held);
         while let Some(entry) = self.ahead.first_entry() {
             if *entry.key() != self.next {
                 break;
             }
-            if let Some(s) = entry.remove() {
-                self.dataset.add(&s);
+            if let Some(m) = entry.remove() {
+                self.fold_moments(&m);
             }
             self.next += 1;
+        }
+    }
+
+    fn fold_moments(&mut self, moments: &[Moments]) {
+        for (acc, m) in self.dataset.channels.iter_mut().zip(moments) {
+            acc.merge_moments(m);
         }
     }
 
@@ -528,8 +587,8 @@ impl OrderedFold {
     /// The statistics: the folded prefix, then whatever is held, in index
     /// order (gaps only remain when items never settled).
     pub fn finish(mut self) -> DatasetStats {
-        for s in std::mem::take(&mut self.ahead).into_values().flatten() {
-            self.dataset.add(&s);
+        for m in std::mem::take(&mut self.ahead).into_values().flatten() {
+            self.fold_moments(&m);
         }
         self.dataset
     }
@@ -678,6 +737,42 @@ mod tests {
         }
         assert_eq!(shuffled.held(), 0);
         assert_eq!(in_order.finish(), shuffled.finish());
+    }
+
+    #[test]
+    fn ordered_fold_equals_the_plain_fold_in_index_order_bit_for_bit() {
+        // Gray and RGB images (channel 0 collects both), some not ok, the
+        // first one arriving last: only moments are held meanwhile.
+        let images: Vec<Option<ImageStats>> = (0..30u32)
+            .map(|i| {
+                let ch = |k: u32| {
+                    ChannelStats::from_values(
+                        &[f64::from(i * 7 + k) / 217.0, 0.5, f64::from(k) / 3.0],
+                        &UNIT,
+                    )
+                };
+                (i % 5 != 2).then(|| ImageStats {
+                    channels: (0..if i % 3 == 0 { 1 } else { 3 }).map(ch).collect(),
+                })
+            })
+            .collect();
+        let mut plain = DatasetStats::new((0.0, 1.0));
+        for s in images.iter().flatten() {
+            plain.add(s);
+        }
+        let mut fold = OrderedFold::new((0.0, 1.0));
+        for (i, s) in images.iter().enumerate().skip(1).rev() {
+            fold.settle(i as u64, s.clone());
+        }
+        assert_eq!(fold.held(), 29);
+        fold.settle(0, images[0].clone());
+        assert_eq!(fold.held(), 0);
+        let got = fold.finish();
+        assert_eq!(got, plain);
+        for (a, b) in got.channels.iter().zip(&plain.channels) {
+            assert_eq!(a.mean.to_bits(), b.mean.to_bits());
+            assert_eq!(a.m2.to_bits(), b.m2.to_bits());
+        }
     }
 
     #[test]

@@ -612,8 +612,9 @@ def analyse(run: Run, a, rc: int, files: list[str], corrupt: set[str]) -> dict:
         out["rate_recovered_s"] = r3(rec)
         faults.append(out)
     requeued_total = sum(f.get("requeued") or 0 for f in faults)
-    if redone_t:
-        t_first_fault = min(f["t_fault"] for f in ev.get("faults", []) if "t_fault" in f)
+    fault_times = [f["t_fault"] for f in ev.get("faults", []) if "t_fault" in f]
+    if redone_t and fault_times:
+        t_first_fault = min(fault_times)
         res["recovery"] = {
             "lost_images_requeued": requeued_total,
             "redone_images": len(redone),

@@ -179,6 +179,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                         .unwrap_or(0)
                 }),
                 connect_timeout: a.connect_timeout.map(Duration::from_secs_f64),
+                memory_budget_mib: a.memory_budget,
             };
             runtime()?
                 .block_on(imgnorm::worker::run(cfg, imgnorm::shutdown::signal()))
@@ -196,7 +197,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     &a.input,
                     &a.output,
                     a.workers,
-                    a.threads.max(1),
+                    app::WorkerFlags {
+                        threads: a.threads.max(1),
+                        memory_budget_mib: a.memory_budget,
+                    },
                     config,
                     a.sched.transfer(),
                     opts,

@@ -69,6 +69,16 @@ pub(crate) fn wait_for(what: &str, timeout: Duration, cond: impl FnMut() -> bool
 
 pub(crate) struct Proc(Child);
 
+impl Proc {
+    pub(crate) fn spawn(cmd: &mut Command) -> Proc {
+        Proc(cmd.spawn().expect("spawn"))
+    }
+
+    pub(crate) fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -91,12 +101,29 @@ pub(crate) struct Master {
 
 impl Master {
     pub(crate) fn start(input: &Path, out: &Path, extra: &[&str]) -> Master {
-        let mut child = Command::new(bin())
-            .args(["master", "-q", "--listen", "127.0.0.1:0", "--input"])
+        let mut cmd = Command::new(bin());
+        cmd.args(["master", "-q", "--listen", "127.0.0.1:0", "--input"])
             .arg(input)
             .arg("--output")
             .arg(out)
-            .args(extra)
+            .args(extra);
+        Master::launch(cmd)
+    }
+
+    /// A master serving jobs (`--serve`) with its data under `dir`.
+    pub(crate) fn serve(dir: &Path) -> Master {
+        let mut cmd = Command::new(bin());
+        cmd.args(["master", "-q", "--serve", "--listen", "127.0.0.1:0"])
+            .current_dir(dir);
+        Master::launch(cmd)
+    }
+
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn launch(mut cmd: Command) -> Master {
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -9,6 +9,8 @@ mod centralized;
 mod dashboard;
 mod distributed;
 mod formats;
+mod fuzz_seeds;
 mod helpers;
+mod limits;
 mod scope;
 mod stats;

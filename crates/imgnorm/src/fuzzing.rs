@@ -238,7 +238,7 @@ fn output_for(r: &mut Reader<'_>, path: &str) -> Option<String> {
 }
 
 fn channel_stats(r: &mut Reader<'_>, count: u64) -> ChannelStats {
-    let honest = r.u8() % 2 == 0;
+    let honest = r.u8().is_multiple_of(2);
     let mut histogram = vec![0u64; if honest { BINS } else { usize::from(r.u8()) }];
     if let Some(first) = histogram.first_mut() {
         *first = if honest { count } else { r.u64() };
@@ -259,13 +259,13 @@ pub fn validate_result(data: &[u8]) {
     let mut r = Reader(data);
     let opts = options_for(r.u8());
     let path = PATHS[usize::from(r.u8()) % PATHS.len()];
-    let phase = if r.u8() % 3 == 0 {
+    let phase = if r.u8().is_multiple_of(3) {
         ResultPhase::Stats
     } else {
         ResultPhase::Write
     };
     let status = [Status::Ok, Status::Ok, Status::Failed, Status::Skipped][usize::from(r.u8() % 4)];
-    let row_path = if r.u8() % 8 == 0 {
+    let row_path = if r.u8().is_multiple_of(8) {
         r.text()
     } else {
         path.to_string()
@@ -285,7 +285,7 @@ pub fn validate_result(data: &[u8]) {
         bit_depth: [Some(8), Some(16), None, Some(12)][usize::from(r.u8() % 4)],
         min: r.list(),
         max: r.list(),
-        constant: r.u8() % 2 == 0,
+        constant: r.u8().is_multiple_of(2),
         checksum: match r.u8() % 4 {
             0 => None,
             1 => Some(r.text()),
@@ -294,16 +294,20 @@ pub fn validate_result(data: &[u8]) {
         warning: r.opt_text(),
     };
     let count = u64::from(width) * u64::from(height);
-    let stats = (r.u8() % 4 != 0).then(|| ImageStats {
+    let stats = (!r.u8().is_multiple_of(4)).then(|| ImageStats {
         channels: (0..r.u8() % 5)
             .map(|_| channel_stats(&mut r, count))
             .collect(),
     });
-    let raw = (r.u8() % 4 != 0).then(|| RawStats {
+    let raw = (!r.u8().is_multiple_of(4)).then(|| RawStats {
         bit_depth: [8, 16, 0][usize::from(r.u8() % 3)],
         channels: (0..r.u8() % 5)
             .map(|_| RawChannel {
-                count: if r.u8() % 2 == 0 { count } else { r.u64() },
+                count: if r.u8().is_multiple_of(2) {
+                    count
+                } else {
+                    r.u64()
+                },
                 mean: f64::from(r.u8()),
                 m2: r.f64().abs(),
                 min: u32::from(r.u8()),
@@ -352,7 +356,7 @@ pub fn validate_result(data: &[u8]) {
         attempt: u32::from(r.u8() % 3),
         item: u64::from(r.u8() % 8),
     };
-    let held = r.u8() % 4 != 0;
+    let held = !r.u8().is_multiple_of(4);
     let verdict = validate::check_claim(&claim, held.then_some(facts));
     if verdict.is_ok() && held {
         assert_eq!(

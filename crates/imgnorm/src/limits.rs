@@ -40,6 +40,15 @@ pub const MAX_OPEN_OUTPUTS: usize = 256;
 /// (see `master/service.rs`). An honest worker never gets one.
 pub const MAX_REFUSALS: u32 = 3;
 
+// Checked when compiling: the largest lease (inline inputs, every item with
+// a path of the longest length, 64 KiB of spec) fits half the limit, and an
+// output chunk with its fields fits the other way.
+const _: () = {
+    let items = MAX_BATCH_SIZE as usize * (imgnorm_core::paths::MAX_PATH_BYTES + 32);
+    assert!(LEASE_INLINE_MAX + items + (64 << 10) < FROM_MASTER_MAX / 2 + (1 << 20));
+    assert!(CHUNK + 64 < TO_MASTER_MAX);
+};
+
 /// `s` cut to at most `max` bytes at a character boundary.
 pub fn truncate(s: &str, max: usize) -> &str {
     if s.len() <= max {
@@ -64,13 +73,6 @@ pub fn max_npy_bytes(o: &imgnorm_core::options::EngineOptions) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_largest_lease_fits_the_message_limit() {
-        let items = MAX_BATCH_SIZE as usize * (imgnorm_core::paths::MAX_PATH_BYTES + 32);
-        assert!(LEASE_INLINE_MAX + items + (64 << 10) < FROM_MASTER_MAX / 2 + (1 << 20));
-        assert!(CHUNK + 64 < TO_MASTER_MAX);
-    }
 
     #[test]
     fn truncation_keeps_whole_characters() {

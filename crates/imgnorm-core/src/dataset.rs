@@ -58,7 +58,7 @@ pub struct RawStats {
 }
 
 /// Raw statistics that do not describe the image they came with.
-#[derive(Debug, Error, PartialEq)]
+#[derive(Debug, Clone, Error, PartialEq)]
 pub enum RawStatsError {
     /// Wrong number of channels.
     #[error("raw statistics for {got} channels, the image has {want}")]

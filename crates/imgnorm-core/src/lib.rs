@@ -1,5 +1,6 @@
 //! Pure core of imgnorm: typed ids, engine options, the min-max kernel, manifest
-//! records, dataset statistics and the scheduler state machine. Nothing in this crate touches the
+//! records, dataset statistics, the scheduler state machine and the checks on
+//! untrusted results and paths. Nothing in this crate touches the
 //! network, the filesystem or a clock: time comes in as a parameter.
 #![warn(missing_docs)]
 
@@ -8,6 +9,8 @@ pub mod dataset;
 pub mod ids;
 pub mod normalize;
 pub mod options;
+pub mod paths;
 pub mod record;
 pub mod scheduler;
 pub mod stats;
+pub mod validate;

@@ -400,6 +400,8 @@ struct ActiveLease {
     /// Highest attempt issued for this batch known to this lease (its own, or
     /// its speculative copy's).
     last_attempt: u32,
+    /// This hand-out's own attempt number.
+    attempt: u32,
     kind: LeaseKind,
     /// Ascending.
     items: Vec<u64>,
@@ -764,6 +766,20 @@ impl Scheduler {
         Ok(ItemVerdict::Accepted { events })
     }
 
+    /// The holder, job, attempt and items of an active lease (`None` once
+    /// it ended), for the master to check what a result claims
+    /// ([`crate::validate::check_claim`]).
+    pub fn lease_facts(&self, lease: LeaseId) -> Option<crate::validate::LeaseFacts<'_>> {
+        let l = self.leases.get(&lease)?;
+        let job = &self.jobs.get(&l.job)?.id;
+        Some(crate::validate::LeaseFacts {
+            worker: l.worker,
+            job,
+            attempt: l.attempt,
+            items: &l.items,
+        })
+    }
+
     /// Closes a lease. Its items not completed go back to work (suspects stay
     /// suspects) unless a speculative twin still holds them; the returned
     /// events then hold an [`Event::Requeued`]. A worker that gives back its
@@ -932,6 +948,7 @@ impl Scheduler {
                 job: seq,
                 batch,
                 last_attempt: attempt,
+                attempt,
                 kind,
                 remaining: items.len() as u64,
                 items,

@@ -143,7 +143,10 @@ impl crate::cli::AutoscaleArgs {
         let backend = match kind {
             B::Local => autoscale::BackendSpec::Local(autoscale::local::LocalConfig {
                 master_url: self.worker_master_url.clone().unwrap_or(loopback),
-                threads: self.worker_threads.max(1),
+                flags: WorkerFlags {
+                    threads: self.worker_threads.max(1),
+                    memory_budget_mib: self.worker_memory_budget,
+                },
             }),
             B::External => autoscale::BackendSpec::External,
             B::Docker => {
@@ -160,7 +163,10 @@ impl crate::cli::AutoscaleArgs {
                     user: self.docker_user.clone(),
                     master_url: url,
                     owner: self.docker_owner.clone(),
-                    threads: self.worker_threads.max(1),
+                    flags: WorkerFlags {
+                        threads: self.worker_threads.max(1),
+                        memory_budget_mib: self.worker_memory_budget,
+                    },
                 })
             }
         };
@@ -531,6 +537,27 @@ pub const DEFAULT_DATA_DIR: &str = "imgnorm-data";
 /// How long a stopping master waits for open sessions before dropping them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
+/// Flags of the worker processes `imgnorm run` and the local autoscaler
+/// start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerFlags {
+    /// `--threads`.
+    pub threads: usize,
+    /// `--memory-budget` (MiB), when given.
+    pub memory_budget_mib: Option<u64>,
+}
+
+impl WorkerFlags {
+    /// The command-line arguments that carry these flags.
+    pub fn args(&self) -> Vec<String> {
+        let mut a = vec!["--threads".to_string(), self.threads.max(1).to_string()];
+        if let Some(m) = self.memory_budget_mib {
+            a.extend(["--memory-budget".to_string(), m.to_string()]);
+        }
+        a
+    }
+}
+
 /// Local worker processes started by `imgnorm run`.
 pub struct LocalWorkers {
     children: Vec<tokio::process::Child>,
@@ -538,7 +565,7 @@ pub struct LocalWorkers {
 
 impl LocalWorkers {
     /// Starts `n` workers of this executable connected to `addr`.
-    pub fn spawn(n: usize, threads: usize, addr: SocketAddr) -> Result<LocalWorkers, AppError> {
+    pub fn spawn(n: usize, flags: WorkerFlags, addr: SocketAddr) -> Result<LocalWorkers, AppError> {
         let exe = std::env::current_exe().map_err(AppError::Spawn)?;
         let mut children = Vec::with_capacity(n);
         for i in 0..n {
@@ -546,8 +573,7 @@ impl LocalWorkers {
                 .arg("worker")
                 .arg("--master")
                 .arg(format!("http://{addr}"))
-                .arg("--threads")
-                .arg(threads.to_string())
+                .args(flags.args())
                 .arg("--name")
                 .arg(format!("local-{}", i + 1))
                 .arg("--connect-timeout")
@@ -606,7 +632,7 @@ pub async fn run_local(
     input: &Path,
     output: &Path,
     workers: usize,
-    threads: usize,
+    flags: WorkerFlags,
     config: MasterConfig,
     transfer: Transfer,
     options: EngineOptions,
@@ -625,7 +651,7 @@ pub async fn run_local(
     let pool = if scaler.is_some() {
         None
     } else {
-        Some(LocalWorkers::spawn(workers, threads, addr)?)
+        Some(LocalWorkers::spawn(workers, flags, addr)?)
     };
     master_one_job(
         listener, config, input, output, transfer, options, quiet, pool, scaler,
@@ -642,7 +668,9 @@ async fn client(url: &str) -> Result<CoordinatorClient<tonic::transport::Channel
         .map_err(|e| remote(e.to_string()))?
         .connect_timeout(Duration::from_secs(5));
     let ch = ep.connect().await.map_err(|e| remote(format!("{e:#}")))?;
-    Ok(CoordinatorClient::new(ch))
+    Ok(CoordinatorClient::new(ch)
+        .max_decoding_message_size(crate::limits::FROM_MASTER_MAX)
+        .max_encoding_message_size(crate::limits::TO_MASTER_MAX))
 }
 
 /// `imgnorm submit`.

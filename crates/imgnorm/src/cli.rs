@@ -50,8 +50,9 @@ pub enum Command {
 /// Scheduling flags shared by `master` and `run`.
 #[derive(Debug, Clone, Args)]
 pub struct SchedArgs {
-    /// Largest number of images per lease (smaller near the end of a job).
-    #[arg(long, default_value_t = 32)]
+    /// Largest number of images per lease (smaller near the end of a job;
+    /// at most 4096, which bounds a lease message).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=crate::limits::MAX_BATCH_SIZE))]
     pub batch_size: u64,
     /// Seconds without a heartbeat before a worker is declared dead.
     #[arg(long, default_value_t = 5.0)]
@@ -120,6 +121,10 @@ pub struct AutoscaleArgs {
     /// Engine threads per started worker.
     #[arg(long, default_value_t = 1, requires = "autoscale")]
     pub worker_threads: usize,
+    /// Memory budget of each started worker in MiB (default: the worker's,
+    /// 256 + 2048 per thread).
+    #[arg(long, value_name = "MIB", requires = "autoscale")]
+    pub worker_memory_budget: Option<u64>,
     /// The master URL as started workers reach it (default: this master's
     /// loopback address for `local`; required for `docker`, e.g.
     /// http://master:50051).
@@ -220,6 +225,11 @@ pub struct WorkerArgs {
     /// Leases held at once (the one in progress plus prefetched ones).
     #[arg(long, default_value_t = 2)]
     pub prefetch: u32,
+    /// Memory budget of this worker in MiB (default: 256 + 2048 per engine
+    /// thread). Images are admitted against it from their header; one that
+    /// alone needs more fails (see docs/DISTRIBUTED.md, "Limits").
+    #[arg(long, value_name = "MIB")]
+    pub memory_budget: Option<u64>,
     /// Milliseconds to sleep after each image (simulate a slow node in demos
     /// and fault tests).
     #[arg(long, default_value_t = 0, hide = true)]
@@ -245,6 +255,9 @@ pub struct RunArgs {
     /// Engine threads per worker.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Memory budget of each worker in MiB (default: 256 + 2048 per thread).
+    #[arg(long, value_name = "MIB")]
+    pub memory_budget: Option<u64>,
     /// Scheduling.
     #[command(flatten)]
     pub sched: SchedArgs,

@@ -61,7 +61,10 @@ pub fn run(dir: &Path, count: u64) -> Result<(), DemoError> {
         &input,
         &dist,
         workers,
-        1,
+        crate::app::WorkerFlags {
+            threads: 1,
+            memory_budget_mib: None,
+        },
         crate::master::MasterConfig::default(),
         crate::wire::Transfer::Shared,
         EngineOptions::default(),

@@ -8,6 +8,8 @@ use std::io::{Cursor, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use image::{ColorType, DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
 use imgnorm_core::dataset::{DatasetParams, RawStats, check_channels, raw_stats, transform};
 use imgnorm_core::normalize::{Kernel, Pixels, extremes, luma_u8, luma_u16, npy_header, round_to};
@@ -16,6 +18,8 @@ use imgnorm_core::options::{
 };
 use imgnorm_core::record::{Record, Status};
 use imgnorm_core::stats::{ImageStats, StatsScratch, image_stats, image_stats_by};
+
+use crate::budget::{MemoryBudget, Permit};
 
 /// Extensions that claim an image: a file with one of these whose content is
 /// not a supported image is `failed`, not `skipped`.
@@ -54,6 +58,83 @@ struct Decoded {
     sixteen: bool,
 }
 
+/// What an image's header says about the memory it will take.
+#[derive(Debug, Clone, Copy)]
+pub struct Footprint {
+    /// Container format (decoders differ in the buffers they keep).
+    pub format: ImageFormat,
+    /// Width as decoded.
+    pub width: u32,
+    /// Height as decoded.
+    pub height: u32,
+    /// Channels as decoded.
+    pub channels: usize,
+    /// 16-bit samples.
+    pub sixteen: bool,
+    /// EXIF orientation will be applied (two more copies of the samples).
+    pub rotates: bool,
+    /// Bytes of the encoded input, already in memory.
+    pub input: u64,
+}
+
+impl Footprint {
+    /// Upper estimate, in bytes, of the memory the engine needs for this
+    /// image with options `o`: the input, the decoded samples and what the
+    /// decoder keeps beside them (JPEG: 16-bit coefficients of every
+    /// sample; TIFF, GIF, WebP: a full second image), the orientation
+    /// copies, the resize buffers, the channel conversion and the output
+    /// array. Saturates instead of overflowing.
+    pub fn estimate(&self, o: &EngineOptions) -> u64 {
+        let (w, h, c) = (
+            u64::from(self.width),
+            u64::from(self.height),
+            self.channels as u64,
+        );
+        let bps = if self.sixteen { 2 } else { 1 };
+        let pixels = w.saturating_mul(h);
+        let samples = pixels.saturating_mul(c).saturating_mul(bps);
+        let decoder = match self.format {
+            ImageFormat::Png | ImageFormat::Bmp => 0,
+            ImageFormat::Jpeg => pixels.saturating_mul(c).saturating_mul(2),
+            _ => samples.max(pixels.saturating_mul(4)),
+        };
+        let rotate = if self.rotates { 2 * samples } else { 0 };
+        let plan = o.geometry.plan(self.width, self.height).ok();
+        let (rw, rh) = plan
+            .and_then(|p| p.resize_to)
+            .map_or((w, h), |(a, b)| (u64::from(a), u64::from(b)));
+        let resize = if plan.is_some_and(|p| p.resize_to.is_some()) {
+            // The destination plus the horizontal pass's intermediate image.
+            let dst = rw.saturating_mul(rh).saturating_mul(c * bps);
+            dst.saturating_add(rw.saturating_mul(h).saturating_mul(c * bps * 2))
+        } else {
+            0
+        };
+        let (fw, fh) = plan
+            .and_then(|p| p.crop)
+            .map_or((rw, rh), |(_, _, a, b)| (u64::from(a), u64::from(b)));
+        let target = match o.channels {
+            ChannelMode::Keep => c,
+            ChannelMode::Rgb => 3,
+            ChannelMode::Gray => 1,
+        };
+        let shaped = fw.saturating_mul(fh);
+        let convert = if target == c {
+            0
+        } else {
+            // The converted samples, and for 8-bit a temporary copy.
+            shaped.saturating_mul(target).saturating_mul(bps + 1)
+        };
+        let out = shaped
+            .saturating_mul(target)
+            .saturating_mul(o.dtype.size() as u64)
+            .saturating_add(256);
+        [self.input, samples, decoder, rotate, resize, convert, out]
+            .into_iter()
+            .fold(0u64, u64::saturating_add)
+    }
+}
+
 /// Why an image could not be processed (becomes the manifest `reason`).
 #[derive(Debug, thiserror::Error)]
 enum Problem {
@@ -76,6 +157,18 @@ enum Problem {
     },
     #[error("image has zero width or height")]
     ZeroSize,
+    #[error(
+        "image is {width}x{height} with {channels} channel(s) of {bits} bits: it needs about {needed_mib} MiB to decode and normalize, more than this worker's memory budget leaves for images ({capacity_mib} MiB of --memory-budget {total_mib} MiB)"
+    )]
+    OverBudget {
+        width: u32,
+        height: u32,
+        channels: usize,
+        bits: u32,
+        needed_mib: u64,
+        capacity_mib: u64,
+        total_mib: u64,
+    },
     #[error("unsupported sample type {0:?} (only 8- and 16-bit integer samples)")]
     SampleType(ColorType),
     #[error("decode error: {0}")]
@@ -120,6 +213,10 @@ pub struct Engine {
     /// Whole-dataset normalization: the parameters of the writing phase and
     /// the last statistics-phase result (see [`Engine::set_params`]).
     dataset: DatasetState,
+    /// The worker's memory budget, when it has one, and the share the
+    /// image in hand holds (see [`crate::budget`]).
+    budget: Option<Arc<MemoryBudget>>,
+    permit: Option<Permit>,
 }
 
 /// The engine's part of a two-phase job.
@@ -156,7 +253,44 @@ impl Engine {
             resized: Vec::new(),
             stack: None,
             dataset: DatasetState::default(),
+            budget: None,
+            permit: None,
         }
+    }
+
+    /// Admits every image against `budget` from now on: an image whose
+    /// estimated footprint exceeds the budget's capacity fails, the others
+    /// wait for their share (see [`crate::budget`]).
+    pub fn set_budget(&mut self, budget: Arc<MemoryBudget>) {
+        self.budget = Some(budget);
+    }
+
+    /// Ends the current image's hold on the memory budget: buffers above
+    /// [`crate::budget::RETAIN_PER_THREAD`] are freed, then the share is
+    /// given back. Called before each image and by the worker after each.
+    pub fn release(&mut self) {
+        if self.permit.is_none() {
+            return;
+        }
+        let kept = self.input.capacity()
+            + 2 * (self.samples.capacity() + self.converted.capacity() + self.resized.capacity())
+            + self.out.capacity();
+        if kept as u64 > crate::budget::RETAIN_PER_THREAD {
+            self.input = Vec::new();
+            self.samples = Vec::new();
+            self.converted = Vec::new();
+            self.resized = Vec::new();
+            self.out = Vec::new();
+            self.resizer = fast_image_resize::Resizer::new();
+        }
+        self.permit = None;
+    }
+
+    /// Moves `bytes` of the current image's share of the budget into a
+    /// permit of its own, for a copy of the output that outlives this
+    /// image's processing (an upload in flight). `None` without a budget.
+    pub fn split_permit(&mut self, bytes: u64) -> Option<Permit> {
+        self.permit.as_mut().map(|p| p.split(bytes))
     }
 
     /// The options this engine applies.
@@ -215,11 +349,14 @@ impl Engine {
             }
         };
         self.input = input;
+        self.release();
         record
     }
 
     /// Processes an image held in memory; on success the `.npy` bytes are
     /// returned (borrowed from the engine's buffer) for the caller to send.
+    /// With a memory budget, the image keeps its share until
+    /// [`Engine::release`] or the next image.
     pub fn process_bytes(&mut self, rel: &str, data: &[u8]) -> Processed<'_> {
         let record = self.process_bytes_inner(rel, data);
         let npy = (record.status == Status::Ok).then_some(&self.out[..]);
@@ -245,6 +382,7 @@ impl Engine {
             }
             self.times.write += t.elapsed();
         }
+        self.release();
         record
     }
 
@@ -411,12 +549,16 @@ impl Engine {
         let mut reader = ImageReader::with_format(Cursor::new(data), format);
         let mut limits = Limits::default();
         // Room for the largest allowed image at 4 channels x 16 bit, plus slack.
-        limits.max_alloc = Some(
-            self.opts
-                .max_pixels
-                .saturating_mul(8)
-                .saturating_add(1 << 26),
-        );
+        // With a memory budget, no single decoder allocation may exceed it.
+        let room = self
+            .opts
+            .max_pixels
+            .saturating_mul(8)
+            .saturating_add(1 << 26);
+        limits.max_alloc = Some(match &self.budget {
+            Some(b) => room.min(b.capacity()),
+            None => room,
+        });
         reader.limits(limits);
         let mut decoder = reader.into_decoder()?;
         let (width, height) = decoder.dimensions();
@@ -448,6 +590,16 @@ impl Engine {
             Orientation::Apply => Some(decoder.orientation()?),
             Orientation::Ignore => None,
         };
+        let rotates = orientation.is_some_and(|o| o != image::metadata::Orientation::NoTransforms);
+        self.admit(Footprint {
+            format,
+            width,
+            height,
+            channels,
+            sixteen,
+            rotates,
+            input: data.len() as u64,
+        })?;
         let decoded = match orientation {
             Some(o) if o != image::metadata::Orientation::NoTransforms => {
                 let mut img = DynamicImage::from_decoder(decoder)?;
@@ -478,6 +630,32 @@ impl Engine {
             }
         };
         Ok(Some((format, warning, decoded)))
+    }
+
+    /// Takes the image's share of the memory budget (waiting for it), or
+    /// fails the image when it alone exceeds the budget. Without a budget,
+    /// admits everything.
+    fn admit(&mut self, f: Footprint) -> Result<(), Problem> {
+        self.release();
+        let Some(budget) = self.budget.clone() else {
+            return Ok(());
+        };
+        let needed = f.estimate(&self.opts);
+        match budget.acquire(needed) {
+            Some(p) => {
+                self.permit = Some(p);
+                Ok(())
+            }
+            None => Err(Problem::OverBudget {
+                width: f.width,
+                height: f.height,
+                channels: f.channels,
+                bits: if f.sixteen { 16 } else { 8 },
+                needed_mib: needed.div_ceil(1 << 20),
+                capacity_mib: budget.capacity() >> 20,
+                total_mib: budget.total() >> 20,
+            }),
+        }
     }
 
     /// Copies a `DynamicImage`'s samples into `self.samples` (orientation path).
@@ -599,6 +777,7 @@ impl Engine {
             Ok(()) => self.stats_bytes(rel, &input),
         };
         self.input = input;
+        self.release();
         record
     }
 

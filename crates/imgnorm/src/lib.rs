@@ -5,14 +5,17 @@
 pub mod app;
 pub mod autoscale;
 pub mod bench;
+pub mod budget;
 pub mod centralized;
 pub mod cli;
 pub mod demo;
 pub mod discovery;
 pub mod engine;
 pub mod formats;
+pub mod fuzzing;
 pub mod health;
 pub mod http;
+pub mod limits;
 pub mod master;
 pub mod metrics;
 pub mod output;

@@ -73,8 +73,8 @@ pub struct DockerConfig {
     /// Owner label value: one per master, so two masters never touch each
     /// other's workers.
     pub owner: String,
-    /// Engine threads per worker.
-    pub threads: usize,
+    /// `--threads` and `--memory-budget` of each worker.
+    pub flags: crate::app::WorkerFlags,
 }
 
 impl DockerConfig {
@@ -219,12 +219,19 @@ impl Docker {
         if let Ok(v) = std::env::var("IMGNORM_TEST_DELAY_PER_IMAGE_MS") {
             env.push(format!("IMGNORM_TEST_DELAY_PER_IMAGE_MS={v}"));
         }
+        let mut cmd = vec![
+            "worker".to_string(),
+            "--master".to_string(),
+            self.cfg.master_url.clone(),
+            "--name".to_string(),
+            name.to_string(),
+            "--connect-timeout".to_string(),
+            "60".to_string(),
+        ];
+        cmd.extend(self.cfg.flags.args());
         let mut spec = json!({
             "Image": self.cfg.image,
-            "Cmd": [
-                "worker", "--master", self.cfg.master_url, "--name", name,
-                "--threads", self.cfg.threads.max(1).to_string(), "--connect-timeout", "60"
-            ],
+            "Cmd": cmd,
             "Env": env,
             "Labels": { OWNER_LABEL: self.cfg.owner, NAME_LABEL: name },
             "HostConfig": host,

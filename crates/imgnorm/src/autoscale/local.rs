@@ -13,8 +13,8 @@ use super::{Exit, ScaleError};
 pub struct LocalConfig {
     /// The master's URL as workers reach it.
     pub master_url: String,
-    /// Engine threads per worker.
-    pub threads: usize,
+    /// `--threads` and `--memory-budget` of each worker.
+    pub flags: crate::app::WorkerFlags,
 }
 
 /// Worker processes by pid.
@@ -39,8 +39,7 @@ impl Local {
             .arg("worker")
             .arg("--master")
             .arg(&self.cfg.master_url)
-            .arg("--threads")
-            .arg(self.cfg.threads.max(1).to_string())
+            .args(self.cfg.flags.args())
             .arg("--name")
             .arg(name)
             .arg("--connect-timeout")

@@ -185,6 +185,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                         .unwrap_or(0)
                 }),
                 connect_timeout: a.connect_timeout.map(Duration::from_secs_f64),
+                memory_budget_mib: a.memory_budget,
             };
             runtime()?
                 .block_on(imgnorm::worker::run(cfg, imgnorm::shutdown::signal()))
@@ -203,7 +204,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     &a.input,
                     &a.output,
                     a.workers,
-                    a.threads.max(1),
+                    app::WorkerFlags {
+                        threads: a.threads.max(1),
+                        memory_budget_mib: a.memory_budget,
+                    },
                     config,
                     a.sched.transfer(),
                     opts,
@@ -229,7 +233,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 let addr = listener.local_addr().context("listener address")?;
                 eprintln!("imgnorm master listening on {addr}");
                 let local = (a.workers > 0)
-                    .then(|| app::LocalWorkers::spawn(a.workers, a.threads.max(1), addr))
+                    .then(|| {
+                        let flags = app::WorkerFlags {
+                            threads: a.threads.max(1),
+                            memory_budget_mib: None,
+                        };
+                        app::LocalWorkers::spawn(a.workers, flags, addr)
+                    })
                     .transpose()?;
                 let outcomes = app::master_resume(listener, config, a.quiet, local).await?;
                 if outcomes.is_empty() {

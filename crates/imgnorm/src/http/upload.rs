@@ -85,7 +85,8 @@ pub fn dataset_name(s: &str) -> Result<String, ApiError> {
 
 /// A relative path from an upload or archive entry name, refusing anything
 /// that could land outside the dataset: `..`, absolute paths, drive letters,
-/// backslashes, NUL, empty names.
+/// backslashes, NUL, empty names; and names no worker could store: control
+/// characters, more than 4096 bytes, a component over 255 bytes.
 pub fn safe_relative(name: &str) -> Result<PathBuf, ApiError> {
     let refuse = |why: &str| {
         Err(ApiError::BadRequest(format!(
@@ -97,6 +98,18 @@ pub fn safe_relative(name: &str) -> Result<PathBuf, ApiError> {
     }
     if name.contains('\\') || name.contains('\0') {
         return refuse("backslash or NUL in the name");
+    }
+    if name.chars().any(char::is_control) {
+        return refuse("control character in the name");
+    }
+    if name.len() > imgnorm_core::paths::MAX_PATH_BYTES {
+        return refuse("name longer than 4096 bytes");
+    }
+    if name
+        .split('/')
+        .any(|c| c.len() > imgnorm_core::paths::MAX_COMPONENT_BYTES)
+    {
+        return refuse("a path component longer than 255 bytes");
     }
     if name.starts_with('/') {
         return refuse("absolute path");
@@ -567,6 +580,11 @@ mod tests {
             "c:x.png",
             "a/\0.png",
             ".",
+            "a\nb.png",
+            "tab\t.png",
+            "\u{7f}.png",
+            &format!("{}.png", "x".repeat(256)),
+            &"a/".repeat(2100),
         ] {
             assert!(safe_relative(bad).is_err(), "{bad:?} accepted");
         }

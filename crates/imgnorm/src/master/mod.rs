@@ -337,17 +337,27 @@ impl Master {
         for (tx, mut lease, transfer, input) in fx.leases {
             if transfer == Transfer::Stream {
                 lease = tokio::task::spawn_blocking(move || {
+                    // Inline bytes per lease are bounded too, so a lease
+                    // message stays under `limits::FROM_MASTER_MAX`.
+                    let mut inline = 0u64;
                     for item in &mut lease.items {
                         let path = input.join(&item.path);
                         let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-                        if size > INLINE_INPUT_MAX as u64 {
+                        if size > INLINE_INPUT_MAX as u64
+                            || inline + size > crate::limits::LEASE_INLINE_MAX as u64
+                        {
                             item.fetch = true;
                         } else {
                             // Unreadable files travel empty; the worker fetches
                             // them and gets the read error as the reason.
+                            // (A file that grew since its size was read is
+                            // fetched instead.)
                             match std::fs::read(&path) {
-                                Ok(d) => item.data = d,
-                                Err(_) => item.fetch = true,
+                                Ok(d) if d.len() as u64 <= size => {
+                                    inline += size;
+                                    item.data = d;
+                                }
+                                _ => item.fetch = true,
                             }
                         }
                     }

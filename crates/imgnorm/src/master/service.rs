@@ -2,7 +2,7 @@
 //! messages to calls on [`Master`] and its state, and maps errors to `Status`.
 //! No scheduling decisions are made here.
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::time::Instant;
 
@@ -17,10 +17,9 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::Master;
 use super::state::WorkerInfo;
+use super::state::{Rejected, StreamTarget};
+use crate::limits;
 use crate::wire::{self, Transfer};
-
-/// Largest gRPC message accepted or sent (stream mode carries whole images).
-pub const MAX_MESSAGE_BYTES: usize = 512 * 1024 * 1024;
 
 /// The gRPC face of a [`Master`].
 pub struct CoordinatorService {
@@ -33,11 +32,12 @@ impl CoordinatorService {
         CoordinatorService { master }
     }
 
-    /// The tonic server with message limits set.
+    /// The tonic server with message limits set: a bigger message is
+    /// refused with `OUT_OF_RANGE` naming both sizes (see [`crate::limits`]).
     pub fn into_server(self) -> CoordinatorServer<CoordinatorService> {
         CoordinatorServer::new(self)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+            .max_decoding_message_size(limits::TO_MASTER_MAX)
+            .max_encoding_message_size(limits::FROM_MASTER_MAX)
     }
 }
 
@@ -70,13 +70,14 @@ impl Coordinator for CoordinatorService {
             )));
         }
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let hostname = limits::truncate(&hello.hostname, limits::MAX_NAME_BYTES).to_string();
         let info = WorkerInfo {
             name: if hello.name.is_empty() {
-                hello.hostname.clone()
+                hostname.clone()
             } else {
-                hello.name.clone()
+                limits::truncate(&hello.name, limits::MAX_NAME_BYTES).to_string()
             },
-            hostname: hello.hostname,
+            hostname,
             threads: hello.threads,
             pid: hello.pid,
         };
@@ -87,14 +88,37 @@ impl Coordinator for CoordinatorService {
         let _ = tx.send(Ok(pb::MasterMessage {
             msg: Some(pb::master_message::Msg::Welcome(welcome)),
         }));
+        // Only the state holds the sender (dropping it ends the stream); the
+        // session keeps a weak one to tell a worker why it is cut off.
+        let weak = tx.downgrade();
         drop(tx);
         let master = self.master.clone();
         tokio::spawn(async move {
             let mut partials = Partials::default();
+            let mut refusals = 0u32;
             loop {
                 match inbound.message().await {
-                    Ok(Some(m)) => handle(&master, id, m, &mut partials).await,
+                    Ok(Some(m)) => {
+                        let Some(why) = handle(&master, id, m, &mut partials).await else {
+                            continue;
+                        };
+                        refusals += 1;
+                        tracing::warn!(worker = %id, refusals, reason = %why, "worker message refused");
+                        if refusals >= limits::MAX_REFUSALS {
+                            tracing::error!(worker = %id, refusals, last = %why, "worker disconnected: too many refused messages (its leases go back to the queue)");
+                            if let Some(tx) = weak.upgrade() {
+                                let _ = tx.send(Err(Status::permission_denied(format!(
+                                    "disconnected by the master after {refusals} refused messages; last: {why}"
+                                ))));
+                            }
+                            break;
+                        }
+                    }
                     Ok(None) => break,
+                    Err(e) if e.code() == tonic::Code::OutOfRange => {
+                        tracing::warn!(worker = %id, error = %e, "worker message over the size limit: session closed");
+                        break;
+                    }
                     Err(e) => {
                         tracing::debug!(worker = %id, error = %e, "session stream error");
                         break;
@@ -199,28 +223,39 @@ impl Coordinator for CoordinatorService {
     }
 }
 
-/// One message of an established session.
-async fn handle(master: &Master, id: WorkerId, m: pb::WorkerMessage, partials: &mut Partials) {
+/// One message of an established session. `Some(why)`: the message was
+/// refused (something an honest worker never sends); the caller counts it.
+async fn handle(
+    master: &Master,
+    id: WorkerId,
+    m: pb::WorkerMessage,
+    partials: &mut Partials,
+) -> Option<String> {
     let now = Instant::now();
     let fx = match m.msg {
         Some(Msg::OutputChunk(c)) => {
             let target = {
                 let mut st = master.lock();
                 st.touch(id, now);
-                st.stream_target(&c.job_id, c.index)
+                st.stream_target(id, &c.job_id, c.lease_id, c.index)
             };
-            match target {
-                Some((out, rel)) => partials.write(&out, &rel, &c),
-                None => {
-                    tracing::warn!(worker = %id, job = %c.job_id, "output chunk for a job not in stream mode: refused")
+            return match target {
+                Ok(Some(t)) => partials.write(&t, &c).err(),
+                Ok(None) => {
+                    tracing::debug!(worker = %id, job = %c.job_id, lease = c.lease_id, "late output chunk dropped");
+                    None
                 }
-            }
-            return;
+                Err(r) => {
+                    partials.discard(c.lease_id, c.index);
+                    Some(format!("output chunk: {r}"))
+                }
+            };
         }
-        Some(Msg::Hello(_)) | None => return,
+        Some(Msg::Hello(_)) => return Some("a second Hello".into()),
+        None => return Some("an empty message".into()),
         Some(Msg::Heartbeat(h)) => {
             master.lock().heartbeat(id, h.draining, now);
-            return;
+            return None;
         }
         Some(Msg::Ready(r)) => {
             let mut st = master.lock();
@@ -234,14 +269,14 @@ async fn handle(master: &Master, id: WorkerId, m: pb::WorkerMessage, partials: &
         }
         Some(Msg::ImageDone(d)) => {
             let Some(rec) = d.record else {
-                tracing::warn!(worker = %id, "ImageDone without a record: refused");
-                return;
+                partials.discard(d.lease_id, d.index);
+                return Some("ImageDone without a record".into());
             };
             let record = match wire::record_from_pb(rec) {
                 Ok(r) => r,
                 Err(e) => {
-                    tracing::warn!(worker = %id, error = %e, "malformed result refused");
-                    return;
+                    partials.discard(d.lease_id, d.index);
+                    return Some(format!("malformed result: {e}"));
                 }
             };
             let ok = record.status == imgnorm_core::record::Status::Ok;
@@ -257,10 +292,14 @@ async fn handle(master: &Master, id: WorkerId, m: pb::WorkerMessage, partials: &
                 .map(|fx| (fx, st.output_of(&d.job_id)))
             };
             match result {
-                Err(e) => {
+                Err(Rejected::Refused(r)) => {
                     partials.discard(d.lease_id, d.index);
-                    tracing::warn!(worker = %id, error = %e, "result refused");
-                    return;
+                    return Some(format!("result for {} item {}: {r}", d.job_id, d.index));
+                }
+                Err(Rejected::Stale(why)) => {
+                    partials.discard(d.lease_id, d.index);
+                    tracing::debug!(worker = %id, reason = %why, "late result discarded");
+                    return None;
                 }
                 Ok((fx, Some((_, Transfer::Stream)))) if ok && fx.accepted && !fx.stats_result => {
                     match partials.commit(d.lease_id, d.index, &checksum) {
@@ -277,6 +316,7 @@ async fn handle(master: &Master, id: WorkerId, m: pb::WorkerMessage, partials: &
         }
     };
     master.apply(fx).await;
+    None
 }
 
 /// Stream-mode outputs being received on one session: written to a
@@ -297,16 +337,25 @@ struct Partial {
 }
 
 impl Partials {
-    fn write(&mut self, out: &Path, rel: &str, c: &pb::OutputChunk) {
+    /// Appends a chunk. `Err`: a chunk an honest worker never sends (too
+    /// many files open, past the largest output the job allows, out of
+    /// order); the output is then dropped or marked broken.
+    fn write(&mut self, t: &StreamTarget, c: &pb::OutputChunk) -> Result<(), String> {
         use std::io::Write;
         let key = (c.lease_id, c.index);
         if c.offset == 0 {
             self.discard(c.lease_id, c.index);
-            let dest = out.join(rel);
+            if self.open.len() >= limits::MAX_OPEN_OUTPUTS {
+                return Err(format!(
+                    "more than {} outputs open at once",
+                    limits::MAX_OPEN_OUTPUTS
+                ));
+            }
+            let dest = t.root.join(&t.rel);
             let mut tmp = dest.clone().into_os_string();
             tmp.push(format!(".{}.{}.part", std::process::id(), c.lease_id));
             let tmp = PathBuf::from(tmp);
-            let file = crate::formats::make_parent_dirs(out, &dest)
+            let file = crate::formats::make_parent_dirs(&t.root, &dest)
                 .and_then(|()| std::fs::File::create(&tmp));
             match file {
                 Ok(file) => {
@@ -324,29 +373,37 @@ impl Partials {
                 }
                 Err(e) => {
                     tracing::error!(path = %tmp.display(), error = %e, "cannot create output");
-                    return;
+                    return Ok(());
                 }
             }
         }
         let Some(p) = self.open.get_mut(&key) else {
-            return;
+            return Ok(());
         };
         if p.broken.is_some() {
-            return;
+            return Ok(());
         }
         if c.offset != p.len {
             p.broken = Some(format!(
                 "chunk at offset {} but {} bytes received",
                 c.offset, p.len
             ));
-            return;
+            return Err(p.broken.clone().unwrap_or_default());
+        }
+        if p.len + c.data.len() as u64 > t.max_bytes {
+            p.broken = Some(format!(
+                "output larger than the {} bytes the job's --max-pixels allows",
+                t.max_bytes
+            ));
+            return Err(p.broken.clone().unwrap_or_default());
         }
         if let Err(e) = p.file.write_all(&c.data) {
             p.broken = Some(format!("cannot write {}: {e}", p.tmp.display()));
-            return;
+            return Ok(());
         }
         p.hash.update(&c.data);
         p.len += c.data.len() as u64;
+        Ok(())
     }
 
     fn commit(&mut self, lease: u64, index: u64, checksum: &str) -> Result<(), String> {

@@ -16,6 +16,7 @@ use imgnorm_core::scheduler::{
     DeathReason, Event, ItemVerdict, JobProgress, Scheduler, WorkerState, WorkerView,
 };
 use imgnorm_core::stats::{ImageStats, OrderedFold};
+use imgnorm_core::validate::{self, Claim, Expected, Refusal, ResultPhase};
 use imgnorm_proto::v1 as pb;
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -267,6 +268,27 @@ impl Effects {
         self.accepted |= o.accepted;
         self.stats_result |= o.stats_result;
     }
+}
+
+/// Where a stream-mode output goes (see [`State::stream_target`]).
+pub struct StreamTarget {
+    /// The job's output tree root.
+    pub root: PathBuf,
+    /// `<path>.npy`, relative to `root`.
+    pub rel: String,
+    /// Largest output the job's options allow.
+    pub max_bytes: u64,
+}
+
+/// Why a worker's result was not recorded.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Rejected {
+    /// Something an honest worker never sends: counted against the worker.
+    #[error("refused: {0}")]
+    Refused(#[from] Refusal),
+    /// Late: its job or phase is over, or its worker was declared dead.
+    #[error("stale: {0}")]
+    Stale(String),
 }
 
 fn job_key(id: &JobId) -> Option<u64> {
@@ -674,7 +696,10 @@ impl State {
         self.dispatch(w, now)
     }
 
-    /// A result for one image.
+    /// A result for one image. `Err(Rejected::Refused)`: the worker sent
+    /// something an honest worker never sends (see
+    /// [`imgnorm_core::validate`]); `Err(Rejected::Stale)`: a late result
+    /// (its job or phase is over, its worker was declared dead).
     #[allow(clippy::too_many_arguments)]
     pub fn image_done(
         &mut self,
@@ -687,28 +712,45 @@ impl State {
         stats: Option<ImageStats>,
         raw: Option<RawStats>,
         now: Instant,
-    ) -> Result<Effects, String> {
+    ) -> Result<Effects, Rejected> {
         let id = JobId(job.to_string());
-        let key = job_key(&id).ok_or_else(|| format!("unknown job {job:?}"))?;
-        let jr = self
-            .jobs
-            .get(&key)
-            .ok_or_else(|| format!("unknown job {job:?}"))?;
-        let i = usize::try_from(index).map_err(|_| "index out of range".to_string())?;
-        let expected = jr
-            .files
-            .get(i)
-            .ok_or_else(|| format!("index {index} out of range for {job}"))?;
+        let unknown = || Rejected::Stale(format!("unknown job {job:?}"));
+        let key = job_key(&id).ok_or_else(unknown)?;
+        let jr = self.jobs.get(&key).ok_or_else(unknown)?;
+        let i = usize::try_from(index).unwrap_or(usize::MAX);
+        let expected = jr.files.get(i).ok_or(Refusal::IndexOutOfRange {
+            job: job.to_string(),
+            index,
+            files: jr.files.len(),
+        })?;
         if id != jr.sched_id() {
-            return Err(format!(
+            return Err(Rejected::Stale(format!(
                 "result for {job}, which is not the job's current phase"
-            ));
+            )));
         }
         let sched_index = jr
             .two
             .sched_index(index)
-            .ok_or_else(|| format!("item {index} is not part of {job}"))?;
-        if jr.two.phase == Phase::Stats {
+            .ok_or(Refusal::NotInPhase(index))?;
+        let phase = match jr.two.phase {
+            Phase::Stats => ResultPhase::Stats,
+            Phase::Write => ResultPhase::Write,
+        };
+        let claim = Claim {
+            worker: w,
+            job,
+            lease,
+            attempt,
+            item: sched_index,
+        };
+        validate::check_claim(&claim, self.sched.lease_facts(LeaseId(lease)))?;
+        let want = Expected {
+            path: expected,
+            options: &jr.options,
+            phase,
+        };
+        validate::check_result(&want, &record, stats.as_ref(), raw.as_ref())?;
+        if phase == ResultPhase::Stats {
             return self.stats_done(
                 w,
                 key,
@@ -720,24 +762,12 @@ impl State {
                 now,
             );
         }
-        validate_record(&record, expected)?;
-        let stats = if record.status == Status::Ok {
-            let stats = stats.ok_or("an ok result without output statistics")?;
-            let pixels =
-                u64::from(record.width.unwrap_or(0)) * u64::from(record.height.unwrap_or(0));
-            let channels = record.channels.unwrap_or(0) as usize;
-            stats
-                .validate(channels, pixels)
-                .map_err(|e| format!("inconsistent statistics: {e}"))?;
-            Some(stats)
-        } else {
-            None
-        };
+        let stats = stats.filter(|_| record.status == Status::Ok);
         let stream = jr.transfer == Transfer::Stream;
         let verdict = self
             .sched
             .complete_item(w, LeaseId(lease), sched_index, now)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Rejected::Stale(e.to_string()))?;
         match verdict {
             ItemVerdict::Discarded(reason) => {
                 tracing::debug!(worker = %w, lease, index, ?reason, "result discarded");
@@ -792,8 +822,8 @@ impl State {
         }
     }
 
-    /// A statistics-phase result: an `ok` one folds its raw statistics;
-    /// any other is the item's final row (it is not written).
+    /// A statistics-phase result (already checked): an `ok` one folds its
+    /// raw statistics; any other is the item's final row (it is not written).
     #[allow(clippy::too_many_arguments)]
     fn stats_done(
         &mut self,
@@ -805,33 +835,13 @@ impl State {
         record: Record,
         raw: Option<RawStats>,
         now: Instant,
-    ) -> Result<Effects, String> {
+    ) -> Result<Effects, Rejected> {
         let i = index as usize;
-        let expected = self
-            .jobs
-            .get(&key)
-            .and_then(|j| j.files.get(i))
-            .ok_or_else(|| format!("index {index} out of range"))?;
-        if &record.path != expected {
-            return Err(format!(
-                "result path {:?} does not match the leased file {expected:?}",
-                record.path
-            ));
-        }
-        let raw = if record.status == Status::Ok {
-            let raw = raw.ok_or("an ok statistics-phase result without raw statistics")?;
-            let pixels =
-                u64::from(record.width.unwrap_or(0)) * u64::from(record.height.unwrap_or(0));
-            raw.validate(record.channels.unwrap_or(0) as usize, pixels)
-                .map_err(|e| format!("inconsistent raw statistics: {e}"))?;
-            Some(raw)
-        } else {
-            None
-        };
+        let raw = raw.filter(|_| record.status == Status::Ok);
         let verdict = self
             .sched
             .complete_item(w, LeaseId(lease), sched_index, now)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Rejected::Stale(e.to_string()))?;
         let ItemVerdict::Accepted { events } = verdict else {
             return Ok(Effects::default());
         };
@@ -907,24 +917,64 @@ impl State {
         fx
     }
 
-    /// Input file of a job's item (stream mode `ReadInput`).
+    /// Input file of a stream-mode job's item (`ReadInput`); `None` for
+    /// jobs of another mode, unknown items, and paths that could leave the
+    /// input root.
     pub fn input_path(&self, job: &str, index: u64) -> Option<PathBuf> {
-        let key = job_key(&JobId(job.to_string()))?;
-        let j = self.jobs.get(&key)?;
-        let rel = j.files.get(usize::try_from(index).ok()?)?;
-        Some(j.input.join(rel))
-    }
-
-    /// Where a stream-mode item's output goes: (output root, relative path).
-    pub fn stream_target(&self, job: &str, index: u64) -> Option<(PathBuf, String)> {
         let key = job_key(&JobId(job.to_string()))?;
         let j = self.jobs.get(&key)?;
         if j.transfer != Transfer::Stream {
             return None;
         }
         let rel = j.files.get(usize::try_from(index).ok()?)?;
-        let root = crate::formats::tree_root(&j.output, &j.options.format);
-        Some((root, format!("{rel}.npy")))
+        imgnorm_core::paths::check_relative(rel).ok()?;
+        Some(j.input.join(rel))
+    }
+
+    /// Where a stream-mode output chunk from worker `w` goes: (output root,
+    /// relative path). `Ok(None)`: a late chunk (its job or lease is over);
+    /// `Err`: a chunk an honest worker never sends (another worker's lease,
+    /// an item not in the lease, a job not in stream mode).
+    pub fn stream_target(
+        &self,
+        w: WorkerId,
+        job: &str,
+        lease: u64,
+        index: u64,
+    ) -> Result<Option<StreamTarget>, Refusal> {
+        let Some(j) = job_key(&JobId(job.to_string())).and_then(|k| self.jobs.get(&k)) else {
+            return Ok(None);
+        };
+        let Some(rel) = j.files.get(usize::try_from(index).unwrap_or(usize::MAX)) else {
+            return Err(Refusal::IndexOutOfRange {
+                job: job.to_string(),
+                index,
+                files: j.files.len(),
+            });
+        };
+        if j.transfer != Transfer::Stream || j.two.phase != Phase::Write || j.id.0 != job {
+            return Err(Refusal::NotInPhase(index));
+        }
+        let item = j.two.sched_index(index).ok_or(Refusal::NotInPhase(index))?;
+        let Some(facts) = self.sched.lease_facts(LeaseId(lease)) else {
+            return Ok(None);
+        };
+        // The attempt is checked with the result (ImageDone) itself.
+        let claim = Claim {
+            worker: w,
+            job,
+            lease,
+            attempt: facts.attempt,
+            item,
+        };
+        validate::check_claim(&claim, Some(facts))?;
+        let out = format!("{rel}.npy");
+        imgnorm_core::paths::check_relative(&out).map_err(Refusal::UnsafeOutput)?;
+        Ok(Some(StreamTarget {
+            root: crate::formats::tree_root(&j.output, &j.options.format),
+            rel: out,
+            max_bytes: crate::limits::max_npy_bytes(&j.options),
+        }))
     }
 
     /// Output root and transfer mode of a job.
@@ -1293,35 +1343,6 @@ impl State {
     }
 }
 
-/// Refuses results that do not describe the expected file: a worker must not
-/// be able to write rows for other paths or claim outputs elsewhere.
-fn validate_record(r: &Record, expected: &str) -> Result<(), String> {
-    if r.path != expected {
-        return Err(format!(
-            "result path {:?} does not match the leased file {expected:?}",
-            r.path
-        ));
-    }
-    if r.status == Status::Ok {
-        let want = format!("{expected}.npy");
-        if r.output.as_deref() != Some(want.as_str()) {
-            return Err(format!("result output {:?} is not {want:?}", r.output));
-        }
-        let (w, h, c) = (
-            r.width.unwrap_or(0),
-            r.height.unwrap_or(0),
-            r.channels.unwrap_or(0),
-        );
-        if w == 0 || h == 0 || !(1..=4).contains(&c) {
-            return Err(format!("impossible shape {h}x{w}x{c}"));
-        }
-        if r.checksum.as_deref().is_none_or(|s| s.len() != 32) {
-            return Err("missing or malformed checksum".into());
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1334,6 +1355,9 @@ mod tests {
         r.width = Some(2);
         r.height = Some(1);
         r.channels = Some(1);
+        r.bit_depth = Some(8);
+        r.min = vec![0];
+        r.max = vec![255];
         r.checksum = Some("0".repeat(32));
         r
     }
@@ -1371,6 +1395,86 @@ mod tests {
     }
 
     #[test]
+    fn lies_about_the_lease_are_refused_and_late_results_are_stale() {
+        let (mut st, w, lease, job) = leased();
+        let now = Instant::now();
+        let stats = || Some(stats_of(&[0.0, 1.0]));
+        let refused = |r: Result<Effects, Rejected>| matches!(r, Err(Rejected::Refused(_)));
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let (other, _) = st.register(WorkerInfo::default(), tx, now);
+        let x = || ok_record("a/x.png");
+        let r = st.image_done(other, &job, lease, 1, 0, x(), stats(), None, now);
+        assert!(refused(r), "another worker's lease");
+        let r = st.image_done(w, &job, lease, 2, 0, x(), stats(), None, now);
+        assert!(refused(r), "wrong attempt");
+        let r = st.image_done(w, &job, lease, 1, 7, x(), stats(), None, now);
+        assert!(refused(r), "index out of range");
+        let (second, _) = st.add_job(
+            "in2".into(),
+            "out2".into(),
+            Transfer::Shared,
+            EngineOptions::default(),
+            vec!["a/x.png".to_string()],
+            Vec::new(),
+            now,
+        );
+        let r = st.image_done(w, &second.0, lease, 1, 0, x(), stats(), None, now);
+        assert!(refused(r), "a lease of another job");
+        let mut outside = x();
+        outside.output = Some("../../etc/x.npy".into());
+        let r = st.image_done(w, &job, lease, 1, 0, outside, stats(), None, now);
+        assert!(refused(r), "output outside the root");
+        let r = st.image_done(w, "job-9", lease, 1, 0, x(), stats(), None, now);
+        assert!(matches!(r, Err(Rejected::Stale(_))), "unknown job");
+        assert!(st.jobs[&1].records.iter().all(Option::is_none));
+        st.image_done(w, &job, lease, 1, 0, x(), stats(), None, now)
+            .expect("the honest result is accepted");
+    }
+
+    #[test]
+    fn stream_chunks_are_checked_against_the_lease() {
+        let now = Instant::now();
+        let sched = Scheduler::new(SchedulerConfig::default()).expect("config");
+        let mut st = State::new(sched, Duration::from_secs(1));
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let (w, _) = st.register(WorkerInfo::default(), tx, now);
+        let (tx, _rx2) = tokio::sync::mpsc::unbounded_channel();
+        let (other, _) = st.register(WorkerInfo::default(), tx, now);
+        let (job, _) = st.add_job(
+            "in".into(),
+            "out".into(),
+            Transfer::Stream,
+            EngineOptions::default(),
+            vec!["a.png".to_string()],
+            Vec::new(),
+            now,
+        );
+        let lease = st
+            .ready(w, 1, now)
+            .leases
+            .first()
+            .expect("a lease")
+            .1
+            .lease_id;
+        let t = st
+            .stream_target(w, &job.0, lease, 0)
+            .expect("honest")
+            .expect("a target");
+        assert_eq!(t.rel, "a.png.npy");
+        assert!(st.stream_target(other, &job.0, lease, 0).is_err());
+        assert!(st.stream_target(w, &job.0, lease, 5).is_err());
+        assert!(matches!(
+            st.stream_target(w, &job.0, lease + 100, 0),
+            Ok(None)
+        ));
+        assert_eq!(
+            st.input_path(&job.0, 0),
+            Some(PathBuf::from("in").join("a.png"))
+        );
+        assert_eq!(st.input_path(&job.0, 1), None);
+    }
+
+    #[test]
     fn results_with_missing_or_inconsistent_stats_are_refused() {
         let (mut st, w, lease, job) = leased();
         let now = Instant::now();
@@ -1383,6 +1487,7 @@ mod tests {
             wrong_count
                 .err()
                 .unwrap()
+                .to_string()
                 .contains("inconsistent statistics")
         );
         let mut two_channels = stats_of(&[0.0, 1.0]);
@@ -1565,7 +1670,11 @@ mod tests {
             r.width = Some(px.len() as u32);
             r.height = Some(1);
             r.channels = Some(1);
-            (r, Some(raw_stats(Pixels::U8(px), 1)))
+            let raw = raw_stats(Pixels::U8(px), 1);
+            r.bit_depth = Some(raw.bit_depth);
+            r.min = raw.channels.iter().map(|c| c.min).collect();
+            r.max = raw.channels.iter().map(|c| c.max).collect();
+            (r, Some(raw))
         };
         // A result for the writing phase is refused while statistics run.
         assert!(

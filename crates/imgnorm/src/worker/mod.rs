@@ -20,7 +20,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::Endpoint;
 
-use crate::master::service::MAX_MESSAGE_BYTES;
+use crate::limits::{FROM_MASTER_MAX, TO_MASTER_MAX};
 use pool::{LeaseCtx, Pool};
 
 /// Worker settings.
@@ -38,6 +38,9 @@ pub struct WorkerConfig {
     pub delay_per_image: Duration,
     /// Give up after this long without reaching a master (None: never).
     pub connect_timeout: Option<Duration>,
+    /// Memory budget in MiB (`--memory-budget`); `None`: the default for
+    /// the thread count ([`crate::budget::default_mib`]).
+    pub memory_budget_mib: Option<u64>,
 }
 
 /// Why a worker stopped with an error.
@@ -57,6 +60,9 @@ pub enum WorkerError {
     /// No master answered within the connect timeout.
     #[error("no master reachable at {0} within the connect timeout")]
     Unreachable(String),
+    /// The memory budget cannot hold the worker's reserves.
+    #[error(transparent)]
+    Budget(#[from] crate::budget::BudgetTooSmall),
 }
 
 enum SessionEnd {
@@ -90,7 +96,17 @@ pub async fn run(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
-    let pool = Arc::new(Pool::new(cfg.threads.max(1), cfg.delay_per_image));
+    let threads = cfg.threads.max(1);
+    let mib = cfg
+        .memory_budget_mib
+        .unwrap_or_else(|| crate::budget::default_mib(threads));
+    let budget = crate::budget::MemoryBudget::new(mib, threads)?;
+    tracing::info!(
+        budget_mib = mib,
+        images_mib = budget.capacity() >> 20,
+        "memory budget"
+    );
+    let pool = Arc::new(Pool::new(threads, cfg.delay_per_image, budget));
     let mut backoff = Duration::from_millis(100);
     let mut unreachable_since = tokio::time::Instant::now();
     let mut logged_waiting = false;
@@ -127,6 +143,11 @@ pub async fn run(
         backoff = (backoff * 2).min(Duration::from_secs(2));
     }
     pool.close();
+    tracing::info!(
+        peak_rss_mib = crate::output::peak_rss_mib().unwrap_or(0.0),
+        budget_mib = mib,
+        "worker stopped"
+    );
     Ok(())
 }
 
@@ -146,8 +167,8 @@ async fn session(
         .await
         .map_err(|e| SessionError::Connect(format!("{e:#}")))?;
     let mut client = CoordinatorClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        .max_decoding_message_size(FROM_MASTER_MAX)
+        .max_encoding_message_size(TO_MASTER_MAX);
     let (out_tx, out_rx) = mpsc::unbounded_channel::<pb::WorkerMessage>();
     // Bytes of output chunks queued but not yet taken by the transport: the
     // engine threads wait while this is high, bounding the worker's memory.
@@ -237,7 +258,11 @@ async fn session(
                 }
                 Ok(Some(pb::MasterMessage { msg: Some(MMsg::Revoke(r)) })) => session.revoke(r.lease_id),
                 Ok(Some(_)) => {}
-                Ok(None) | Err(_) => break SessionEnd::Lost { established: true },
+                Ok(None) => break SessionEnd::Lost { established: true },
+                Err(s) => {
+                    tracing::warn!(code = ?s.code(), message = %s.message(), "the master ended the session");
+                    break SessionEnd::Lost { established: true };
+                }
             },
             _ = stop_rx.changed() => {
                 tracing::info!("shutdown requested: draining (finishing the lease in progress, handing back the rest)");

@@ -22,6 +22,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use imgnorm_proto::v1::coordinator_client::CoordinatorClient;
 use tonic::transport::Channel;
 
+use crate::budget::MemoryBudget;
 use crate::engine::Engine;
 use crate::master::CHUNK;
 use crate::storage::{self, Location, Store};
@@ -242,16 +243,17 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// Starts `threads` engine threads.
-    pub fn new(threads: usize, delay: Duration) -> Pool {
+    /// Starts `threads` engine threads, admitting images against `budget`.
+    pub fn new(threads: usize, delay: Duration, budget: Arc<MemoryBudget>) -> Pool {
         let (tx, rx) = mpsc::channel::<Task>();
         let rx = Arc::new(Mutex::new(rx));
         let handles = (0..threads)
             .map(|i| {
                 let rx = Arc::clone(&rx);
+                let budget = Arc::clone(&budget);
                 std::thread::Builder::new()
                     .name(format!("engine-{i}"))
-                    .spawn(move || engine_thread(rx, delay))
+                    .spawn(move || engine_thread(rx, delay, budget))
             })
             .filter_map(Result::ok)
             .collect();
@@ -402,7 +404,7 @@ fn trace(file: Option<&std::fs::File>, job: &str, index: u64) {
     }
 }
 
-fn engine_thread(rx: Arc<Mutex<mpsc::Receiver<Task>>>, delay: Duration) {
+fn engine_thread(rx: Arc<Mutex<mpsc::Receiver<Task>>>, delay: Duration, budget: Arc<MemoryBudget>) {
     let mut engine: Option<((String, LeasePhase), Engine)> = None;
     let crash_on = std::env::var(CRASH_ON_ENV).ok().filter(|s| !s.is_empty());
     let trace_file = std::env::var_os(TRACE_ENV).and_then(|p| {
@@ -437,10 +439,9 @@ fn engine_thread(rx: Arc<Mutex<mpsc::Receiver<Task>>>, delay: Duration) {
                 .as_ref()
                 .is_none_or(|((j, ph), _)| *j != lease.options_json || *ph != lease.dataset)
             {
-                engine = Some((
-                    (lease.options_json.clone(), lease.dataset.clone()),
-                    lease.dataset.engine(&lease.options),
-                ));
+                let mut e = lease.dataset.engine(&lease.options);
+                e.set_budget(Arc::clone(&budget));
+                engine = Some(((lease.options_json.clone(), lease.dataset.clone()), e));
             }
             if let Some((_, eng)) = engine.as_mut() {
                 let mut raw = None;
@@ -496,6 +497,11 @@ fn engine_thread(rx: Arc<Mutex<mpsc::Receiver<Task>>>, delay: Duration) {
                         Some((record, eng.take_stats()))
                     }
                 }));
+                // The image's share of the budget goes back (its buffers
+                // above the retained size are freed) before it is reported.
+                if let Some((_, eng)) = engine.as_mut() {
+                    eng.release();
+                }
                 let done = match result {
                     Ok(done) => done,
                     Err(_) => {
@@ -602,6 +608,8 @@ fn object_item(
     };
     let record = p.record;
     let stats = eng.take_stats();
+    // The copy being uploaded keeps its part of the image's memory budget.
+    let held = eng.split_permit(npy.len() as u64);
     let slot = match storage::put_slot() {
         Ok(s) => s,
         Err(e) => return failed(format!("cannot write output: {}", storage::chain(&e))),
@@ -611,6 +619,7 @@ fn object_item(
         let rel = lease.items[index].path.clone();
         let put = store.put(&format!("{rel}.npy"), npy).await;
         drop(slot);
+        drop(held);
         match put {
             Ok(()) => image_done(&session, &lease, index, &record, stats, None),
             Err(e) => {

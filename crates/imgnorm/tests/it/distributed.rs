@@ -69,6 +69,16 @@ pub(crate) fn wait_for(what: &str, timeout: Duration, cond: impl FnMut() -> bool
 
 pub(crate) struct Proc(pub(crate) Child);
 
+impl Proc {
+    pub(crate) fn spawn(cmd: &mut Command) -> Proc {
+        Proc(cmd.spawn().expect("spawn"))
+    }
+
+    pub(crate) fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -97,12 +107,29 @@ impl Master {
     /// A master listening on `listen` (a restarted master takes the port of
     /// the one it replaces, so that workers find it again).
     pub(crate) fn start_on(listen: &str, input: &Path, out: &Path, extra: &[&str]) -> Master {
-        let mut child = Command::new(bin())
-            .args(["master", "-q", "--listen", listen, "--input"])
+        let mut cmd = Command::new(bin());
+        cmd.args(["master", "-q", "--listen", listen, "--input"])
             .arg(input)
             .arg("--output")
             .arg(out)
-            .args(extra)
+            .args(extra);
+        Master::launch(cmd)
+    }
+
+    /// A master serving jobs (`--serve`) with its data under `dir`.
+    pub(crate) fn serve(dir: &Path) -> Master {
+        let mut cmd = Command::new(bin());
+        cmd.args(["master", "-q", "--serve", "--listen", "127.0.0.1:0"])
+            .current_dir(dir);
+        Master::launch(cmd)
+    }
+
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn launch(mut cmd: Command) -> Master {
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -132,11 +159,6 @@ impl Master {
     /// `host:port` it listens on.
     pub(crate) fn addr(&self) -> &str {
         self.url.trim_start_matches("http://")
-    }
-
-    /// The gRPC URL.
-    pub(crate) fn url(&self) -> &str {
-        &self.url
     }
 
     /// SIGKILL, and wait for the process to be gone.

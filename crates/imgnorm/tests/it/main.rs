@@ -10,6 +10,8 @@ mod chaos;
 mod dashboard;
 mod distributed;
 mod formats;
+mod fuzz_seeds;
 mod helpers;
+mod limits;
 mod scope;
 mod stats;

@@ -1,0 +1,84 @@
+//! The fuzz targets' bodies (`imgnorm::fuzzing`, the same functions
+//! `fuzz/fuzz_targets/*.rs` call) over the committed seed and regression
+//! corpus in `fuzz/corpus/`, every test fixture under several option sets,
+//! and a fixed stream of pseudo-random inputs: the targets cannot rot, and
+//! what the fuzzer once found stays fixed, without `cargo fuzz`.
+use std::path::{Path, PathBuf};
+
+use imgnorm::fuzzing::{decode_normalize, validate_result};
+
+fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/corpus")
+        .join(target);
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no seeds in {}", dir.display());
+    files
+        .into_iter()
+        .map(|p| {
+            let bytes = std::fs::read(&p).expect("seed");
+            (p, bytes)
+        })
+        .collect()
+}
+
+fn fixture_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).expect("fixtures") {
+        let p = e.expect("entry").path();
+        if p.is_dir() {
+            fixture_files(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift64*).
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8
+        })
+        .collect()
+}
+
+#[test]
+fn decode_normalize_target_passes_its_corpus_and_the_fixtures() {
+    for (path, bytes) in corpus("decode_normalize") {
+        eprintln!("{}", path.display());
+        decode_normalize(&bytes);
+    }
+    let mut files = Vec::new();
+    fixture_files(&crate::helpers::fixtures(), &mut files);
+    files.sort();
+    for (i, p) in files.iter().enumerate() {
+        let data = std::fs::read(p).expect("fixture");
+        // Every option set, under a few of the extensions the first byte picks.
+        for k in 0..imgnorm::fuzzing::OPTION_SETS {
+            let selector = k | ((i as u8 + k) % 8) << 5;
+            let mut input = vec![selector];
+            input.extend_from_slice(&data);
+            decode_normalize(&input);
+        }
+    }
+}
+
+#[test]
+fn validate_result_target_passes_its_corpus_and_random_inputs() {
+    for (path, bytes) in corpus("validate_result") {
+        eprintln!("{}", path.display());
+        validate_result(&bytes);
+    }
+    for seed in 0..3000u64 {
+        validate_result(&noise(seed, (seed % 200) as usize));
+    }
+}

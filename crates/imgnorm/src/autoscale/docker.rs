@@ -75,6 +75,9 @@ pub struct DockerConfig {
     pub owner: String,
     /// Engine threads per worker.
     pub threads: usize,
+    /// TLS trust (`--tls-ca` as the containers see the file), secret (in
+    /// the container's environment) and `--insecure` for the workers.
+    pub access: crate::security::WorkerAccess,
 }
 
 impl DockerConfig {
@@ -219,12 +222,28 @@ impl Docker {
         if let Ok(v) = std::env::var("IMGNORM_TEST_DELAY_PER_IMAGE_MS") {
             env.push(format!("IMGNORM_TEST_DELAY_PER_IMAGE_MS={v}"));
         }
+        env.extend(
+            self.cfg
+                .access
+                .env()
+                .into_iter()
+                .map(|(k, v)| format!("{k}={v}")),
+        );
+        let mut cmd = vec![
+            "worker".to_string(),
+            "--master".into(),
+            self.cfg.master_url.clone(),
+            "--name".into(),
+            name.to_string(),
+            "--threads".into(),
+            self.cfg.threads.max(1).to_string(),
+            "--connect-timeout".into(),
+            "60".into(),
+        ];
+        cmd.extend(self.cfg.access.args());
         let mut spec = json!({
             "Image": self.cfg.image,
-            "Cmd": [
-                "worker", "--master", self.cfg.master_url, "--name", name,
-                "--threads", self.cfg.threads.max(1).to_string(), "--connect-timeout", "60"
-            ],
+            "Cmd": cmd,
             "Env": env,
             "Labels": { OWNER_LABEL: self.cfg.owner, NAME_LABEL: name },
             "HostConfig": host,

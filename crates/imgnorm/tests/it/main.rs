@@ -11,4 +11,5 @@ mod distributed;
 mod formats;
 mod helpers;
 mod scope;
+mod security;
 mod stats;

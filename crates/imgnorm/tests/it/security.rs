@@ -20,6 +20,8 @@ const TOKEN: &str = "it-dashboard-token-0123456789";
 struct Spawned {
     child: Child,
     stderr: Arc<Mutex<String>>,
+    /// Ends at the end of stderr, that is when the process has exited.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Spawned {
@@ -41,14 +43,18 @@ impl Spawned {
         let pipe = child.stderr.take().expect("stderr");
         let stderr = Arc::new(Mutex::new(String::new()));
         let sink = Arc::clone(&stderr);
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(pipe).lines().map_while(Result::ok) {
                 let mut s = sink.lock().unwrap_or_else(|p| p.into_inner());
                 s.push_str(&line);
                 s.push('\n');
             }
         });
-        Spawned { child, stderr }
+        Spawned {
+            child,
+            stderr,
+            reader: Some(reader),
+        }
     }
 
     fn stderr(&self) -> String {
@@ -72,7 +78,7 @@ impl Spawned {
         found.unwrap_or_default()
     }
 
-    /// The exit code, waiting up to `timeout`.
+    /// The exit code, waiting up to `timeout`; all of stderr is read then.
     fn exit_code(&mut self, timeout: Duration) -> i32 {
         let mut code = None;
         let ok = poll_until(timeout, || match self.child.try_wait() {
@@ -83,6 +89,9 @@ impl Spawned {
             _ => false,
         });
         assert!(ok, "still running after {timeout:?}:\n{}", self.stderr());
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
         code.unwrap_or(-1)
     }
 }

@@ -274,7 +274,8 @@ pub struct DashboardArgs {
 /// `imgnorm worker`.
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
-    /// Master URL.
+    /// Master URL: https://HOST:PORT, or http:// on loopback (elsewhere
+    /// only with --insecure).
     #[arg(long, default_value = "http://127.0.0.1:50051")]
     pub master: String,
     /// Engine threads in this worker.
@@ -331,7 +332,8 @@ pub struct RunArgs {
 /// `imgnorm submit`.
 #[derive(Debug, Args)]
 pub struct SubmitArgs {
-    /// Master URL.
+    /// Master URL: https://HOST:PORT, or http:// on loopback (elsewhere
+    /// only with --insecure).
     #[arg(long, default_value = "http://127.0.0.1:50051")]
     pub master: String,
     /// Folder of images as the master sees it, or `s3://bucket/prefix`.
@@ -357,7 +359,8 @@ pub struct SubmitArgs {
 /// `imgnorm status`.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Master URL.
+    /// Master URL: https://HOST:PORT, or http:// on loopback (elsewhere
+    /// only with --insecure).
     #[arg(long, default_value = "http://127.0.0.1:50051")]
     pub master: String,
     /// Only this job.
@@ -374,7 +377,8 @@ pub struct StatusArgs {
 /// `imgnorm health`.
 #[derive(Debug, Args)]
 pub struct HealthArgs {
-    /// Master URL.
+    /// Master URL: https://HOST:PORT or http://HOST:PORT (the probe sends
+    /// no secret, so plain text is allowed anywhere).
     #[arg(long, default_value = "http://127.0.0.1:50051")]
     pub master: String,
     /// Seconds to wait for an answer (connect included).

@@ -50,7 +50,7 @@ def test_docker_backend_scales_replaces_adopts_and_cleans_up(cluster, dataset, o
 
     cluster.wait_status(url, lambda s: scale(s).get("running") == 1, timeout=60,
                         what="one idle worker container")
-    r = run([cluster.host_bin, "submit", "--master", url, "--input", "/data/input",
+    r = run([cluster.host_bin, "submit", "--master", url, "--insecure", "--input", "/data/input",
              "--output", "/data/output", "--transfer", "stream"])
     assert "submitted job-" in r.stdout
     cluster.wait_status(url, lambda s: scale(s).get("desired") == 3

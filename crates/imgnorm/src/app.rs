@@ -10,7 +10,6 @@ use std::time::Duration;
 use imgnorm_core::ids::JobId;
 use imgnorm_core::options::EngineOptions;
 use imgnorm_proto::v1 as pb;
-use imgnorm_proto::v1::coordinator_client::CoordinatorClient;
 use tokio::net::TcpListener;
 
 use crate::autoscale::{self, AutoscaleSettings, AutoscaleView};
@@ -18,6 +17,7 @@ use crate::cli::{SchedArgs, TransferArg};
 use crate::master::{self, Master, MasterConfig, MasterError};
 use crate::output::Summary;
 use crate::progress::Progress;
+use crate::security::{ClientSecurity, Secret, SecurityError, ServerSecurity, WorkerAccess};
 use crate::wire::{self, Transfer};
 
 /// Failures of the distributed commands.
@@ -46,6 +46,9 @@ pub enum AppError {
     /// The autoscaler failed.
     #[error(transparent)]
     Autoscale(#[from] crate::autoscale::ScaleError),
+    /// TLS or secret settings are unusable or unsafe.
+    #[error(transparent)]
+    Security(#[from] SecurityError),
     /// Talking to a remote master failed.
     #[error("master at {url}: {message}")]
     Remote {
@@ -106,8 +109,12 @@ impl From<TransferArg> for Transfer {
 impl crate::cli::AutoscaleArgs {
     /// Autoscaler settings from flags (None without `--autoscale`).
     /// `listen` is the master's bound address, the default worker URL for
-    /// the local backend.
-    pub fn to_settings(&self, listen: SocketAddr) -> Result<Option<AutoscaleSettings>, AppError> {
+    /// the local backend; started workers get what `security` asks of them.
+    pub fn to_settings(
+        &self,
+        listen: SocketAddr,
+        security: &ServerSecurity,
+    ) -> Result<Option<AutoscaleSettings>, AppError> {
         use crate::cli::AutoscaleBackendArg as B;
         let Some(kind) = self.autoscale else {
             return Ok(None);
@@ -138,8 +145,16 @@ impl crate::cli::AutoscaleArgs {
             } else {
                 listen.ip()
             };
-            format!("http://{}", SocketAddr::new(ip, listen.port()))
+            format!(
+                "{}://{}",
+                security.scheme(),
+                SocketAddr::new(ip, listen.port())
+            )
         };
+        let mut access = security.worker_access();
+        if let Some(ca) = &self.worker_tls_ca {
+            access.tls_ca = Some(ca.clone());
+        }
         let backend = match kind {
             B::Local => autoscale::BackendSpec::Local(autoscale::local::LocalConfig {
                 master_url: self.worker_master_url.clone().unwrap_or(loopback),
@@ -147,12 +162,13 @@ impl crate::cli::AutoscaleArgs {
                     threads: self.worker_threads.max(1),
                     memory_budget_mib: self.worker_memory_budget,
                 },
+                access,
             }),
             B::External => autoscale::BackendSpec::External,
             B::Docker => {
                 let Some(url) = self.worker_master_url.clone() else {
                     return Err(AppError::Invalid(
-                        "--autoscale docker needs --worker-master-url (how containers reach this master, e.g. http://master:50051)".into(),
+                        "--autoscale docker needs --worker-master-url (how containers reach this master, e.g. https://master:50051)".into(),
                     ));
                 };
                 autoscale::BackendSpec::Docker(autoscale::docker::DockerConfig {
@@ -167,6 +183,7 @@ impl crate::cli::AutoscaleArgs {
                         threads: self.worker_threads.max(1),
                         memory_budget_mib: self.worker_memory_budget,
                     },
+                    access,
                 })
             }
         };
@@ -214,9 +231,11 @@ async fn show_progress(m: Master, id: JobId, quiet: bool) {
 
 /// `imgnorm master` for one job: serve until it is done, return its summary.
 /// `local` workers (from `imgnorm run`) are stopped once the job is done.
+/// Refuses to start when `security` is not enough for the listen address.
 #[allow(clippy::too_many_arguments)]
 pub async fn master_one_job(
     listener: TcpListener,
+    security: ServerSecurity,
     config: MasterConfig,
     input: &Path,
     output: &Path,
@@ -226,13 +245,14 @@ pub async fn master_one_job(
     local: Option<LocalWorkers>,
     scaler: Option<AutoscaleSettings>,
 ) -> Result<Summary, AppError> {
+    security.check_grpc(local_addr(&listener)?)?;
     let m = Master::new(config)?;
     let scaler = Autoscaling::start(&m, scaler).await?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = {
         let m = m.clone();
         tokio::spawn(async move {
-            m.serve(listener, async {
+            m.serve_secured(listener, &security, async {
                 let _ = stop_rx.await;
             })
             .await
@@ -307,16 +327,18 @@ fn announce(resumed: &[master::Resumed]) {
 /// nothing to resume). `local` workers are stopped at the end.
 pub async fn master_resume(
     listener: TcpListener,
+    security: ServerSecurity,
     config: MasterConfig,
     quiet: bool,
     local: Option<LocalWorkers>,
 ) -> Result<Vec<(String, Result<Summary, MasterError>)>, AppError> {
+    security.check_grpc(local_addr(&listener)?)?;
     let m = Master::new(config)?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = {
         let m = m.clone();
         tokio::spawn(async move {
-            m.serve(listener, async {
+            m.serve_secured(listener, &security, async {
                 let _ = stop_rx.await;
             })
             .await
@@ -411,13 +433,23 @@ impl Autoscaling {
 /// gets [`SHUTDOWN_GRACE`] after the signal, then it is dropped.
 ///
 /// With `http`, the dashboard ([`crate::http`]) is served on its listener
-/// too, and stops on the same signal.
+/// too (over TLS when `security` has a certificate), and stops on the same
+/// signal. Refuses to start when `security` is not enough for an address.
 pub async fn master_serve(
     listener: TcpListener,
+    security: ServerSecurity,
     config: MasterConfig,
     scaler: Option<AutoscaleSettings>,
     http: Option<(TcpListener, crate::http::HttpConfig)>,
 ) -> Result<(), AppError> {
+    security.check_grpc(local_addr(&listener)?)?;
+    if let Some((l, _)) = &http {
+        security.check_dashboard(local_addr(l)?)?;
+    }
+    let dashboard_tls = match &security.tls {
+        Some(t) if http.is_some() => Some(t.rustls_config()?),
+        _ => None,
+    };
     let m = Master::new(config)?;
     let scaler = Autoscaling::start(&m, scaler).await?;
     announce(&m.resume().await?);
@@ -430,7 +462,14 @@ pub async fn master_serve(
             let state = crate::http::AppState::new(m.clone(), cfg)?;
             let router = crate::http::router(state.clone());
             let stop = stopped(stop_rx.clone());
-            Some(tokio::spawn(crate::http::serve(l, state, router, stop)))
+            Some(match dashboard_tls {
+                Some(tls) => {
+                    let l = crate::security::TlsListener::new(l, tls)
+                        .map_err(crate::http::HttpError::Serve)?;
+                    tokio::spawn(crate::http::serve(l, state, router, stop))
+                }
+                None => tokio::spawn(crate::http::serve(l, state, router, stop)),
+            })
         }
         None => None,
     };
@@ -441,7 +480,7 @@ pub async fn master_serve(
         }
     };
     let stop = stopped(stop_rx);
-    let mut server = tokio::spawn(async move { m.serve(listener, stop).await });
+    let mut server = tokio::spawn(async move { m.serve_secured(listener, &security, stop).await });
     let ended = tokio::select! {
         r = &mut server => Some(r),
         _ = crate::shutdown::signal() => None,
@@ -534,6 +573,14 @@ pub fn dashboard_config(
 /// The dashboard's data directory when `--data-dir` is not given.
 pub const DEFAULT_DATA_DIR: &str = "imgnorm-data";
 
+/// The bound address of a listener.
+fn local_addr(l: &TcpListener) -> Result<SocketAddr, AppError> {
+    l.local_addr().map_err(|source| AppError::Bind {
+        addr: "(bound listener)".into(),
+        source,
+    })
+}
+
 /// How long a stopping master waits for open sessions before dropping them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
@@ -564,20 +611,29 @@ pub struct LocalWorkers {
 }
 
 impl LocalWorkers {
-    /// Starts `n` workers of this executable connected to `addr`.
-    pub fn spawn(n: usize, flags: WorkerFlags, addr: SocketAddr) -> Result<LocalWorkers, AppError> {
+    /// Starts `n` workers of this executable connected to `url`, with
+    /// `flags`, and with what `access` asks (the secret goes in their
+    /// environment).
+    pub fn spawn(
+        n: usize,
+        flags: WorkerFlags,
+        url: &str,
+        access: &WorkerAccess,
+    ) -> Result<LocalWorkers, AppError> {
         let exe = std::env::current_exe().map_err(AppError::Spawn)?;
         let mut children = Vec::with_capacity(n);
         for i in 0..n {
             let child = tokio::process::Command::new(&exe)
                 .arg("worker")
                 .arg("--master")
-                .arg(format!("http://{addr}"))
+                .arg(url)
                 .args(flags.args())
                 .arg("--name")
                 .arg(format!("local-{}", i + 1))
                 .arg("--connect-timeout")
                 .arg("30")
+                .args(access.args())
+                .envs(access.env())
                 .env(
                     "IMGNORM_LOG",
                     std::env::var("IMGNORM_WORKER_LOG").unwrap_or_else(|_| "warn".into()),
@@ -627,6 +683,8 @@ pub fn terminate(pid: u32) {
 }
 
 /// `imgnorm run`: in-process master on loopback plus `workers` processes.
+/// The master requires a secret generated for this run, which only its own
+/// workers get (in their environment): other local users cannot join.
 #[allow(clippy::too_many_arguments)]
 pub async fn run_local(
     input: &Path,
@@ -644,33 +702,44 @@ pub async fn run_local(
         addr: "127.0.0.1:0".into(),
         source,
     })?;
+    let security = ServerSecurity {
+        secret: Some(Secret::generate()?),
+        ..ServerSecurity::default()
+    };
     let scaler = match scale {
-        Some(a) => a.to_settings(addr)?,
+        Some(a) => a.to_settings(addr, &security)?,
         None => None,
     };
     let pool = if scaler.is_some() {
         None
     } else {
-        Some(LocalWorkers::spawn(workers, flags, addr)?)
+        let url = format!("http://{addr}");
+        Some(LocalWorkers::spawn(
+            workers,
+            flags,
+            &url,
+            &security.worker_access(),
+        )?)
     };
     master_one_job(
-        listener, config, input, output, transfer, options, quiet, pool, scaler,
+        listener, security, config, input, output, transfer, options, quiet, pool, scaler,
     )
     .await
 }
 
-async fn client(url: &str) -> Result<CoordinatorClient<tonic::transport::Channel>, AppError> {
-    let remote = |message: String| AppError::Remote {
-        url: url.to_string(),
-        message,
-    };
-    let ep = tonic::transport::Endpoint::from_shared(url.to_string())
-        .map_err(|e| remote(e.to_string()))?
-        .connect_timeout(Duration::from_secs(5));
-    let ch = ep.connect().await.map_err(|e| remote(format!("{e:#}")))?;
-    Ok(CoordinatorClient::new(ch)
-        .max_decoding_message_size(crate::limits::FROM_MASTER_MAX)
-        .max_encoding_message_size(crate::limits::TO_MASTER_MAX))
+async fn client(
+    url: &str,
+    security: &ClientSecurity,
+) -> Result<crate::security::Coordinator, AppError> {
+    use crate::security::ConnectError;
+    match security.coordinator(url, Duration::from_secs(5)).await {
+        Ok(c) => Ok(c),
+        Err(ConnectError::Security(e)) => Err(e.into()),
+        Err(ConnectError::Connect(message)) => Err(AppError::Remote {
+            url: url.to_string(),
+            message,
+        }),
+    }
 }
 
 /// `imgnorm submit`.
@@ -680,8 +749,9 @@ pub async fn submit(
     output: &Path,
     transfer: Transfer,
     options: &EngineOptions,
+    security: &ClientSecurity,
 ) -> Result<pb::SubmitResponse, AppError> {
-    let mut c = client(url).await?;
+    let mut c = client(url, security).await?;
     let r = c
         .submit(pb::SubmitRequest {
             input: master::absolute(input).display().to_string(),
@@ -699,8 +769,12 @@ pub async fn submit(
 }
 
 /// `imgnorm status`.
-pub async fn status(url: &str, job: Option<&str>) -> Result<pb::StatusResponse, AppError> {
-    let mut c = client(url).await?;
+pub async fn status(
+    url: &str,
+    job: Option<&str>,
+    security: &ClientSecurity,
+) -> Result<pb::StatusResponse, AppError> {
+    let mut c = client(url, security).await?;
     let r = c
         .status(pb::StatusRequest {
             job_id: job.unwrap_or_default().to_string(),
@@ -714,9 +788,13 @@ pub async fn status(url: &str, job: Option<&str>) -> Result<pb::StatusResponse, 
 }
 
 /// Polls a remote job until it ends.
-pub async fn wait_remote(url: &str, job: &str) -> Result<pb::JobStatus, AppError> {
+pub async fn wait_remote(
+    url: &str,
+    job: &str,
+    security: &ClientSecurity,
+) -> Result<pb::JobStatus, AppError> {
     loop {
-        let s = status(url, Some(job)).await?;
+        let s = status(url, Some(job), security).await?;
         if let Some(j) = s.jobs.into_iter().next()
             && !matches!(j.state.as_str(), "queued" | "running")
         {

@@ -18,6 +18,8 @@ pub struct Cli {
 }
 
 /// Subcommands.
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Generate a sample dataset, normalize it centralized and distributed, and
@@ -127,9 +129,13 @@ pub struct AutoscaleArgs {
     pub worker_memory_budget: Option<u64>,
     /// The master URL as started workers reach it (default: this master's
     /// loopback address for `local`; required for `docker`, e.g.
-    /// http://master:50051).
+    /// https://master:50051).
     #[arg(long, requires = "autoscale")]
     pub worker_master_url: Option<String>,
+    /// The CA certificate started workers trust, as they see the file
+    /// (default: the master's own certificate file, when it serves TLS).
+    #[arg(long, value_name = "FILE", requires = "autoscale")]
+    pub worker_tls_ca: Option<PathBuf>,
     /// Image of worker containers.
     #[arg(long, default_value = "imgnorm:latest", requires = "autoscale")]
     pub docker_image: String,
@@ -161,9 +167,14 @@ pub struct MasterArgs {
     /// Keep running and accept jobs with `imgnorm submit`.
     #[arg(long, conflicts_with_all = ["input", "output"])]
     pub serve: bool,
-    /// gRPC address to listen on (port 0 picks a free port; the address is printed).
-    #[arg(long, default_value = "0.0.0.0:50051")]
+    /// gRPC address to listen on (port 0 picks a free port; the address is
+    /// printed). Loopback by default: a non-loopback address (e.g.
+    /// 0.0.0.0:50051) needs TLS and a secret, or --insecure.
+    #[arg(long, default_value = "127.0.0.1:50051")]
     pub listen: String,
+    /// Transport security.
+    #[command(flatten)]
+    pub security: ServerSecurityArgs,
     /// Dashboard.
     #[command(flatten)]
     pub dashboard: DashboardArgs,
@@ -179,6 +190,67 @@ pub struct MasterArgs {
     /// Autoscaling.
     #[command(flatten)]
     pub autoscale: AutoscaleArgs,
+}
+
+/// Transport security of `imgnorm master` (docs/SECURITY.md): TLS for gRPC
+/// and the dashboard, and the secret workers and clients must present.
+#[derive(Debug, Clone, Args)]
+pub struct ServerSecurityArgs {
+    /// TLS certificate (PEM, chain allowed) for gRPC and the dashboard.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_key",
+        conflicts_with = "tls_self_signed"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve TLS with a self-signed certificate kept in DIR (cert.pem,
+    /// key.pem): generated on first use for localhost, 127.0.0.1, ::1, this
+    /// host's name and the --tls-san names, reused afterwards. Clients trust
+    /// it with --tls-ca DIR/cert.pem.
+    #[arg(long, value_name = "DIR")]
+    pub tls_self_signed: Option<PathBuf>,
+    /// One more name or IP address for the self-signed certificate
+    /// (repeatable), e.g. the host name workers use in the master URL.
+    #[arg(long = "tls-san", value_name = "NAME", requires = "tls_self_signed")]
+    pub tls_sans: Vec<String>,
+    /// Shared secret every worker and client must present (else
+    /// --secret-file, else $IMGNORM_SECRET). At least 16 visible ASCII
+    /// characters. Shows in process lists: prefer the file or the variable.
+    #[arg(long, value_name = "SECRET", conflicts_with = "secret_file")]
+    pub secret: Option<String>,
+    /// File holding the shared secret (surrounding whitespace is ignored).
+    #[arg(long, value_name = "FILE")]
+    pub secret_file: Option<PathBuf>,
+    /// Allow unencrypted connections and no secret on a non-loopback
+    /// address: anyone who can reach the port can read the traffic and join
+    /// as a worker. Only for trusted private networks.
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+/// Transport security of the clients (`worker`, `submit`, `status`).
+#[derive(Debug, Clone, Args)]
+pub struct ClientSecurityArgs {
+    /// CA certificate (PEM) to trust for an https:// master, e.g. the
+    /// master's self-signed cert.pem (default: the system's CA bundle).
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// Shared secret to present to the master (else --secret-file, else
+    /// $IMGNORM_SECRET). Shows in process lists: prefer the file or the
+    /// variable.
+    #[arg(long, value_name = "SECRET", conflicts_with = "secret_file")]
+    pub secret: Option<String>,
+    /// File holding the shared secret (surrounding whitespace is ignored).
+    #[arg(long, value_name = "FILE")]
+    pub secret_file: Option<PathBuf>,
+    /// Allow a plain http:// master URL whose host is not loopback (the
+    /// traffic, secret included, is then readable on the network).
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 /// The web dashboard of `imgnorm master --serve`.
@@ -213,7 +285,8 @@ pub struct DashboardArgs {
 /// `imgnorm worker`.
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
-    /// Master URL.
+    /// Master URL: https://HOST:PORT, or http:// on loopback (elsewhere
+    /// only with --insecure).
     #[arg(long, default_value = "http://127.0.0.1:50051")]
     pub master: String,
     /// Engine threads in this worker.
@@ -238,6 +311,9 @@ pub struct WorkerArgs {
     /// (default: keep trying).
     #[arg(long)]
     pub connect_timeout: Option<f64>,
+    /// Transport security.
+    #[command(flatten)]
+    pub security: ClientSecurityArgs,
 }
 
 /// `imgnorm run`.
@@ -294,6 +370,10 @@ pub struct ResumeArgs {
     /// Scheduling (`--transfer` is ignored: each job keeps its own).
     #[command(flatten)]
     pub sched: SchedArgs,
+    /// Transport security, as for `imgnorm master` (workers reconnecting
+    /// after the restart must find the same TLS and secret).
+    #[command(flatten)]
+    pub security: ServerSecurityArgs,
     /// No progress output.
     #[arg(long, short)]
     pub quiet: bool,
@@ -302,7 +382,8 @@ pub struct ResumeArgs {
 /// `imgnorm submit`.
 #[derive(Debug, Args)]
 pub struct SubmitArgs {
-    /// Master URL.
+    /// Master URL: https://HOST:PORT, or http:// on loopback (elsewhere
+    /// only with --insecure).
     #[arg(long, default_value = "http://127.0.0.1:50051")]
     pub master: String,
     /// Folder of images as the master sees it, or `s3://bucket/prefix`.
@@ -317,6 +398,9 @@ pub struct SubmitArgs {
     /// Wait for the job to finish and print its summary.
     #[arg(long)]
     pub wait: bool,
+    /// Transport security.
+    #[command(flatten)]
+    pub security: ClientSecurityArgs,
     /// Engine options.
     #[command(flatten)]
     pub engine: EngineArgs,
@@ -325,7 +409,8 @@ pub struct SubmitArgs {
 /// `imgnorm status`.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Master URL.
+    /// Master URL: https://HOST:PORT, or http:// on loopback (elsewhere
+    /// only with --insecure).
     #[arg(long, default_value = "http://127.0.0.1:50051")]
     pub master: String,
     /// Only this job.
@@ -334,12 +419,16 @@ pub struct StatusArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Transport security.
+    #[command(flatten)]
+    pub security: ClientSecurityArgs,
 }
 
 /// `imgnorm health`.
 #[derive(Debug, Args)]
 pub struct HealthArgs {
-    /// Master URL.
+    /// Master URL: https://HOST:PORT or http://HOST:PORT (the probe sends
+    /// no secret, so plain text is allowed anywhere).
     #[arg(long, default_value = "http://127.0.0.1:50051")]
     pub master: String,
     /// Seconds to wait for an answer (connect included).
@@ -348,6 +437,10 @@ pub struct HealthArgs {
     /// Service to ask about ("" = the whole server).
     #[arg(long, default_value = "")]
     pub service: String,
+    /// CA certificate (PEM) to trust for an https:// master (default: the
+    /// system's CA bundle). The health service needs no secret.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// `imgnorm demo`.

@@ -6,9 +6,13 @@
 //! [`COORDINATOR_SERVICE`] as soon as its listener accepts connections: the
 //! listener is bound before `Master::serve` starts, so "listening" and
 //! "serving" are the same moment.
+//!
+//! The health service needs no secret (a probe knows none), so the
+//! container healthcheck works on a master that requires one; it answers
+//! over TLS when the master serves TLS.
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 pub use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, health_server::HealthServer};
@@ -20,21 +24,16 @@ pub const COORDINATOR_SERVICE: &str = "imgnorm.v1.Coordinator";
 /// Why a health probe did not get an answer.
 #[derive(Debug, thiserror::Error)]
 pub enum HealthError {
-    /// The URL is not a valid endpoint.
-    #[error("invalid master URL {url:?}: {source}")]
-    Url {
-        /// The URL.
-        url: String,
-        /// Why.
-        source: tonic::transport::Error,
-    },
+    /// The URL or the TLS settings are unusable.
+    #[error(transparent)]
+    Security(#[from] crate::security::SecurityError),
     /// No connection within the timeout.
-    #[error("cannot connect to {url}: {source}")]
+    #[error("cannot connect to {url}: {reason}")]
     Connect {
         /// The URL.
         url: String,
-        /// Why.
-        source: tonic::transport::Error,
+        /// Why (the error chain, explained).
+        reason: String,
     },
     /// The server answered the check with an error (e.g. unknown service).
     #[error("health check on {url} failed: {status}")]
@@ -68,23 +67,22 @@ pub async fn serving() -> (
 }
 
 /// Asks the master at `url` for the status of `service` (`""` = the whole
-/// server), giving up after `timeout` in total.
+/// server), giving up after `timeout` in total. `tls_ca` is the CA to trust
+/// for an `https://` URL (None: the system's bundle).
 pub async fn check(
     url: &str,
+    tls_ca: Option<&std::path::Path>,
     service: &str,
     timeout: Duration,
 ) -> Result<ServingStatus, HealthError> {
     let probe = async {
-        let ep = Endpoint::from_shared(url.to_string())
-            .map_err(|source| HealthError::Url {
-                url: url.to_string(),
-                source,
-            })?
+        let ep = crate::security::health_client(tls_ca)
+            .endpoint(url)?
             .connect_timeout(timeout)
             .timeout(timeout);
-        let ch: Channel = ep.connect().await.map_err(|source| HealthError::Connect {
+        let ch: Channel = ep.connect().await.map_err(|e| HealthError::Connect {
             url: url.to_string(),
-            source,
+            reason: crate::security::explain(&e),
         })?;
         let r = HealthClient::new(ch)
             .check(HealthCheckRequest {
@@ -129,13 +127,16 @@ mod tests {
         );
         let url = format!("http://{addr}");
         let t = Duration::from_secs(5);
-        assert_eq!(check(&url, "", t).await.unwrap(), ServingStatus::Serving);
         assert_eq!(
-            check(&url, COORDINATOR_SERVICE, t).await.unwrap(),
+            check(&url, None, "", t).await.unwrap(),
+            ServingStatus::Serving
+        );
+        assert_eq!(
+            check(&url, None, COORDINATOR_SERVICE, t).await.unwrap(),
             ServingStatus::Serving
         );
         assert!(matches!(
-            check(&url, "no.such.Service", t).await,
+            check(&url, None, "no.such.Service", t).await,
             Err(HealthError::Rpc { .. })
         ));
         let _ = tx.send(());
@@ -147,7 +148,7 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", l.local_addr().unwrap());
         drop(l);
-        let r = check(&url, "", Duration::from_millis(500)).await;
+        let r = check(&url, None, "", Duration::from_millis(500)).await;
         assert!(
             matches!(
                 r,

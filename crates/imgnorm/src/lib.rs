@@ -20,6 +20,7 @@ pub mod master;
 pub mod metrics;
 pub mod output;
 pub mod progress;
+pub mod security;
 pub mod shutdown;
 pub mod storage;
 pub mod synth;

@@ -75,6 +75,9 @@ pub struct DockerConfig {
     pub owner: String,
     /// `--threads` and `--memory-budget` of each worker.
     pub flags: crate::app::WorkerFlags,
+    /// TLS trust (`--tls-ca` as the containers see the file), secret (in
+    /// the container's environment) and `--insecure` for the workers.
+    pub access: crate::security::WorkerAccess,
 }
 
 impl DockerConfig {
@@ -219,16 +222,24 @@ impl Docker {
         if let Ok(v) = std::env::var("IMGNORM_TEST_DELAY_PER_IMAGE_MS") {
             env.push(format!("IMGNORM_TEST_DELAY_PER_IMAGE_MS={v}"));
         }
+        env.extend(
+            self.cfg
+                .access
+                .env()
+                .into_iter()
+                .map(|(k, v)| format!("{k}={v}")),
+        );
         let mut cmd = vec![
             "worker".to_string(),
-            "--master".to_string(),
+            "--master".into(),
             self.cfg.master_url.clone(),
-            "--name".to_string(),
+            "--name".into(),
             name.to_string(),
-            "--connect-timeout".to_string(),
-            "60".to_string(),
+            "--connect-timeout".into(),
+            "60".into(),
         ];
         cmd.extend(self.cfg.flags.args());
+        cmd.extend(self.cfg.access.args());
         let mut spec = json!({
             "Image": self.cfg.image,
             "Cmd": cmd,

@@ -15,6 +15,8 @@ pub struct LocalConfig {
     pub master_url: String,
     /// `--threads` and `--memory-budget` of each worker.
     pub flags: crate::app::WorkerFlags,
+    /// TLS trust, secret and `--insecure` for the workers.
+    pub access: crate::security::WorkerAccess,
 }
 
 /// Worker processes by pid.
@@ -44,6 +46,8 @@ impl Local {
             .arg(name)
             .arg("--connect-timeout")
             .arg("30")
+            .args(self.cfg.access.args())
+            .envs(self.cfg.access.env())
             .env(
                 "IMGNORM_LOG",
                 std::env::var("IMGNORM_WORKER_LOG").unwrap_or_else(|_| "warn".into()),

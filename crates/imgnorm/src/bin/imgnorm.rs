@@ -130,22 +130,32 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 Some(_) => Some(app::dashboard_config(&a.dashboard)?),
                 None => None,
             };
+            let security = a
+                .security
+                .resolve()
+                .context("transport security settings")?;
             rt.block_on(async {
                 let listener = app::bind(&a.listen).await?;
                 let addr = listener.local_addr().context("listener address")?;
+                // Refuse before announcing anything.
+                security.check_grpc(addr)?;
                 eprintln!("imgnorm master listening on {addr}");
-                let scaler = a.autoscale.to_settings(addr)?;
+                let scaler = a.autoscale.to_settings(addr, &security)?;
                 if a.serve {
                     let http = match (&a.dashboard.http, dashboard) {
                         (Some(addr), Some(cfg)) => {
                             let l = app::bind(addr).await?;
                             let http_addr = l.local_addr().context("dashboard address")?;
-                            eprintln!("imgnorm dashboard listening on http://{http_addr}");
+                            security.check_dashboard(http_addr)?;
+                            eprintln!(
+                                "imgnorm dashboard listening on {}://{http_addr}",
+                                security.scheme()
+                            );
                             Some((l, cfg))
                         }
                         _ => None,
                     };
-                    app::master_serve(listener, config, scaler, http).await?;
+                    app::master_serve(listener, security, config, scaler, http).await?;
                     return Ok(ExitCode::SUCCESS);
                 }
                 let (Some(input), Some(output)) = (a.input.as_ref(), a.output.as_ref()) else {
@@ -153,6 +163,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 };
                 let s = app::master_one_job(
                     listener,
+                    security,
                     config,
                     input,
                     output,
@@ -186,6 +197,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 }),
                 connect_timeout: a.connect_timeout.map(Duration::from_secs_f64),
                 memory_budget_mib: a.memory_budget,
+                security: a
+                    .security
+                    .resolve()
+                    .context("transport security settings")?,
             };
             runtime()?
                 .block_on(imgnorm::worker::run(cfg, imgnorm::shutdown::signal()))
@@ -228,9 +243,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
             }
             config.state_dir = Some(a.data_dir.clone());
+            let security = a
+                .security
+                .resolve()
+                .context("transport security settings")?;
             runtime()?.block_on(async {
                 let listener = app::bind(&a.listen).await?;
                 let addr = listener.local_addr().context("listener address")?;
+                security.check_grpc(addr)?;
                 eprintln!("imgnorm master listening on {addr}");
                 let local = (a.workers > 0)
                     .then(|| {
@@ -238,10 +258,18 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                             threads: a.threads.max(1),
                             memory_budget_mib: None,
                         };
-                        app::LocalWorkers::spawn(a.workers, flags, addr)
+                        let scheme = if security.tls.is_some() { "https" } else { "http" };
+                        let host = if addr.ip().is_unspecified() {
+                            std::net::SocketAddr::from(([127, 0, 0, 1], addr.port()))
+                        } else {
+                            addr
+                        };
+                        let url = format!("{scheme}://{host}");
+                        app::LocalWorkers::spawn(a.workers, flags, &url, &security.worker_access())
                     })
                     .transpose()?;
-                let outcomes = app::master_resume(listener, config, a.quiet, local).await?;
+                let outcomes =
+                    app::master_resume(listener, security, config, a.quiet, local).await?;
                 if outcomes.is_empty() {
                     println!("nothing to resume: every job in {} is finished", a.data_dir.display());
                     return Ok(ExitCode::SUCCESS);
@@ -266,13 +294,25 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Submit(a) => {
             let opts = a.engine.to_options().context("invalid options")?;
+            let security = a
+                .security
+                .resolve()
+                .context("transport security settings")?;
             runtime()?.block_on(async {
-                let r = app::submit(&a.master, &a.input, &a.output, a.transfer.into(), &opts).await?;
+                let r = app::submit(
+                    &a.master,
+                    &a.input,
+                    &a.output,
+                    a.transfer.into(),
+                    &opts,
+                    &security,
+                )
+                .await?;
                 println!("submitted {} ({} files)", r.job_id, r.images);
                 if !a.wait {
                     return Ok(ExitCode::SUCCESS);
                 }
-                let j = app::wait_remote(&a.master, &r.job_id).await?;
+                let j = app::wait_remote(&a.master, &r.job_id, &security).await?;
                 println!(
                     "{} {}: {} files, {} ok, {} failed, {} skipped in {:.2}s",
                     j.job_id, j.state, j.images, j.ok, j.failed, j.skipped, j.elapsed_s
@@ -285,7 +325,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Status(a) => runtime()?.block_on(async {
-            let s = app::status(&a.master, a.job.as_deref()).await?;
+            let security = a
+                .security
+                .resolve()
+                .context("transport security settings")?;
+            let s = app::status(&a.master, a.job.as_deref(), &security).await?;
             if a.json {
                 let jobs: Vec<_> = s.jobs.iter().map(|j| serde_json::json!({
                     "job_id": j.job_id, "state": j.state, "phase": j.phase, "images": j.images, "done": j.done,
@@ -315,7 +359,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 anyhow::bail!("--timeout must be a positive number of seconds");
             }
             let timeout = Duration::from_secs_f64(a.timeout);
-            let r = runtime()?.block_on(imgnorm::health::check(&a.master, &a.service, timeout));
+            let r = runtime()?.block_on(imgnorm::health::check(
+                &a.master,
+                a.tls_ca.as_deref(),
+                &a.service,
+                timeout,
+            ));
             Ok(match r {
                 Ok(s) => {
                     println!("{}", s.as_str_name());

@@ -19,7 +19,6 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::master::Master;
@@ -235,14 +234,20 @@ async fn metrics(
     )
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves; samples progress
-/// for the charts meanwhile. Open event streams end at shutdown.
-pub async fn serve(
-    listener: TcpListener,
+/// Serves `router` on `listener` (a `TcpListener`, or a
+/// [`crate::security::TlsListener`] for https) until `shutdown` resolves;
+/// samples progress for the charts meanwhile. Open event streams end at
+/// shutdown.
+pub async fn serve<L>(
+    listener: L,
     state: AppState,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), HttpError> {
+) -> Result<(), HttpError>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     let sampler = {
         let m = state.master().clone();
         tokio::spawn(async move {

@@ -297,21 +297,42 @@ impl Master {
         self.inner.started.elapsed()
     }
 
-    /// Serves gRPC on `listener` until `shutdown` resolves.
+    /// Serves plain gRPC on `listener`, with no secret, until `shutdown`
+    /// resolves.
     pub async fn serve(
         &self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), MasterError> {
+        let plain = crate::security::ServerSecurity::default();
+        self.serve_secured(listener, &plain, shutdown).await
+    }
+
+    /// Serves gRPC on `listener` until `shutdown` resolves: over TLS when
+    /// `security` has a certificate, and every `Coordinator` call must carry
+    /// its secret when it has one (the health service stays open).
+    pub async fn serve_secured(
+        &self,
+        listener: TcpListener,
+        security: &crate::security::ServerSecurity,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), MasterError> {
+        let mut server = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(10)));
+        if let Some(tls) = &security.tls {
+            server = server.tls_config(tls.tonic_config())?;
+        }
         let reaper = {
             let m = self.clone();
             tokio::spawn(async move { m.reap_loop().await })
         };
-        let svc = service::CoordinatorService::new(self.clone()).into_server();
+        let svc = tonic::service::interceptor::InterceptedService::new(
+            service::CoordinatorService::new(self.clone()).into_server(),
+            crate::security::RequireSecret::new(security.secret.clone()),
+        );
         let (_health_reporter, health) = crate::health::serving().await;
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        let result = tonic::transport::Server::builder()
-            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        let result = server
             .add_service(svc)
             .add_service(health)
             .serve_with_incoming_shutdown(incoming, shutdown)

@@ -21,6 +21,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::Endpoint;
 
 use crate::limits::{FROM_MASTER_MAX, TO_MASTER_MAX};
+use crate::security::{ClientSecurity, SecurityError};
 use pool::{LeaseCtx, Pool};
 
 /// Worker settings.
@@ -41,21 +42,29 @@ pub struct WorkerConfig {
     /// Memory budget in MiB (`--memory-budget`); `None`: the default for
     /// the thread count ([`crate::budget::default_mib`]).
     pub memory_budget_mib: Option<u64>,
+    /// TLS trust, the secret to present, and whether plain text off
+    /// loopback is allowed.
+    pub security: ClientSecurity,
 }
 
 /// Why a worker stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
-    /// The master refused this worker's protocol version.
+    /// The master refused this worker: an incompatible protocol version, or
+    /// a missing or wrong secret.
     #[error("the master refused this worker: {0}")]
     Refused(String),
-    /// The master URL is malformed.
-    #[error("invalid master URL {url:?}: {source}")]
-    Url {
+    /// The URL or the TLS settings are unusable, or plain text to a
+    /// non-loopback host without `--insecure`.
+    #[error(transparent)]
+    Security(#[from] SecurityError),
+    /// The TLS handshake with the master failed: retrying cannot help.
+    #[error("cannot connect to the master at {url}: {reason}")]
+    Tls {
         /// The URL.
         url: String,
-        /// Why.
-        source: tonic::transport::Error,
+        /// What went wrong, with a hint.
+        reason: String,
     },
     /// No master answered within the connect timeout.
     #[error("no master reachable at {0} within the connect timeout")]
@@ -81,12 +90,9 @@ pub async fn run(
     cfg: WorkerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), WorkerError> {
-    let endpoint =
-        Endpoint::from_shared(cfg.master.clone()).map_err(|source| WorkerError::Url {
-            url: cfg.master.clone(),
-            source,
-        })?;
-    let endpoint = endpoint
+    let endpoint = cfg
+        .security
+        .endpoint(&cfg.master)?
         .connect_timeout(Duration::from_secs(3))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
@@ -124,6 +130,12 @@ pub async fn run(
                 }
             }
             Err(SessionError::Refused(e)) => return Err(WorkerError::Refused(e)),
+            Err(SessionError::Tls(reason)) => {
+                return Err(WorkerError::Tls {
+                    url: cfg.master.clone(),
+                    reason,
+                });
+            }
             Err(SessionError::Connect(e)) => {
                 if !logged_waiting {
                     tracing::info!(master = %cfg.master, error = %e, "waiting for the master");
@@ -152,8 +164,21 @@ pub async fn run(
 }
 
 enum SessionError {
+    /// Refused by the master: fatal.
     Refused(String),
+    /// The TLS handshake failed (untrusted certificate, TLS against plain
+    /// text): fatal, the same settings would fail again.
+    Tls(String),
+    /// Not reachable (yet): retry.
     Connect(String),
+}
+
+/// Whether a failed call means the master refused this worker for good.
+fn refused(s: &tonic::Status) -> bool {
+    matches!(
+        s.code(),
+        tonic::Code::FailedPrecondition | tonic::Code::Unauthenticated
+    )
 }
 
 async fn session(
@@ -162,11 +187,14 @@ async fn session(
     pool: &Arc<Pool>,
     stop_rx: &mut watch::Receiver<bool>,
 ) -> Result<SessionEnd, SessionError> {
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| SessionError::Connect(format!("{e:#}")))?;
-    let mut client = CoordinatorClient::new(channel)
+    let channel = endpoint.connect().await.map_err(|e| {
+        if crate::security::tls_failure(&e).is_some() {
+            SessionError::Tls(crate::security::explain(&e))
+        } else {
+            SessionError::Connect(crate::security::error_chain(&e))
+        }
+    })?;
+    let mut client = CoordinatorClient::with_interceptor(channel, cfg.security.interceptor())
         .max_decoding_message_size(FROM_MASTER_MAX)
         .max_encoding_message_size(TO_MASTER_MAX);
     let (out_tx, out_rx) = mpsc::unbounded_channel::<pb::WorkerMessage>();
@@ -199,7 +227,7 @@ async fn session(
     let fetcher = client.clone();
     let response = match client.session(outbound).await {
         Ok(r) => r,
-        Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+        Err(s) if refused(&s) => {
             return Err(SessionError::Refused(s.message().to_string()));
         }
         Err(s) => return Err(SessionError::Connect(s.to_string())),
@@ -210,7 +238,7 @@ async fn session(
             msg: Some(MMsg::Welcome(w)),
         })) => w,
         Ok(_) => return Ok(SessionEnd::Lost { established: false }),
-        Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+        Err(s) if refused(&s) => {
             return Err(SessionError::Refused(s.message().to_string()));
         }
         Err(s) => return Err(SessionError::Connect(s.to_string())),
@@ -290,7 +318,7 @@ async fn session(
     Ok(end)
 }
 
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     std::env::var("HOSTNAME")
         .ok()
         .filter(|h| !h.is_empty())

@@ -19,9 +19,6 @@ use imgnorm_proto::v1::worker_message::Msg as WMsg;
 use tokio::sync::Notify;
 use tokio::sync::mpsc::UnboundedSender;
 
-use imgnorm_proto::v1::coordinator_client::CoordinatorClient;
-use tonic::transport::Channel;
-
 use crate::budget::MemoryBudget;
 use crate::engine::Engine;
 use crate::master::CHUNK;
@@ -153,7 +150,7 @@ struct Task {
 
 struct SessionShared {
     out: UnboundedSender<pb::WorkerMessage>,
-    client: CoordinatorClient<Channel>,
+    client: crate::security::Coordinator,
     runtime: tokio::runtime::Handle,
     queued: Arc<AtomicUsize>,
     draining: Arc<AtomicBool>,
@@ -267,7 +264,7 @@ impl Pool {
     pub fn new_session(
         self: &Arc<Self>,
         out: UnboundedSender<pb::WorkerMessage>,
-        client: CoordinatorClient<Channel>,
+        client: crate::security::Coordinator,
         runtime: tokio::runtime::Handle,
         queued: Arc<AtomicUsize>,
     ) -> SessionHandle {

@@ -14,4 +14,5 @@ mod fuzz_seeds;
 mod helpers;
 mod limits;
 mod scope;
+mod security;
 mod stats;

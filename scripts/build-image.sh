@@ -53,12 +53,15 @@ version="$("$bin" --version | awk '{print $2}')"
 
 ctx="$(mktemp -d "${TMPDIR:-/tmp}/imgnorm-image.XXXXXX")"
 trap 'rm -rf "$ctx"' EXIT
-mkdir -p "$ctx/etc/ssl/certs" "$ctx/data/input" "$ctx/data/output" "$ctx/data/tls" "$ctx/tmp"
+mkdir -p "$ctx/etc/ssl/certs" "$ctx/data/input" "$ctx/data/output" "$ctx/data/tls" \
+    "$ctx/data/state" "$ctx/tmp"
 chmod 1777 "$ctx/tmp"
 # Seeds compose's `tls` volume, where the master writes its self-signed
 # certificate; sticky and open to all like /tmp, so a master running as
 # another uid (IMGNORM_USER) can write it too (the key itself is 0600).
 chmod 1777 "$ctx/data/tls"
+# Seeds compose's `state` volume (the master's --data-dir), the same way.
+chmod 1777 "$ctx/data/state"
 case "${IMGNORM_STRIP:-debug}" in
     debug) strip --strip-debug -o "$ctx/imgnorm" "$bin" ;;
     all) strip -o "$ctx/imgnorm" "$bin" ;;

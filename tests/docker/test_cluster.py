@@ -173,3 +173,31 @@ def test_stream_mode_without_shared_volume(cluster, dataset, out_dir):
     assert cluster.wait_exit("master", timeout=120) == dataset.code, cluster.logs("master")
     assert_same_output(out_dir, dataset.reference)
     assert_each_image_once(out_dir, dataset.count)
+
+
+def test_master_killed_and_started_again_resumes_the_job(cluster, dataset, out_dir, tmp_path):
+    """The master keeps its state in a volume (--data-dir): SIGKILLed mid-job
+    (`docker kill`) and started again (`docker start`, the same command), it
+    resumes the job; workers reconnect by themselves; same bytes."""
+    state = tmp_path / "state"
+    state.mkdir()
+    state.chmod(0o777)
+    v = vols(dataset, out_dir)
+    cluster.start("master", "master", "--input", "/data/input", "--output", "/data/output",
+                  "--quiet", "--data-dir", "/data/state", *FAST,
+                  volumes=[*v, f"{state}:/data/state"])
+    for i in range(3):
+        cluster.start(f"w{i}", "worker", "--master", "http://master:50051", "--name", f"w{i}",
+                      *SLOW_WORKER, volumes=v)
+    s = cluster.wait_status(cluster.url(), lambda s: job_progress(s) >= dataset.count // 3,
+                            what="a third of the job")
+    docker("kill", cluster.name("master"))
+    docker("start", cluster.name("master"))
+    url = cluster.url()  # the address may change with the restart
+    s = cluster.wait_status(url, lambda s: job_progress(s) > 0, timeout=60,
+                            what="the restarted master to resume")
+    assert job_progress(s) < dataset.count, "job finished before the kill mattered"
+    assert cluster.wait_exit("master", timeout=180) == dataset.code, cluster.logs("master")
+    assert "resuming job-1" in cluster.logs("master"), cluster.logs("master")
+    assert_same_output(out_dir, dataset.reference)
+    assert_each_image_once(out_dir, dataset.count)

@@ -254,6 +254,10 @@ impl Store {
                 found: version,
             });
         }
+        // Space freed by finished jobs goes back to the file system (set
+        // before the first table exists; a no-op afterwards).
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
+            .map_err(&e)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS jobs (
                  key INTEGER PRIMARY KEY,
@@ -278,7 +282,7 @@ impl Store {
                  worker TEXT NOT NULL,
                  worker_id INTEGER NOT NULL,
                  PRIMARY KEY (job, phase, idx)
-             ) WITHOUT ROWID;",
+             );",
         )
         .map_err(&e)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)
@@ -420,8 +424,12 @@ fn writer(mut conn: Connection, rx: Receiver<Op>, path: &Path) {
             }
         }
         let mut flushes = Vec::new();
+        let ended = batch.iter().any(|op| matches!(op, Op::End { .. }));
         match commit(&mut conn, batch, &mut flushes) {
             Ok(()) => {
+                if ended {
+                    let _ = conn.execute_batch("PRAGMA incremental_vacuum");
+                }
                 if failing {
                     tracing::info!(db = %path.display(), "state database writable again");
                     failing = false;

@@ -248,16 +248,7 @@ pub async fn master_one_job(
     security.check_grpc(local_addr(&listener)?)?;
     let m = Master::new(config)?;
     let scaler = Autoscaling::start(&m, scaler).await?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = {
-        let m = m.clone();
-        tokio::spawn(async move {
-            m.serve_secured(listener, &security, async {
-                let _ = stop_rx.await;
-            })
-            .await
-        })
-    };
+    let server = Server::start(&m, listener, security);
     // With a state database: unfinished jobs of an earlier master first;
     // the same job as this one (same input, output and options) is taken
     // up where it stopped instead of starting again.
@@ -289,22 +280,46 @@ pub async fn master_one_job(
         local.stop().await;
     }
     let view = scaler.stop().await;
-    // Graceful shutdown waits for open sessions; remote workers keep theirs
-    // open (they stay for the next master), so give them a moment, then go.
-    let _ = stop_tx.send(());
-    let mut server = server;
-    if tokio::time::timeout(Duration::from_secs(2), &mut server)
-        .await
-        .is_err()
-    {
-        server.abort();
-    }
+    server.stop().await;
     let mut summary = outcome?.summary;
     if let Some(v) = view {
         summary.worker_seconds = Some(crate::output::round3(v.worker_seconds));
         eprintln!("{}", v.human());
     }
     Ok(summary)
+}
+
+/// A master's gRPC server running until [`Server::stop`].
+struct Server {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), MasterError>>,
+}
+
+impl Server {
+    fn start(m: &Master, listener: TcpListener, security: ServerSecurity) -> Server {
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let m = m.clone();
+        let task = tokio::spawn(async move {
+            m.serve_secured(listener, &security, async {
+                let _ = stop_rx.await;
+            })
+            .await
+        });
+        Server { stop, task }
+    }
+
+    /// Graceful shutdown waits for open sessions; remote workers keep theirs
+    /// open (they stay for the next master), so give them
+    /// [`SHUTDOWN_GRACE`], then go.
+    async fn stop(mut self) {
+        let _ = self.stop.send(());
+        if tokio::time::timeout(SHUTDOWN_GRACE, &mut self.task)
+            .await
+            .is_err()
+        {
+            self.task.abort();
+        }
+    }
 }
 
 /// Says on stderr which jobs were taken up from the state database.
@@ -334,16 +349,7 @@ pub async fn master_resume(
 ) -> Result<Vec<(String, Result<Summary, MasterError>)>, AppError> {
     security.check_grpc(local_addr(&listener)?)?;
     let m = Master::new(config)?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = {
-        let m = m.clone();
-        tokio::spawn(async move {
-            m.serve_secured(listener, &security, async {
-                let _ = stop_rx.await;
-            })
-            .await
-        })
-    };
+    let server = Server::start(&m, listener, security);
     let resumed = m.resume().await?;
     announce(&resumed);
     let mut outcomes = Vec::new();
@@ -373,14 +379,7 @@ pub async fn master_resume(
     if let Some(local) = local {
         local.stop().await;
     }
-    let _ = stop_tx.send(());
-    let mut server = server;
-    if tokio::time::timeout(SHUTDOWN_GRACE, &mut server)
-        .await
-        .is_err()
-    {
-        server.abort();
-    }
+    server.stop().await;
     Ok(outcomes)
 }
 

@@ -6,7 +6,7 @@
 //! processed more than once (counted from the workers' trace) are reported
 //! and may only come from batches in flight at a kill.
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -63,6 +63,56 @@ fn done(m: &Master) -> u64 {
     m.status()["jobs"][0]["done"].as_u64().unwrap_or(0)
 }
 
+/// A generated dataset (plus every fixture), its `centralized` reference
+/// under `c`, and where the master writes (`d`) and keeps its state.
+struct Job {
+    dir: tempfile::TempDir,
+    input: PathBuf,
+    c: PathBuf,
+    out: PathBuf,
+    data: PathBuf,
+}
+
+impl Job {
+    fn new(count: u64, opts: &[&str]) -> Job {
+        let dir = helpers::tempdir();
+        let input = dataset(dir.path(), count);
+        let c = dir.path().join("c");
+        let r = helpers::centralized(&input, &c, opts);
+        assert_eq!(r.code, 3, "fixtures include failures\n{r}");
+        let (out, data) = (dir.path().join("d"), dir.path().join("state"));
+        Job {
+            dir,
+            input,
+            c,
+            out,
+            data,
+        }
+    }
+
+    /// Master flags: fast failure detection, `opts`, the data directory.
+    fn flags<'a>(&'a self, opts: &[&'a str]) -> Vec<&'a str> {
+        let mut extra: Vec<&str> = FAST.to_vec();
+        extra.extend(opts);
+        extra.extend(["--data-dir", self.data.to_str().expect("utf-8 path")]);
+        extra
+    }
+
+    fn master(&self, extra: &[&str]) -> Master {
+        Master::start(&self.input, &self.out, extra)
+    }
+
+    fn trace(&self) -> PathBuf {
+        self.dir.path().join("trace.tsv")
+    }
+
+    /// The output equals `centralized`'s, each image once.
+    fn check(&self) {
+        assert_same_dataset(&self.c, &self.out);
+        assert_once_each(&self.out, &self.input);
+    }
+}
+
 #[test]
 fn workers_and_master_killed_at_random_dataset_identical_to_centralized() {
     let seed = std::env::var("IMGNORM_CHAOS_SEED")
@@ -76,22 +126,13 @@ fn workers_and_master_killed_at_random_dataset_identical_to_centralized() {
         });
     eprintln!("chaos seed {seed} (replay with IMGNORM_CHAOS_SEED={seed})");
     let mut rng = Rng(seed);
-    let dir = helpers::tempdir();
-    let input = dataset(dir.path(), 1000);
-    let total = helpers::files_under(&input).len() as u64;
-    let c = dir.path().join("c");
-    let r = helpers::centralized(&input, &c, &[]);
-    assert_eq!(r.code, 3, "fixtures include failures\n{r}");
-
-    let out = dir.path().join("d");
-    let data = dir.path().join("state");
-    let trace = dir.path().join("trace.tsv");
-    let data_s = data.to_str().expect("utf-8 path");
+    let job = Job::new(1000, &[]);
+    let total = helpers::files_under(&job.input).len() as u64;
+    let trace = job.trace();
     // FAST leases BATCH images at a time.
-    let mut extra: Vec<&str> = FAST.to_vec();
-    extra.extend(["--no-speculation", "--data-dir", data_s]);
+    let extra = job.flags(&["--no-speculation"]);
     let started = Instant::now();
-    let master = Master::start(&input, &out, &extra);
+    let master = job.master(&extra);
     let addr = master.addr().to_string();
     let url = master.url().to_string();
     let delay = 12;
@@ -121,7 +162,7 @@ fn workers_and_master_killed_at_random_dataset_identical_to_centralized() {
             let before = done(m);
             master.take().expect("master").kill();
             eprintln!("chaos: master SIGKILLed at {before}/{total} images");
-            let m = Master::start_on(&addr, &input, &out, &extra);
+            let m = Master::start_on(&addr, &job.input, &job.out, &extra);
             wait_for("the restarted master", Duration::from_secs(30), || {
                 done(&m) > 0
             });
@@ -144,9 +185,7 @@ fn workers_and_master_killed_at_random_dataset_identical_to_centralized() {
     assert_eq!(code, 3, "the job completes (fixtures fail: exit 3)");
     drop(workers);
     let elapsed = started.elapsed();
-
-    assert_same_dataset(&c, &out);
-    assert_once_each(&out, &input);
+    job.check();
     let (processed, twice) = redone(&trace);
     // In flight at a kill: a killed worker's leases; at the master's kill,
     // every worker's leases plus the results of the last commit window.
@@ -164,18 +203,9 @@ fn workers_and_master_killed_at_random_dataset_identical_to_centralized() {
 
 #[test]
 fn a_stopped_cluster_is_taken_up_with_resume() {
-    let dir = helpers::tempdir();
-    let input = dataset(dir.path(), 200);
-    let c = dir.path().join("c");
-    let r = helpers::centralized(&input, &c, &[]);
-    assert_eq!(r.code, 3, "fixtures include failures\n{r}");
-    let out = dir.path().join("d");
-    let data = dir.path().join("state");
-    let data_s = data.to_str().expect("utf-8 path");
-    let mut extra: Vec<&str> = FAST.to_vec();
-    extra.extend(["--data-dir", data_s]);
-    let master = Master::start(&input, &out, &extra);
-    let trace = dir.path().join("trace.tsv");
+    let job = Job::new(200, &[]);
+    let master = job.master(&job.flags(&[]));
+    let trace = job.trace();
     let w = traced_worker(master.url(), "w0", &trace, 15);
     wait_for("a third of the job", Duration::from_secs(60), || {
         done(&master) >= 70
@@ -189,7 +219,7 @@ fn a_stopped_cluster_is_taken_up_with_resume() {
     let o = Command::new(bin())
         .args(["resume", "-q", "--listen", "127.0.0.1:0", "--workers", "2"])
         .arg("--data-dir")
-        .arg(&data)
+        .arg(&job.data)
         .env("IMGNORM_TEST_TRACE", &trace)
         .output()
         .expect("run resume");
@@ -203,8 +233,7 @@ fn a_stopped_cluster_is_taken_up_with_resume() {
         stderr.contains("resuming job-1"),
         "resume says what it takes up\n{stderr}"
     );
-    assert_same_dataset(&c, &out);
-    assert_once_each(&out, &input);
+    job.check();
     let (processed, twice) = redone(&trace);
     assert!(processed_before >= 70);
     assert!(
@@ -220,7 +249,7 @@ fn a_stopped_cluster_is_taken_up_with_resume() {
     let o = Command::new(bin())
         .args(["resume", "--listen", "127.0.0.1:0"])
         .arg("--data-dir")
-        .arg(&data)
+        .arg(&job.data)
         .output()
         .expect("run resume");
     assert!(o.status.success());
@@ -228,21 +257,22 @@ fn a_stopped_cluster_is_taken_up_with_resume() {
 
     // A serving master on the same directory lists the finished job, and
     // numbers new jobs after it.
-    let (_serve, url) = serve(&data);
-    let s = status(&url);
-    let job = &s["jobs"][0];
-    assert_eq!(job["job_id"], "job-1", "{s}");
-    assert_eq!(job["state"], "done", "{s}");
+    let serving = serve(&job.data);
+    let url = serving.url().to_string();
+    let s = serving.status();
+    let listed = &s["jobs"][0];
+    assert_eq!(listed["job_id"], "job-1", "{s}");
+    assert_eq!(listed["state"], "done", "{s}");
     assert_eq!(
-        job["images"].as_u64(),
-        Some(helpers::files_under(&input).len() as u64)
+        listed["images"].as_u64(),
+        Some(helpers::files_under(&job.input).len() as u64)
     );
-    assert_eq!(job["done"], job["images"]);
+    assert_eq!(listed["done"], listed["images"]);
     let o = Command::new(bin())
         .args(["submit", "--master", &url, "--input"])
-        .arg(&input)
+        .arg(&job.input)
         .arg("--output")
-        .arg(dir.path().join("again"))
+        .arg(job.dir.path().join("again"))
         .output()
         .expect("submit");
     assert!(
@@ -253,59 +283,33 @@ fn a_stopped_cluster_is_taken_up_with_resume() {
 }
 
 /// `imgnorm master --serve --data-dir DIR` on a free port.
-fn serve(data: &Path) -> (Proc, String) {
-    use std::io::{BufRead, BufReader};
-    let mut child = Command::new(bin())
-        .args(["master", "--serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start master");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(a) = line.strip_prefix("imgnorm master listening on ") {
-                let _ = tx.send(a.trim().to_string());
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("master printed its address");
-    (Proc(child), format!("http://{addr}"))
-}
-
-fn status(url: &str) -> serde_json::Value {
-    let out = Command::new(bin())
-        .args(["status", "--json", "--master", url])
-        .output()
-        .expect("status");
-    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+fn serve(data: &Path) -> Master {
+    let mut cmd = Command::new(bin());
+    cmd.args([
+        "master",
+        "-q",
+        "--serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+    ])
+    .arg(data);
+    Master::launch(cmd)
 }
 
 #[test]
 fn a_resumed_job_redoes_outputs_that_were_damaged_or_removed() {
-    let dir = helpers::tempdir();
-    let input = dataset(dir.path(), 80);
-    let c = dir.path().join("c");
-    let r = helpers::centralized(&input, &c, &[]);
-    assert_eq!(r.code, 3, "fixtures include failures\n{r}");
-    let out = dir.path().join("d");
-    let data = dir.path().join("state");
-    let data_s = data.to_str().expect("utf-8 path");
-    let mut extra: Vec<&str> = FAST.to_vec();
-    extra.extend(["--data-dir", data_s]);
-    let master = Master::start(&input, &out, &extra);
-    let w = traced_worker(master.url(), "w0", &dir.path().join("t"), 25);
+    let job = Job::new(80, &[]);
+    let out = &job.out;
+    let master = job.master(&job.flags(&[]));
+    let w = traced_worker(master.url(), "w0", &job.trace(), 25);
     wait_for("half the job", Duration::from_secs(60), || {
         done(&master) >= 40
     });
     drop(w);
     master.kill();
     // Damage one finished output and delete another behind the master's back.
-    let outputs: Vec<String> = helpers::files_under(&out)
+    let outputs: Vec<String> = helpers::files_under(out)
         .into_iter()
         .filter(|f| f.ends_with(".npy"))
         .collect();
@@ -320,7 +324,7 @@ fn a_resumed_job_redoes_outputs_that_were_damaged_or_removed() {
     let o = Command::new(bin())
         .args(["resume", "-q", "--listen", "127.0.0.1:0", "--workers", "1"])
         .arg("--data-dir")
-        .arg(&data)
+        .arg(&job.data)
         .output()
         .expect("run resume");
     let stderr = String::from_utf8_lossy(&o.stderr);
@@ -333,14 +337,11 @@ fn a_resumed_job_redoes_outputs_that_were_damaged_or_removed() {
         !line.contains(" 0 to redo"),
         "the damaged and removed outputs are redone: {line}"
     );
-    assert_same_dataset(&c, &out);
-    assert_once_each(&out, &input);
+    job.check();
 }
 
 #[test]
 fn a_two_phase_stack_job_survives_master_kills_in_both_phases() {
-    let dir = helpers::tempdir();
-    let input = dataset(dir.path(), 150);
     // Dataset-wide scaling needs a statistics phase; the stack layout and
     // the resize exercise the stored-row check.
     let opts = [
@@ -353,19 +354,12 @@ fn a_two_phase_stack_job_survives_master_kills_in_both_phases() {
         "--format",
         "stack",
     ];
-    let c = dir.path().join("c");
-    let r = helpers::centralized(&input, &c, &opts);
-    assert_eq!(r.code, 3, "fixtures include failures\n{r}");
-    let out = dir.path().join("d");
-    let data = dir.path().join("state");
-    let data_s = data.to_str().expect("utf-8 path");
-    let mut extra: Vec<&str> = FAST.to_vec();
-    extra.extend(opts);
-    extra.extend(["--data-dir", data_s]);
-    let mut master = Master::start(&input, &out, &extra);
+    let job = Job::new(150, &opts);
+    let extra = job.flags(&opts);
+    let mut master = job.master(&extra);
     let addr = master.addr().to_string();
     let url = master.url().to_string();
-    let trace = dir.path().join("trace.tsv");
+    let trace = job.trace();
     let _workers: Vec<Proc> = (0..2)
         .map(|i| traced_worker(&url, &format!("w{i}"), &trace, 20))
         .collect();
@@ -379,13 +373,13 @@ fn a_two_phase_stack_job_survives_master_kills_in_both_phases() {
             },
         );
         master.kill();
-        master = Master::start_on(&addr, &input, &out, &extra);
+        master = Master::start_on(&addr, &job.input, &job.out, &extra);
         wait_for("the restarted master", Duration::from_secs(30), || {
             master.status()["jobs"][0]["phase"] == phase
         });
     }
     assert_eq!(master.wait(Duration::from_secs(120)), 3);
-    assert_same_dataset(&c, &out);
+    assert_same_dataset(&job.c, &job.out);
     let (_, twice) = redone(&trace);
     eprintln!("two-phase chaos: {twice} images processed more than once");
     assert!(twice <= 2 * 2 * BATCH * PREFETCH);

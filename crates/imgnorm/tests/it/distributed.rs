@@ -128,7 +128,7 @@ impl Master {
         &self.url
     }
 
-    fn launch(mut cmd: Command) -> Master {
+    pub(crate) fn launch(mut cmd: Command) -> Master {
         let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

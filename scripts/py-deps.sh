@@ -2,10 +2,11 @@
 # Python test/benchmark dependencies (owns only this check-and-install step).
 #
 # Makes `python3 -c 'import numpy, cv2, PIL, pytest, pandas, webdataset,
-# boto3, moto.server'` work, installing with pip only the packages that are
+# boto3, moto.server, xxhash'` work, installing with pip only the packages that are
 # missing (numpy, opencv-python-headless, pillow, pytest; pandas and
 # webdataset read the manifest and the shards in tests/python/test_formats.py;
-# boto3 and moto[server]: the S3 tests start a real moto_server). Idempotent:
+# boto3 and moto[server]: the S3 tests start a real moto_server; xxhash
+# recomputes the manifest's checksums). Idempotent:
 # a no-op when all import. Quiet on
 # success; prints pip's output and exits non-zero if pip fails or the
 # imports still fail afterwards.
@@ -27,7 +28,7 @@ if ! "$PY" -c 'import selenium' >/dev/null 2>&1; then
     fi
 fi
 
-ALL='import numpy, cv2, PIL, pytest, pandas, webdataset, boto3, moto.server'
+ALL='import numpy, cv2, PIL, pytest, pandas, webdataset, boto3, moto.server, xxhash'
 if "$PY" -c "$ALL" >/dev/null 2>&1; then
     exit 0
 fi
@@ -41,6 +42,7 @@ missing=()
 "$PY" -c 'import webdataset' >/dev/null 2>&1 || missing+=(webdataset)
 "$PY" -c 'import boto3' >/dev/null 2>&1 || missing+=(boto3)
 "$PY" -c 'import moto.server' >/dev/null 2>&1 || missing+=('moto[server]')
+"$PY" -c 'import xxhash' >/dev/null 2>&1 || missing+=(xxhash)
 
 if [ "${#missing[@]}" -eq 0 ]; then
     # Each imports alone but not together (e.g. cv2 built against another numpy).

@@ -201,6 +201,49 @@ impl TwoPhase {
 }
 
 impl JobRun {
+    /// Job `key` with no result yet: an empty slot per file, the discovery
+    /// rows counted, the first phase its options call for.
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        key: u64,
+        input: PathBuf,
+        output: PathBuf,
+        transfer: Transfer,
+        options: EngineOptions,
+        files: Arc<Vec<String>>,
+        problems: Vec<Record>,
+        submitted: Instant,
+        state: JobState,
+    ) -> JobRun {
+        let n = files.len();
+        let mut counts = Counts::default();
+        for p in &problems {
+            counts.add(p.status);
+        }
+        JobRun {
+            id: JobId(format!("job-{key}")),
+            input,
+            output,
+            transfer,
+            options_json: wire::options_to_json(&options),
+            stats: OrderedFold::new(options.range),
+            two: TwoPhase::new(&options),
+            options,
+            files,
+            problems,
+            records: vec![None; n],
+            provenance: vec![None; n],
+            counts,
+            submitted,
+            finished: None,
+            state,
+            error: None,
+            summary: None,
+            streamed: HashMap::new(),
+            listed_images: None,
+        }
+    }
+
     /// Images in the job, discovery rows included.
     pub fn images(&self) -> u64 {
         self.listed_images
@@ -393,69 +436,53 @@ impl State {
     ) -> (JobId, Effects) {
         let key = self.next_job;
         self.next_job += 1;
-        let id = JobId(format!("job-{key}"));
-        let n = files.len();
-        let options_range = options.range;
-        let two = TwoPhase::new(&options);
-        let mut counts = Counts::default();
-        for p in &problems {
-            counts.add(p.status);
-        }
-        let state = if self.jobs.values().any(|j| j.state == JobState::Running) {
-            JobState::Queued
-        } else {
-            JobState::Running
-        };
-        let files = Arc::new(files);
+        let n = files.len() as u64;
+        let state = self.initial_state();
+        let job = JobRun::new(
+            key,
+            input,
+            output,
+            transfer,
+            options,
+            Arc::new(files),
+            problems,
+            now,
+            state,
+        );
         if let Some(store) = &self.store {
             store.job(NewJob {
                 key,
-                input: input.display().to_string(),
-                output: output.display().to_string(),
+                input: job.input.display().to_string(),
+                output: job.output.display().to_string(),
                 transfer: transfer.as_str().to_string(),
-                options_json: wire::options_to_json(&options),
-                files: Arc::clone(&files),
-                problems: problems.clone(),
+                options_json: job.options_json.clone(),
+                files: Arc::clone(&job.files),
+                problems: job.problems.clone(),
                 submitted_unix: super::store::unix_now(),
             });
         }
-        self.jobs.insert(
-            key,
-            JobRun {
-                id: id.clone(),
-                input,
-                output,
-                transfer,
-                options_json: wire::options_to_json(&options),
-                options,
-                files,
-                problems,
-                records: vec![None; n],
-                provenance: vec![None; n],
-                counts,
-                submitted: now,
-                finished: None,
-                state,
-                error: None,
-                summary: None,
-                stats: OrderedFold::new(options_range),
-                streamed: HashMap::new(),
-                two,
-                listed_images: None,
-            },
-        );
-        let sched_id = self
-            .jobs
-            .get(&key)
-            .map(JobRun::sched_id)
-            .unwrap_or(id.clone());
-        let events = self
-            .sched
-            .add_job(sched_id, n as u64, now)
-            .unwrap_or_default();
+        let id = job.id.clone();
+        let fx = self.schedule(key, job, n, now);
+        (id, fx)
+    }
+
+    /// A new job waits behind a running one.
+    fn initial_state(&self) -> JobState {
+        if self.jobs.values().any(|j| j.state == JobState::Running) {
+            JobState::Queued
+        } else {
+            JobState::Running
+        }
+    }
+
+    /// Adds `job` and queues the `items` images of its current phase.
+    fn schedule(&mut self, key: u64, job: JobRun, items: u64, now: Instant) -> Effects {
+        let sched_id = job.sched_id();
+        self.jobs.insert(key, job);
+        let events = self.sched.add_job(sched_id, items, now).unwrap_or_default();
         let mut fx = self.apply(events, now);
         fx.merge(self.dispatch_all(now));
-        (id, fx)
+        fx
     }
 
     /// Puts back an unfinished job read from the state database, whose
@@ -472,15 +499,19 @@ impl State {
     ) -> (JobId, Effects) {
         let key = saved.key;
         self.reserve_keys(key);
-        let id = JobId(format!("job-{key}"));
         let n = saved.files.len();
-        let mut two = TwoPhase::new(&options);
-        let mut records: Vec<Option<Record>> = vec![None; n];
-        let mut provenance: Vec<Option<Provenance>> = vec![None; n];
-        let mut counts = Counts::default();
-        for p in &saved.problems {
-            counts.add(p.status);
-        }
+        let state = self.initial_state();
+        let mut job = JobRun::new(
+            key,
+            saved.input,
+            saved.output,
+            transfer,
+            options,
+            Arc::new(saved.files),
+            saved.problems,
+            submitted,
+            state,
+        );
         let prov = |r: &ResultRow| Provenance {
             worker: r.worker.clone(),
             worker_id: r.worker_id,
@@ -501,18 +532,18 @@ impl State {
             if r.record.status == Status::Ok {
                 raws.push((r.index, r.raw));
             } else {
-                provenance[i] = Some(prov(&r));
-                counts.add(r.record.status);
-                records[i] = Some(r.record);
+                job.provenance[i] = Some(prov(&r));
+                job.counts.add(r.record.status);
+                job.records[i] = Some(r.record);
             }
         }
-        let mut stats = OrderedFold::new(options.range);
+        let two = &mut job.two;
         if two.phase == Phase::Stats && saved.params.is_none() {
             if let Some(fold) = two.fold.as_mut() {
                 for (index, raw) in raws {
                     fold.settle(index, raw);
                 }
-                for (i, r) in records.iter().enumerate() {
+                for (i, r) in job.records.iter().enumerate() {
                     if r.is_some() {
                         fold.settle(i as u64, None);
                     }
@@ -524,67 +555,34 @@ impl State {
                 two.params = params;
                 two.fold = None;
                 two.phase = Phase::Write;
-                stats = OrderedFold::new(two.params.output_range(&options));
+                job.stats = OrderedFold::new(two.params.output_range(&job.options));
             }
-            let final_before: Vec<bool> = records.iter().map(Option::is_some).collect();
+            let final_before: Vec<bool> = job.records.iter().map(Option::is_some).collect();
             for (i, done) in final_before.iter().enumerate() {
                 if *done {
-                    stats.settle(i as u64, None);
+                    job.stats.settle(i as u64, None);
                 }
             }
             for r in write_rows {
                 let i = r.index as usize;
-                if final_before[i] || records[i].is_some() {
+                if final_before[i] || job.records[i].is_some() {
                     continue;
                 }
-                stats.settle(r.index, r.stats.clone());
-                provenance[i] = Some(prov(&r));
-                counts.add(r.record.status);
-                records[i] = Some(r.record);
+                job.stats.settle(r.index, r.stats.clone());
+                job.provenance[i] = Some(prov(&r));
+                job.counts.add(r.record.status);
+                job.records[i] = Some(r.record);
             }
             two.items = Some(
                 (0..n as u64)
-                    .filter(|&i| records[i as usize].is_none())
+                    .filter(|&i| job.records[i as usize].is_none())
                     .collect(),
             );
         }
-        let pending = two.items.as_ref().map_or(n, Vec::len) as u64;
-        let state = if self.jobs.values().any(|j| j.state == JobState::Running) {
-            JobState::Queued
-        } else {
-            JobState::Running
-        };
-        tracing::info!(job = %id, images = n, pending, phase = two.phase.as_str(), "job resumed");
-        let job = JobRun {
-            id: id.clone(),
-            input: saved.input,
-            output: saved.output,
-            transfer,
-            options_json: wire::options_to_json(&options),
-            options,
-            files: Arc::new(saved.files),
-            problems: saved.problems,
-            records,
-            provenance,
-            counts,
-            submitted,
-            finished: None,
-            state,
-            error: None,
-            summary: None,
-            stats,
-            streamed: HashMap::new(),
-            two,
-            listed_images: None,
-        };
-        let sched_id = job.sched_id();
-        self.jobs.insert(key, job);
-        let events = self
-            .sched
-            .add_job(sched_id, pending, now)
-            .unwrap_or_default();
-        let mut fx = self.apply(events, now);
-        fx.merge(self.dispatch_all(now));
+        let pending = job.two.items.as_ref().map_or(n, Vec::len) as u64;
+        let id = job.id.clone();
+        tracing::info!(job = %id, images = n, pending, phase = job.two.phase.as_str(), "job resumed");
+        let fx = self.schedule(key, job, pending, now);
         (id, fx)
     }
 
@@ -605,41 +603,30 @@ impl State {
             "cancelled" => JobState::Cancelled,
             _ => JobState::Failed,
         };
-        let counts = saved
-            .summary
-            .map(|s| Counts {
+        let mut job = JobRun::new(
+            key,
+            saved.input,
+            saved.output,
+            transfer,
+            options,
+            Arc::new(Vec::new()),
+            Vec::new(),
+            submitted,
+            state,
+        );
+        if let Some(s) = saved.summary {
+            job.counts = Counts {
                 images: s.images,
                 ok: s.ok,
                 failed: s.failed,
                 skipped: s.skipped,
-            })
-            .unwrap_or_default();
-        let two = TwoPhase::new(&options);
-        self.jobs.insert(
-            key,
-            JobRun {
-                id: JobId(format!("job-{key}")),
-                input: saved.input,
-                output: saved.output,
-                transfer,
-                options_json: wire::options_to_json(&options),
-                stats: OrderedFold::new(options.range),
-                options,
-                files: Arc::new(Vec::new()),
-                problems: Vec::new(),
-                records: Vec::new(),
-                provenance: Vec::new(),
-                counts,
-                submitted,
-                finished: Some(finished),
-                state,
-                error: saved.error,
-                summary: saved.summary,
-                streamed: HashMap::new(),
-                two,
-                listed_images: Some(saved.images),
-            },
-        );
+            };
+        }
+        job.finished = Some(finished);
+        job.error = saved.error;
+        job.summary = saved.summary;
+        job.listed_images = Some(saved.images);
+        self.jobs.insert(key, job);
     }
 
     /// Cancels a job: pending work dropped, leases revoked.

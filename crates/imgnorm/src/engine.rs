@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 use image::{ColorType, DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
 use imgnorm_core::dataset::{DatasetParams, RawStats, check_channels, raw_stats, transform};
-use imgnorm_core::normalize::{Kernel, Pixels, extremes, luma_u8, luma_u16, npy_header, round_to};
+use imgnorm_core::normalize::{
+    Extremes, Kernel, Pixels, extremes, luma_u8, luma_u16, npy_header, round_to,
+};
 use imgnorm_core::options::{
     ChannelMode, EngineOptions, GeometryError, Orientation, OutputFormat, Scope,
 };
@@ -725,23 +727,7 @@ impl Engine {
             self.opts.dtype,
             &mut self.stats_scratch,
         ));
-        let checksum = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&self.out));
-        Record {
-            path: rel.to_string(),
-            status: Status::Ok,
-            reason: None,
-            format: Some(format_name(format).to_string()),
-            output: Some(format!("{rel}.npy")),
-            width: Some(d.width),
-            height: Some(d.height),
-            channels: Some(channels as u32),
-            bit_depth: Some(if d.sixteen { 16 } else { 8 }),
-            constant: ext.constant(),
-            min: ext.min,
-            max: ext.max,
-            checksum: Some(checksum),
-            warning,
-        }
+        ok_record(rel, format, d, channels, ext, warning, &self.out)
     }
 }
 
@@ -870,23 +856,36 @@ impl Engine {
         } else {
             extremes(px, channels, Scope::Image)
         };
-        let checksum = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&self.out));
-        Record {
-            path: rel.to_string(),
-            status: Status::Ok,
-            reason: None,
-            format: Some(format_name(format).to_string()),
-            output: Some(format!("{rel}.npy")),
-            width: Some(d.width),
-            height: Some(d.height),
-            channels: Some(channels as u32),
-            bit_depth: Some(if d.sixteen { 16 } else { 8 }),
-            constant: shown.constant(),
-            min: shown.min,
-            max: shown.max,
-            checksum: Some(checksum),
-            warning,
-        }
+        ok_record(rel, format, d, channels, shown, warning, &self.out)
+    }
+}
+
+/// The row of an image written as `npy` (the whole array file, header
+/// included, which the checksum covers), with the extremes it shows.
+fn ok_record(
+    rel: &str,
+    format: ImageFormat,
+    d: &Decoded,
+    channels: usize,
+    shown: Extremes,
+    warning: Option<String>,
+    npy: &[u8],
+) -> Record {
+    Record {
+        path: rel.to_string(),
+        status: Status::Ok,
+        reason: None,
+        format: Some(format_name(format).to_string()),
+        output: Some(format!("{rel}.npy")),
+        width: Some(d.width),
+        height: Some(d.height),
+        channels: Some(channels as u32),
+        bit_depth: Some(if d.sixteen { 16 } else { 8 }),
+        constant: shown.constant(),
+        min: shown.min,
+        max: shown.max,
+        checksum: Some(format!("{:032x}", xxhash_rust::xxh3::xxh3_128(npy))),
+        warning,
     }
 }
 

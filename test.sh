@@ -40,6 +40,9 @@ WARN
     fi
 fi
 
+step "nasm for the JPEG decoder's SIMD (scripts/nasm-deps.sh)"
+scripts/nasm-deps.sh
+
 # --- 2. Docker engine -----------------------------------------------------
 step "docker engine"
 if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then

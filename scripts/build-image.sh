@@ -29,6 +29,8 @@ if command -v rustup >/dev/null; then
 fi
 
 if [[ "${IMGNORM_SKIP_CARGO:-0}" != 1 ]]; then
+    command -v nasm >/dev/null || log "note: nasm not found: the JPEG decoder is built without SIMD" \
+        "(same pixels, slower); scripts/nasm-deps.sh installs it"
     log "cargo build --release --target $target (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
     # --target keeps these crt-static artifacts apart from the host build in the
     # same target dir, so the two never invalidate each other.

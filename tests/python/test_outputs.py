@@ -18,12 +18,11 @@ Tolerances, and why:
   palette expansion): 1e-6 absolute. Same integers in, so only float
   rounding differs (cv2 itself lands 2e-9 off 0 and 1e-7 past the bounds).
 * JPEG (and CMYK JPEG, lossy WebP): max 5/255, mean < 1/255 absolute on the
-  normalized values. imgnorm decodes with the ``image`` crate (zune-jpeg,
-  image-webp), OpenCV with libjpeg-turbo / libwebp: IDCT rounding and 4:2:0
-  chroma upsampling differ (measured on these fixtures with image 0.25.10,
-  zune-jpeg 0.5.15, image-webp 0.2.4 vs OpenCV 5.0: JPEG <= 3/255, CMYK
-  2/255, lossy WebP identical). 4:2:0 content with sharper colour edges can
-  reach ~11/255; the fixtures are made to stay clear of that.
+  normalized values. Lossy WebP: imgnorm decodes with image-webp, OpenCV
+  with libwebp (identical on these fixtures). JPEG is now decoded by
+  libjpeg-turbo like OpenCV, and test_jpeg_exact.py checks it exactly on a
+  few hundred photos; the loose JPEG tolerance here is kept only so these
+  checks do not depend on the JPEG decoder.
 """
 from __future__ import annotations
 

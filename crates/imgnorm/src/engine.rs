@@ -175,6 +175,8 @@ enum Problem {
     SampleType(ColorType),
     #[error("decode error: {0}")]
     Decode(#[from] image::ImageError),
+    #[error("decode error: {0}")]
+    Jpeg(#[from] crate::jpeg::JpegError),
     #[error("cannot read input: {0}")]
     Read(std::io::Error),
     #[error("{0}")]
@@ -545,8 +547,14 @@ impl Engine {
             if !self.opts.allow_truncated {
                 return Err(Problem::TruncatedJpeg);
             }
-            warning =
-                Some("truncated JPEG accepted (--allow-truncated): missing part filled".into());
+            warning = Some(
+                "truncated JPEG accepted (--allow-truncated): missing part filled grey, as libjpeg-turbo (OpenCV) does"
+                    .into(),
+            );
+        }
+        if format == ImageFormat::Jpeg {
+            let d = self.decode_jpeg(data, &mut warning)?;
+            return Ok(Some((format, warning, d)));
         }
         let mut reader = ImageReader::with_format(Cursor::new(data), format);
         let mut limits = Limits::default();
@@ -632,6 +640,96 @@ impl Engine {
             }
         };
         Ok(Some((format, warning, decoded)))
+    }
+
+    /// JPEG through libjpeg-turbo's decoder ([`crate::jpeg`]): pixels
+    /// identical to OpenCV's. The header is checked against the pixel limit
+    /// and the memory budget before anything image-sized is allocated.
+    /// libjpeg's warnings (corrupt data it skipped) become the row's warning.
+    fn decode_jpeg(
+        &mut self,
+        data: &[u8],
+        warning: &mut Option<String>,
+    ) -> Result<Decoded, Problem> {
+        let apply = self.opts.orientation == Orientation::Apply;
+        // Room for the largest allowed image at 4 components x 16-bit
+        // coefficients, plus slack; with a budget, never more than it.
+        let room = self
+            .opts
+            .max_pixels
+            .saturating_mul(8)
+            .saturating_add(1 << 26);
+        let room = self
+            .budget
+            .as_ref()
+            .map_or(room, |b| room.min(b.capacity()));
+        let reader = crate::jpeg::Reader::new(data, apply, room)?;
+        let h = reader.header();
+        let (width, height, channels) = (h.width, h.height, h.channels());
+        let pixels = u64::from(width) * u64::from(height);
+        if pixels > self.opts.max_pixels {
+            return Err(Problem::TooLarge {
+                width,
+                height,
+                pixels,
+                limit: self.opts.max_pixels,
+            });
+        }
+        if pixels == 0 {
+            return Err(Problem::ZeroSize);
+        }
+        let orientation = h
+            .exif
+            .as_deref()
+            .and_then(image::metadata::Orientation::from_exif_chunk)
+            .filter(|o| *o != image::metadata::Orientation::NoTransforms);
+        self.admit(Footprint {
+            format: ImageFormat::Jpeg,
+            width,
+            height,
+            channels,
+            sixteen: false,
+            rotates: orientation.is_some(),
+            input: data.len() as u64,
+        })?;
+        let bytes = h.output_len();
+        // The decoder overwrites all `bytes`; only grow, never re-zero.
+        if self.samples.len() < bytes.div_ceil(2) {
+            self.samples.resize(bytes.div_ceil(2), 0);
+        }
+        let buf: &mut [u8] = bytemuck::cast_slice_mut(&mut self.samples[..]);
+        let report = reader.decode_into(&mut buf[..bytes])?;
+        if let (Some(first), None) = (report.first_warning, &warning) {
+            *warning = Some(format!(
+                "JPEG data is corrupt ({} warning(s), first: {first}); decoded as libjpeg-turbo (OpenCV) does",
+                report.warnings
+            ));
+        }
+        let Some(o) = orientation else {
+            return Ok(Decoded {
+                width,
+                height,
+                channels,
+                sixteen: false,
+            });
+        };
+        let pixels = buf[..bytes].to_vec();
+        let mut img = match channels {
+            1 => image::GrayImage::from_raw(width, height, pixels).map(DynamicImage::ImageLuma8),
+            _ => image::RgbImage::from_raw(width, height, pixels).map(DynamicImage::ImageRgb8),
+        }
+        .ok_or(crate::jpeg::JpegError::Buffer {
+            have: bytes,
+            need: bytes,
+        })?;
+        img.apply_orientation(o);
+        self.load_dynamic(&img);
+        Ok(Decoded {
+            width: img.width(),
+            height: img.height(),
+            channels,
+            sixteen: false,
+        })
     }
 
     /// Takes the image's share of the memory budget (waiting for it), or

@@ -7,6 +7,10 @@
 //!   is a file. The engine must never panic, must respect the pixel limit
 //!   and the memory budget, and every `ok` row it produces must pass the
 //!   master's own result checks.
+//! - [`jpeg_decode`]: the bytes are a JPEG for [`crate::jpeg`] (libjpeg-turbo
+//!   behind the C shim). Any input must come back as a header error, a
+//!   decode error or pixels, never a crash; decoding must write every output
+//!   byte and give the same pixels twice.
 //! - [`validate_result`]: the bytes are read as a worker's result (row,
 //!   statistics, lease claim) against a job; the master's checks must never
 //!   panic and never accept an output that is not `<path>.npy` inside the
@@ -392,4 +396,40 @@ mod tests {
             validate_result(data);
         }
     }
+}
+
+/// Fuzz body of `jpeg_decode`: `data` through [`crate::jpeg::Reader`]. Images
+/// over [`FUZZ_MAX_PIXELS`] stop after the header, as the engine's would.
+/// Decoding into a buffer of zeros and into one of 0xFF must give the same
+/// bytes: every sample is written, none comes from uninitialised memory.
+pub fn jpeg_decode(data: &[u8]) {
+    use crate::jpeg::Reader;
+    let decode = |fill: u8| {
+        let reader = Reader::new(data, true, FUZZ_MAX_PIXELS * 8).ok()?;
+        let h = reader.header();
+        let pixels = u64::from(h.width) * u64::from(h.height);
+        assert!(
+            h.width > 0 && h.height > 0,
+            "libjpeg accepted an empty image"
+        );
+        assert!(matches!(h.channels(), 1 | 3));
+        if pixels > FUZZ_MAX_PIXELS {
+            return None;
+        }
+        let mut out = vec![fill; h.output_len()];
+        let report = reader.decode_into(&mut out).ok()?;
+        assert_eq!(report.warnings > 0, report.first_warning.is_some());
+        Some(out)
+    };
+    let zeros = decode(0);
+    let ones = decode(0xFF);
+    assert_eq!(
+        zeros.is_some(),
+        ones.is_some(),
+        "same input, different outcome"
+    );
+    assert!(
+        zeros == ones,
+        "output depends on the buffer's previous contents"
+    );
 }

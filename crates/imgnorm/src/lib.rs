@@ -15,6 +15,7 @@ pub mod formats;
 pub mod fuzzing;
 pub mod health;
 pub mod http;
+pub mod jpeg;
 pub mod limits;
 pub mod master;
 pub mod metrics;

@@ -16,3 +16,4 @@ mod limits;
 mod scope;
 mod security;
 mod stats;
+mod uploads;

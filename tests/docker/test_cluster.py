@@ -1,18 +1,16 @@
 """imgnorm as containers: the image built FROM scratch, a master and workers on
-a private Docker network, the compose file, and faults a single host can
+a private Docker network, and faults a single host can
 stage (a killed worker, a network partition, a master restart), plus stream
-mode with no shared volume. Each run's output must be byte-identical to
+mode with no shared volume (the compose command: test_compose_run.py). Each run's output must be byte-identical to
 `imgnorm centralized` on the host (except stats.json and provenance.jsonl).
 
 Run with scripts/test-docker.sh. IMGNORM_SKIP_DOCKER=1 skips (loudly);
 IMGNORM_REQUIRE_DOCKER=1 turns a missing Docker into a failure.
 """
 
-import os
 import time
 
-from conftest import (ROOT, assert_each_image_once, assert_same_output, compose_cmd,
-                      docker, run)
+from conftest import assert_each_image_once, assert_same_output, docker, run
 
 # Fast failure detection so that fault tests take seconds, not minutes.
 FAST = ["--heartbeat-interval", "0.5", "--heartbeat-timeout", "2", "--batch-size", "4"]
@@ -76,30 +74,6 @@ def test_master_and_three_workers(cluster, dataset, out_dir):
     # docker stop sends SIGTERM: a worker drains and exits 0.
     docker("stop", "-t", "20", cluster.name("w0"))
     assert cluster.wait_exit("w0") == 0, cluster.logs("w0")
-
-
-def test_compose_scale_three(image, dataset, out_dir):
-    compose = compose_cmd()
-    assert compose is not None, "neither `docker compose` nor `docker-compose` is installed"
-    project = "imgnormt" + os.urandom(4).hex()
-    # compose.yaml runs TLS (a certificate the master generates) and needs
-    # the shared secret: this is the secure set-up, end to end.
-    env = dict(os.environ, IMGNORM_INPUT=str(dataset.input), IMGNORM_OUTPUT=str(out_dir),
-               IMGNORM_BATCH="8", COMPOSE_PROJECT_NAME=project,
-               IMGNORM_SECRET="compose-test-" + os.urandom(8).hex())
-    base = [*compose, "-f", str(ROOT / "deploy" / "compose.yaml"), "-p", project]
-    try:
-        r = run([*base, "up", "--scale", "worker=3", "--exit-code-from", "master",
-                 "--no-color"], check=False, timeout=180, env=env)
-        assert r.returncode == dataset.code, f"{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
-        ps = run(["docker", "ps", "-a", "--filter", f"label=com.docker.compose.project={project}",
-                  "--filter", "label=com.docker.compose.service=worker", "--format",
-                  "{{.Names}} {{.Status}}"]).stdout.splitlines()
-        assert len(ps) == 3, ps
-        assert all("Exited (0)" in line for line in ps), ps
-        assert_same_output(out_dir, dataset.reference)
-    finally:
-        run([*base, "down", "-v", "--remove-orphans", "-t", "5"], check=False, env=env)
 
 
 def test_kill_worker_mid_job(cluster, dataset, out_dir):

@@ -106,6 +106,14 @@ pub enum Orientation {
 /// Default refusal threshold for decoded size, in pixels (width × height).
 pub const DEFAULT_MAX_PIXELS: u64 = 100_000_000;
 
+/// Default refusal threshold for an input file's size, in bytes (1 GiB):
+/// larger files fail before a byte of them is read, in every mode.
+pub const DEFAULT_MAX_INPUT_BYTES: u64 = 1 << 30;
+
+fn default_max_input_bytes() -> u64 {
+    DEFAULT_MAX_INPUT_BYTES
+}
+
 /// Everything the engine needs to turn one input file into one output array.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EngineOptions {
@@ -121,6 +129,10 @@ pub struct EngineOptions {
     pub orientation: Orientation,
     /// Images whose header claims more pixels are refused before decoding.
     pub max_pixels: u64,
+    /// Input files larger than this (from their metadata, object-store
+    /// size or upload size) are refused before they are read.
+    #[serde(default = "default_max_input_bytes")]
+    pub max_input_bytes: u64,
     /// Accept truncated JPEGs (missing part filled) with a warning instead of
     /// failing them.
     pub allow_truncated: bool,
@@ -172,6 +184,7 @@ impl Default for EngineOptions {
             channels: ChannelMode::Keep,
             orientation: Orientation::Ignore,
             max_pixels: DEFAULT_MAX_PIXELS,
+            max_input_bytes: DEFAULT_MAX_INPUT_BYTES,
             allow_truncated: false,
             dry_run: false,
             geometry: Geometry::default(),
@@ -205,6 +218,9 @@ pub enum OptionsError {
     /// The pixel limit is zero.
     #[error("max pixels must be at least 1")]
     ZeroMaxPixels,
+    /// The input size limit is zero.
+    #[error("--max-input-bytes must be at least 1")]
+    ZeroMaxInputBytes,
     /// `--format stack` without a fixed array shape.
     #[error(
         "--format stack needs one shape for every image: give --resize WxH or --center-crop WxH, and --channels rgb or gray"
@@ -253,6 +269,9 @@ impl EngineOptions {
         }
         if self.max_pixels == 0 {
             return Err(OptionsError::ZeroMaxPixels);
+        }
+        if self.max_input_bytes == 0 {
+            return Err(OptionsError::ZeroMaxInputBytes);
         }
         if self.per_channel && self.scope != Scope::Dataset {
             return Err(OptionsError::PerChannelScope);

@@ -5,6 +5,17 @@
 //! capacity fails with a reason, and the others wait until enough of the
 //! budget is free, so the images in flight together stay within it.
 //!
+//! Reading the input is admitted too, before a byte of it is read: the
+//! file's size (from its metadata, the master's listing or the object
+//! store) is taken with [`MemoryBudget::acquire_input`], and once the header
+//! is decoded the same permit grows to the image's whole estimate
+//! ([`MemoryBudget::grow`]). An input larger than the capacity fails
+//! without being read. Only one engine thread at a time holds such a
+//! partial (input-only) permit: the others hold either nothing or a whole
+//! image's share, which they give back without waiting for anything, so
+//! the growing thread always gets its share eventually and no two threads
+//! can each hold an input while waiting for the other's memory.
+//!
 //! The budget covers the whole process: a fixed [`BASE_RESERVE`] (runtime,
 //! gRPC buffers, prefetched leases, queued output chunks) and, per engine
 //! thread, [`RETAIN_PER_THREAD`] of buffers an engine keeps between images
@@ -55,8 +66,17 @@ pub struct MemoryBudget {
     total: u64,
     /// Bytes images are admitted against.
     capacity: u64,
-    used: Mutex<u64>,
+    state: Mutex<State>,
     freed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Bytes held by permits.
+    used: u64,
+    /// A permit holds an input's bytes only (not yet grown to its image's
+    /// estimate); at most one does at a time.
+    reading: bool,
 }
 
 /// Bytes of a [`MemoryBudget`] held by one image; given back on drop.
@@ -64,6 +84,8 @@ pub struct MemoryBudget {
 pub struct Permit {
     budget: Arc<MemoryBudget>,
     bytes: u64,
+    /// Holds the budget's single input-only slot (see the module docs).
+    input: bool,
 }
 
 impl MemoryBudget {
@@ -78,7 +100,7 @@ impl MemoryBudget {
         Ok(Arc::new(MemoryBudget {
             total,
             capacity: total - reserve,
-            used: Mutex::new(0),
+            state: Mutex::new(State::default()),
             freed: Condvar::new(),
         }))
     }
@@ -96,7 +118,15 @@ impl MemoryBudget {
 
     /// Bytes held by images now.
     pub fn in_use(&self) -> u64 {
-        *self.used.lock().unwrap_or_else(|p| p.into_inner())
+        self.lock().used
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wait<'a>(&self, g: std::sync::MutexGuard<'a, State>) -> std::sync::MutexGuard<'a, State> {
+        self.freed.wait(g).unwrap_or_else(|p| p.into_inner())
     }
 
     /// Takes `bytes`, waiting until that much is free. `None` when `bytes`
@@ -105,20 +135,67 @@ impl MemoryBudget {
         if bytes > self.capacity {
             return None;
         }
-        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
-        while *used + bytes > self.capacity {
-            used = self.freed.wait(used).unwrap_or_else(|p| p.into_inner());
+        let mut st = self.lock();
+        while st.used + bytes > self.capacity {
+            st = self.wait(st);
         }
-        *used += bytes;
+        st.used += bytes;
         Some(Permit {
             budget: Arc::clone(self),
             bytes,
+            input: false,
         })
     }
 
-    fn release(&self, bytes: u64) {
-        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
-        *used = used.saturating_sub(bytes);
+    /// Takes `bytes` for an input about to be read, waiting until that much
+    /// is free and no other input-only permit is out. `None` when `bytes`
+    /// exceeds the capacity. Grow the permit with [`MemoryBudget::grow`]
+    /// once the image's estimate is known (or drop it).
+    pub fn acquire_input(self: &Arc<Self>, bytes: u64) -> Option<Permit> {
+        if bytes > self.capacity {
+            return None;
+        }
+        let mut st = self.lock();
+        while st.reading || st.used + bytes > self.capacity {
+            st = self.wait(st);
+        }
+        st.used += bytes;
+        st.reading = true;
+        Some(Permit {
+            budget: Arc::clone(self),
+            bytes,
+            input: true,
+        })
+    }
+
+    /// Grows (or shrinks) `permit` to `bytes` in all, waiting until the
+    /// difference is free; an input-only permit becomes an image's whole
+    /// share. `false` (the permit unchanged) when `bytes` exceeds the
+    /// capacity.
+    pub fn grow(&self, permit: &mut Permit, bytes: u64) -> bool {
+        if bytes > self.capacity {
+            return false;
+        }
+        let mut st = self.lock();
+        while st.used - permit.bytes + bytes > self.capacity {
+            st = self.wait(st);
+        }
+        st.used = st.used - permit.bytes + bytes;
+        permit.bytes = bytes;
+        if permit.input {
+            permit.input = false;
+            st.reading = false;
+        }
+        self.freed.notify_all();
+        true
+    }
+
+    fn release(&self, bytes: u64, input: bool) {
+        let mut st = self.lock();
+        st.used = st.used.saturating_sub(bytes);
+        if input {
+            st.reading = false;
+        }
         self.freed.notify_all();
     }
 }
@@ -127,6 +204,11 @@ impl Permit {
     /// Bytes held.
     pub fn bytes(&self) -> u64 {
         self.bytes
+    }
+
+    /// True for an input-only permit not yet grown to its image's estimate.
+    pub fn is_input(&self) -> bool {
+        self.input
     }
 
     /// Moves up to `bytes` of this permit into a new one (e.g. for an
@@ -138,13 +220,14 @@ impl Permit {
         Permit {
             budget: Arc::clone(&self.budget),
             bytes,
+            input: false,
         }
     }
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.budget.release(self.bytes);
+        self.budget.release(self.bytes, self.input);
     }
 }
 
@@ -196,6 +279,61 @@ mod tests {
             }
         });
         assert!(*peak.lock().unwrap() <= cap);
+        assert_eq!(b.in_use(), 0);
+    }
+
+    /// An input is admitted before it is read: one larger than the
+    /// capacity is refused, a second input waits while one input-only
+    /// permit is out, and growing it to the image's estimate lets it in.
+    #[test]
+    fn inputs_are_admitted_one_at_a_time_then_grow() {
+        let b = MemoryBudget::new(512, 1).unwrap();
+        assert!(b.acquire_input(b.capacity() + 1).is_none());
+        let mut p = b.acquire_input(1000).unwrap();
+        assert!(p.is_input());
+        assert!(!b.grow(&mut p, b.capacity() + 1));
+        assert_eq!(b.in_use(), 1000);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let b2 = Arc::clone(&b);
+        let t = std::thread::spawn(move || {
+            let q = b2.acquire_input(10).unwrap();
+            tx.send(()).unwrap();
+            drop(q);
+        });
+        assert!(rx.recv_timeout(Duration::from_millis(100)).is_err());
+        assert!(b.grow(&mut p, 5000));
+        assert!(!p.is_input());
+        rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        t.join().unwrap();
+        assert_eq!(b.in_use(), 5000);
+        drop(p);
+        assert_eq!(b.in_use(), 0);
+        // A dropped input-only permit frees the slot as well.
+        drop(b.acquire_input(10).unwrap());
+        drop(b.acquire_input(10).unwrap());
+    }
+
+    /// Threads that read inputs and grow them to their images' estimates
+    /// never deadlock and never overdraw the capacity.
+    #[test]
+    fn reading_and_growing_threads_never_deadlock() {
+        let b = MemoryBudget::new(min_mib(4), 4).unwrap();
+        let cap = b.capacity();
+        std::thread::scope(|s| {
+            for i in 0..4u64 {
+                let b = Arc::clone(&b);
+                s.spawn(move || {
+                    for k in 0..30u64 {
+                        let input = cap / 4 + (i + k) % 3 * (cap / 8);
+                        let mut p = b.acquire_input(input).unwrap();
+                        assert!(b.in_use() <= cap);
+                        assert!(b.grow(&mut p, input + (k % 4) * (cap / 8)));
+                        assert!(b.in_use() <= cap);
+                        drop(p);
+                    }
+                });
+            }
+        });
         assert_eq!(b.in_use(), 0);
     }
 

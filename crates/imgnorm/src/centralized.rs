@@ -5,6 +5,7 @@
 //! behind it on the object-store I/O runtime ([`crate::storage`]).
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use imgnorm_core::dataset::{DatasetParams, ParamsFold};
@@ -199,18 +200,26 @@ fn run_objects(
         progress.inc(record.status == Status::Failed);
         rows.push(record);
     };
+    // Inputs over --max-input-bytes are refused from the GET's size,
+    // before their bodies are read (as on a worker).
+    let check = crate::engine::input_check(opts, None);
     for (i, rel) in files.iter().enumerate() {
         if let Some(store) = &source {
             while next_fetch < files.len() && next_fetch < i + storage::GET_CONCURRENCY {
                 let (store, rel) = (store.clone(), files[next_fetch].clone());
-                fetches.push_back(storage::spawn(async move { store.get(&rel).await }));
+                let check = Arc::clone(&check);
+                fetches.push_back(storage::spawn(async move {
+                    store.get_checked(&rel, |n| check(n)).await
+                }));
                 next_fetch += 1;
             }
         }
         let data = match (&source, &inp) {
             (Some(_), _) => match fetches.pop_front() {
-                Some(h) => storage::join(h)
-                    .map_err(|e| format!("cannot read input: {}", storage::chain(&e))),
+                Some(h) => match storage::join(h) {
+                    Ok(r) => r,
+                    Err(e) => Err(format!("cannot read input: {}", storage::chain(&e))),
+                },
                 None => Err("internal error: input fetch missing".to_string()),
             },
             (None, Location::Local(root)) => engine.read_input(root, rel).map(bytes::Bytes::from),

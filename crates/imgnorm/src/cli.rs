@@ -4,8 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use imgnorm_core::options::{
-    ChannelMode, DEFAULT_MAX_PIXELS, DEFAULT_SHARD_SIZE, Dtype, EngineOptions, Filter, Geometry,
-    OptionsError, Orientation, OutputFormat, Resize, Scope, Standardize,
+    ChannelMode, DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_PIXELS, DEFAULT_SHARD_SIZE, Dtype,
+    EngineOptions, Filter, Geometry, OptionsError, Orientation, OutputFormat, Resize, Scope,
+    Standardize,
 };
 
 /// imgnorm: decode and min-max normalize image datasets, on one machine or many.
@@ -532,6 +533,11 @@ pub struct EngineArgs {
     /// Refuse images with more pixels than this, before decoding.
     #[arg(long, default_value_t = DEFAULT_MAX_PIXELS)]
     pub max_pixels: u64,
+    /// Refuse input files larger than this many bytes, before reading them
+    /// (default 1 GiB). A worker also refuses files its --memory-budget
+    /// cannot hold.
+    #[arg(long, default_value_t = DEFAULT_MAX_INPUT_BYTES)]
+    pub max_input_bytes: u64,
     /// Accept truncated JPEGs (missing part filled) with a warning.
     #[arg(long)]
     pub allow_truncated: bool,
@@ -707,6 +713,7 @@ impl EngineArgs {
                 OrientationArg::Apply => Orientation::Apply,
             },
             max_pixels: self.max_pixels,
+            max_input_bytes: self.max_input_bytes,
             allow_truncated: self.allow_truncated,
             dry_run: self.dry_run,
             geometry: self.layout.geometry(),

@@ -171,6 +171,19 @@ enum Problem {
         capacity_mib: u64,
         total_mib: u64,
     },
+    #[error("{}", input_too_large(*size, *limit))]
+    InputTooLarge { size: u64, limit: u64 },
+    #[error(
+        "input file is {size} bytes ({size_mib} MiB): more than this worker's memory budget leaves for images ({capacity_mib} MiB of --memory-budget {total_mib} MiB)"
+    )]
+    InputOverBudget {
+        size: u64,
+        size_mib: u64,
+        capacity_mib: u64,
+        total_mib: u64,
+    },
+    #[error("input file changed size while it was read ({size} bytes when admitted)")]
+    InputGrew { size: u64 },
     #[error("unsupported sample type {0:?} (only 8- and 16-bit integer samples)")]
     SampleType(ColorType),
     #[error("decode error: {0}")]
@@ -335,10 +348,10 @@ impl Engine {
         self.stats = None;
         let t0 = Instant::now();
         let mut input = std::mem::take(&mut self.input);
-        let read = read_into(&input_root.join(rel), &mut input);
+        let read = self.read_admitted(&input_root.join(rel), &mut input);
         self.times.read += t0.elapsed();
         let record = match read {
-            Err(e) => Record::bare(rel, Status::Failed, Some(Problem::Read(e).to_string())),
+            Err(p) => Record::bare(rel, Status::Failed, Some(p.to_string())),
             Ok(()) => {
                 let mut record = self.process_bytes_inner(rel, &input);
                 if record.status == Status::Ok {
@@ -392,12 +405,56 @@ impl Engine {
 
     /// Reads the local input `input_root/rel` into a new buffer (for outputs
     /// that go to an object store); the error is the manifest reason.
+    /// The input is admitted against the memory budget before it is read
+    /// (see [`Engine::admit_input`]); the image keeps that share.
     pub fn read_input(&mut self, input_root: &Path, rel: &str) -> Result<Vec<u8>, String> {
         let t0 = Instant::now();
         let mut buf = Vec::new();
-        let r = read_into(&input_root.join(rel), &mut buf);
+        let r = self.read_admitted(&input_root.join(rel), &mut buf);
         self.times.read += t0.elapsed();
-        r.map(|()| buf).map_err(|e| Problem::Read(e).to_string())
+        r.map(|()| buf).map_err(|p| p.to_string())
+    }
+
+    /// Admits an input of `size` bytes before it is read: refused (the
+    /// error is the manifest reason) when over `--max-input-bytes` or, on a
+    /// worker, over what the memory budget leaves for images; otherwise
+    /// the image takes `size` bytes of the budget (waiting for them), and
+    /// its decode estimate later grows that share. Ends the previous
+    /// image's hold first.
+    pub fn admit_input(&mut self, size: u64) -> Result<(), String> {
+        self.admit_input_inner(size).map_err(|p| p.to_string())
+    }
+
+    fn admit_input_inner(&mut self, size: u64) -> Result<(), Problem> {
+        self.release();
+        check_input_size(size, self.opts.max_input_bytes, self.budget.as_deref())?;
+        if let Some(budget) = &self.budget {
+            self.permit = budget.acquire_input(size);
+        }
+        Ok(())
+    }
+
+    /// Reads `path` into `buf` after admitting its size (from its
+    /// metadata): an oversize file is never read, and one that grew since
+    /// is refused rather than read past its admitted size.
+    fn read_admitted(&mut self, path: &Path, buf: &mut Vec<u8>) -> Result<(), Problem> {
+        buf.clear();
+        let f = File::open(path).map_err(Problem::Read)?;
+        let meta = f.metadata().map_err(Problem::Read)?;
+        if meta.is_dir() {
+            return Err(Problem::Read(std::io::Error::other("is a directory")));
+        }
+        let size = meta.len();
+        self.admit_input_inner(size)?;
+        buf.try_reserve_exact(usize::try_from(size).unwrap_or(usize::MAX))
+            .map_err(|e| Problem::Read(std::io::Error::other(e)))?;
+        f.take(size.saturating_add(1))
+            .read_to_end(buf)
+            .map_err(Problem::Read)?;
+        if buf.len() as u64 > size {
+            return Err(Problem::InputGrew { size });
+        }
+        Ok(())
     }
 
     fn process_bytes_inner(&mut self, rel: &str, data: &[u8]) -> Record {
@@ -734,19 +791,26 @@ impl Engine {
 
     /// Takes the image's share of the memory budget (waiting for it), or
     /// fails the image when it alone exceeds the budget. Without a budget,
-    /// admits everything.
+    /// admits everything. An input admitted by [`Engine::admit_input`]
+    /// keeps its share, which grows to the whole estimate (the estimate
+    /// counts the input).
     fn admit(&mut self, f: Footprint) -> Result<(), Problem> {
-        self.release();
         let Some(budget) = self.budget.clone() else {
             return Ok(());
         };
         let needed = f.estimate(&self.opts);
-        match budget.acquire(needed) {
-            Some(p) => {
-                self.permit = Some(p);
-                Ok(())
+        let admitted = match self.permit.as_mut() {
+            Some(p) if p.is_input() => budget.grow(p, needed),
+            _ => {
+                self.release();
+                self.permit = budget.acquire(needed);
+                self.permit.is_some()
             }
-            None => Err(Problem::OverBudget {
+        };
+        if admitted {
+            Ok(())
+        } else {
+            Err(Problem::OverBudget {
                 width: f.width,
                 height: f.height,
                 channels: f.channels,
@@ -754,7 +818,7 @@ impl Engine {
                 needed_mib: needed.div_ceil(1 << 20),
                 capacity_mib: budget.capacity() >> 20,
                 total_mib: budget.total() >> 20,
-            }),
+            })
         }
     }
 
@@ -854,10 +918,10 @@ impl Engine {
         self.dataset.raw = None;
         let t0 = Instant::now();
         let mut input = std::mem::take(&mut self.input);
-        let read = read_into(&input_root.join(rel), &mut input);
+        let read = self.read_admitted(&input_root.join(rel), &mut input);
         self.times.read += t0.elapsed();
         let record = match read {
-            Err(e) => Record::bare(rel, Status::Failed, Some(Problem::Read(e).to_string())),
+            Err(p) => Record::bare(rel, Status::Failed, Some(p.to_string())),
             Ok(()) => self.stats_bytes(rel, &input),
         };
         self.input = input;
@@ -1136,17 +1200,40 @@ fn failed_from(rel: &str, ok: &Record, p: Problem) -> Record {
     r
 }
 
-fn read_into(path: &Path, buf: &mut Vec<u8>) -> std::io::Result<()> {
-    buf.clear();
-    let mut f = File::open(path)?;
-    if let Ok(meta) = f.metadata() {
-        if meta.is_dir() {
-            return Err(std::io::Error::other("is a directory"));
-        }
-        buf.reserve(meta.len() as usize);
+/// Whether an input of `size` bytes may be read at all: not over `limit`
+/// (`--max-input-bytes`) nor over what `budget` leaves for images.
+fn check_input_size(size: u64, limit: u64, budget: Option<&MemoryBudget>) -> Result<(), Problem> {
+    if size > limit {
+        return Err(Problem::InputTooLarge { size, limit });
     }
-    f.read_to_end(buf)?;
-    Ok(())
+    match budget {
+        Some(b) if size > b.capacity() => Err(Problem::InputOverBudget {
+            size,
+            size_mib: size.div_ceil(1 << 20),
+            capacity_mib: b.capacity() >> 20,
+            total_mib: b.total() >> 20,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The size check an object-store fetch applies before reading a body:
+/// the rules and reasons of [`Engine::admit_input`], without taking any of
+/// the budget (the engine admits the bytes when it takes them).
+pub fn input_check(
+    opts: &EngineOptions,
+    budget: Option<Arc<MemoryBudget>>,
+) -> crate::storage::SizeCheck {
+    let limit = opts.max_input_bytes;
+    Arc::new(move |size| {
+        check_input_size(size, limit, budget.as_deref()).map_err(|p| p.to_string())
+    })
+}
+
+/// The manifest reason of an input over `--max-input-bytes`, the same in
+/// every mode (local file, stream-mode upload, object store).
+pub fn input_too_large(size: u64, limit: u64) -> String {
+    format!("input file is {size} bytes, over the limit of {limit} bytes (--max-input-bytes)")
 }
 
 fn store_u8(conv: &mut Vec<u16>, bytes: &[u8]) {

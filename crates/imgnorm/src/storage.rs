@@ -306,10 +306,14 @@ fn slots(put: bool) -> Arc<tokio::sync::Semaphore> {
 /// An input being fetched: its bytes, or the manifest reason.
 pub type Fetch = tokio::sync::oneshot::Receiver<Result<Bytes, String>>;
 
+/// Decides from an input's size whether it may be read (the error is the
+/// manifest reason): `--max-input-bytes` and a worker's memory budget.
+pub type SizeCheck = Arc<dyn Fn(u64) -> Result<(), String> + Send + Sync>;
+
 /// Starts fetching `rel` from `store` on the I/O runtime, at most
-/// [`GET_CONCURRENCY`] at once in this process; the error is already the
-/// manifest reason.
-pub fn prefetch(store: &Store, rel: &str) -> Fetch {
+/// [`GET_CONCURRENCY`] at once in this process, once `check` accepted its
+/// size; the error is already the manifest reason.
+pub fn prefetch(store: &Store, rel: &str, check: SizeCheck) -> Fetch {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let (store, rel) = (store.clone(), rel.to_string());
     spawn(async move {
@@ -320,10 +324,10 @@ pub fn prefetch(store: &Store, rel: &str) -> Fetch {
         if tx.is_closed() {
             return;
         }
-        let r = store
-            .get(&rel)
-            .await
-            .map_err(|e| format!("cannot read input: {}", chain(&e)));
+        let r = match store.get_checked(&rel, |n| check(n)).await {
+            Ok(r) => r,
+            Err(e) => Err(format!("cannot read input: {}", chain(&e))),
+        };
         let _ = tx.send(r);
     });
     rx
@@ -490,9 +494,28 @@ impl Store {
 
     /// Reads `rel` under the prefix.
     pub async fn get(&self, rel: &str) -> Result<Bytes, StorageError> {
+        self.get_checked(rel, |_| Ok(()))
+            .await?
+            .map_err(|reason| StorageError::Get {
+                url: self.object_url(rel),
+                reason,
+            })
+    }
+
+    /// Reads `rel` once `check` accepted its size (from the GET's response
+    /// headers, before the body is read); `Ok(Err(reason))`: refused by
+    /// `check`, nothing of the body read.
+    pub async fn get_checked(
+        &self,
+        rel: &str,
+        check: impl FnOnce(u64) -> Result<(), String>,
+    ) -> Result<Result<Bytes, String>, StorageError> {
         let key = self.object_path(rel)?;
         let r = match self.inner.get(&key).await {
-            Ok(r) => r.bytes().await,
+            Ok(r) => match check(r.meta.size) {
+                Ok(()) => r.bytes().await.map(Ok),
+                Err(reason) => Ok(Err(reason)),
+            },
             Err(e) => Err(e),
         };
         r.map_err(|e| match e {

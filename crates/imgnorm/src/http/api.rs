@@ -43,6 +43,9 @@ pub enum ApiError {
     /// The path lies outside the data directory.
     #[error("{0}")]
     Forbidden(String),
+    /// Too many requests of this kind at once (uploads); try again later.
+    #[error("{0}")]
+    Busy(String),
     /// The master refused the job.
     #[error("cannot start the job: {0}")]
     Master(#[from] crate::master::MasterError),
@@ -71,6 +74,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Master(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -362,6 +366,7 @@ pub async fn start_job(
             OrientationArg::Ignore,
         )?,
         max_pixels: imgnorm_core::options::DEFAULT_MAX_PIXELS,
+        max_input_bytes: imgnorm_core::options::DEFAULT_MAX_INPUT_BYTES,
         allow_truncated: false,
         dry_run: false,
         layout: LayoutArgs {

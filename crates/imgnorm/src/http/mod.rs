@@ -7,6 +7,7 @@ pub mod api;
 pub mod download;
 pub mod pages;
 pub mod upload;
+pub mod zipread;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -74,6 +75,8 @@ struct Inner {
     stats: Mutex<HashMap<String, serde_json::Value>>,
     /// Flips to true when the server stops, ending event streams.
     stop: watch::Sender<bool>,
+    /// Uploads in progress (at most [`upload::MAX_CONCURRENT_UPLOADS`]).
+    uploads: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -100,6 +103,7 @@ impl AppState {
                 root,
                 stats: Mutex::new(HashMap::new()),
                 stop,
+                uploads: Arc::new(tokio::sync::Semaphore::new(upload::MAX_CONCURRENT_UPLOADS)),
             }),
         })
     }
@@ -128,6 +132,12 @@ impl AppState {
     pub fn inside(&self, path: &Path) -> Option<PathBuf> {
         let p = path.canonicalize().ok()?;
         p.starts_with(&self.inner.root).then_some(p)
+    }
+
+    /// A slot for one upload, or `None` when
+    /// [`upload::MAX_CONCURRENT_UPLOADS`] are in progress.
+    pub fn upload_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        Arc::clone(&self.inner.uploads).try_acquire_owned().ok()
     }
 
     fn stop_signal(&self) -> watch::Receiver<bool> {

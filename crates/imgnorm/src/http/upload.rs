@@ -4,7 +4,10 @@
 //! extracted there (off the async runtime), and the folder is renamed into
 //! place only when everything passed, so a dataset appears whole or not at
 //! all. Refused: entry names with `..`, absolute or drive paths, backslashes;
-//! links, devices and FIFOs; anything over the limits. Kept: images only
+//! links, devices and FIFOs; anything over the limits. A zip's central
+//! directory is streamed and checked entry by entry (`zipread`), and only
+//! [`MAX_CONCURRENT_UPLOADS`] uploads run at once, so an upload's memory is
+//! a few buffers whatever its archives declare. Kept: images only
 //! (recognised by their first bytes, not their names).
 use std::fs::File;
 use std::io::{Read, Write};
@@ -18,6 +21,10 @@ use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::api::ApiError;
+
+/// Uploads a master takes at once; more are answered 429 (each streams to
+/// disk with a few buffers, but extraction is disk- and CPU-bound).
+pub const MAX_CONCURRENT_UPLOADS: usize = 2;
 
 /// Upload limits (`--upload-max-*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -303,38 +310,80 @@ const S_IFMT: u32 = 0o170000;
 const S_IFREG: u32 = 0o100000;
 const S_IFDIR: u32 = 0o040000;
 
-/// Extracts the images of a zip archive into `staging`.
+/// Extracts the images of a zip archive into `staging`, reading its
+/// central directory one entry at a time ([`super::zipread`]): the entry
+/// count, names, types and sizes are checked as each entry is read, so an
+/// archive of millions of entries is refused after the first one over the
+/// limit with a few buffers in memory.
 fn extract_zip(
     archive: &Path,
     label: &str,
     staging: &Path,
     budget: &mut Budget,
 ) -> Result<(), ApiError> {
-    let f = File::open(archive).map_err(ApiError::io(format!("reading {label}")))?;
-    let mut zip = zip::ZipArchive::new(f)
-        .map_err(|e| ApiError::BadRequest(format!("{label} is not a valid zip archive: {e}")))?;
-    for i in 0..zip.len() {
-        let mut e = zip.by_index(i).map_err(|e| bad_archive(label, e))?;
-        let name = e.name().map_err(|e| bad_archive(label, e))?.to_string();
-        let rel = safe_relative(name.trim_end_matches('/'))?;
-        let ftype = e.unix_mode().map(|m| m & S_IFMT).unwrap_or(0);
-        if e.is_symlink() || !(ftype == 0 || ftype == S_IFREG || ftype == S_IFDIR) {
-            return Err(ApiError::BadRequest(format!(
-                "{label}: refused entry {name:?}: links and special files are not allowed"
-            )));
+    use super::zipread::{self, ZipError};
+    let from_zip = |e: ZipError| match e {
+        ZipError::Io(e) => ApiError::io(format!("reading {label}"))(e),
+        ZipError::Invalid(e) => {
+            ApiError::BadRequest(format!("{label} is not a valid zip archive: {e}"))
         }
-        if e.is_dir() {
-            continue;
+        ZipError::Unsupported(e) => bad_archive(label, e),
+    };
+    let (max_files, seen) = (budget.limits.max_files, budget.files);
+    let before = |dir: &zipread::Directory| {
+        if seen.saturating_add(dir.declared) > max_files {
+            return Err(Walk::Api(ApiError::TooLarge(format!(
+                "too many files: {label} declares {} entries, the limit is {max_files} per upload (archive entries included)",
+                dir.declared
+            ))));
         }
-        if e.size() > budget.limits.max_file {
-            return Err(ApiError::TooLarge(format!(
-                "{label}: {name} is larger than the per-file limit of {}",
+        Ok(())
+    };
+    let each = |e: &zipread::Entry, r: Option<&mut dyn Read>| -> Result<(), Walk> {
+        let rel = safe_relative(e.name.trim_end_matches('/'))?;
+        let ftype = e.unix_mode.map(|m| m & S_IFMT).unwrap_or(0);
+        if !(ftype == 0 || ftype == S_IFREG || ftype == S_IFDIR) {
+            return Err(Walk::Api(ApiError::BadRequest(format!(
+                "{label}: refused entry {:?}: links and special files are not allowed",
+                e.name
+            ))));
+        }
+        let Some(r) = r else {
+            budget.entry()?;
+            return Ok(());
+        };
+        if e.size > budget.limits.max_file {
+            return Err(Walk::Api(ApiError::TooLarge(format!(
+                "{label}: {} is larger than the per-file limit of {}",
+                e.name,
                 mib(budget.limits.max_file)
-            )));
+            ))));
         }
-        extract_entry(&mut e, &name, &rel, staging, budget)?;
+        extract_entry(r, &e.name, &rel, staging, budget)?;
+        Ok(())
+    };
+    zipread::for_each_entry(archive, before, each).map_err(|w| match w {
+        Walk::Api(e) => e,
+        Walk::Zip(e) => from_zip(e),
+    })
+}
+
+/// An error while walking a zip: the upload's own, or the archive's.
+enum Walk {
+    Api(ApiError),
+    Zip(super::zipread::ZipError),
+}
+
+impl From<super::zipread::ZipError> for Walk {
+    fn from(e: super::zipread::ZipError) -> Walk {
+        Walk::Zip(e)
     }
-    Ok(())
+}
+
+impl From<ApiError> for Walk {
+    fn from(e: ApiError) -> Walk {
+        Walk::Api(e)
+    }
 }
 
 /// Extracts the images of a tar archive into `staging`.
@@ -410,6 +459,11 @@ pub async fn upload(
         ApiError::BadRequest(format!("expected multipart/form-data: {}", e.body_text()))
     })?;
     let name = dataset_name(&q.name)?;
+    let Some(_slot) = s.upload_slot() else {
+        return Err(ApiError::Busy(format!(
+            "{MAX_CONCURRENT_UPLOADS} uploads are in progress; try again when one is done"
+        )));
+    };
     let root = s.datasets_dir();
     let target = root.join(&name);
     if std::fs::symlink_metadata(&target).is_ok() {

@@ -368,6 +368,7 @@ impl Master {
                             || inline + size > crate::limits::LEASE_INLINE_MAX as u64
                         {
                             item.fetch = true;
+                            item.size = size;
                         } else {
                             // Unreadable files travel empty; the worker fetches
                             // them and gets the read error as the reason.

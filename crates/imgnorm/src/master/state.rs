@@ -1198,6 +1198,7 @@ impl State {
                     path: jr.files.get(i as usize).cloned().unwrap_or_default(),
                     data: Vec::new(),
                     fetch: false,
+                    size: 0,
                 })
                 .collect();
             let msg = pb::Lease {

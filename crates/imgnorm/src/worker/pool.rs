@@ -185,8 +185,10 @@ impl SessionShared {
         }
     }
 
-    /// Reads a large stream-mode input from the master in chunks.
-    fn fetch(&self, job: &str, index: u64) -> Result<Vec<u8>, String> {
+    /// Reads a large stream-mode input from the master in chunks, at most
+    /// `limit` bytes (its admitted size, or `--max-input-bytes` when the
+    /// master did not know it): more is refused, never buffered.
+    fn fetch(&self, job: &str, index: u64, limit: u64) -> Result<Vec<u8>, String> {
         let mut client = self.client.clone();
         let req = pb::ReadInputRequest {
             job_id: job.to_string(),
@@ -200,6 +202,11 @@ impl SessionShared {
                 .into_inner();
             let mut data = Vec::new();
             while let Some(c) = s.message().await.map_err(|e| e.message().to_string())? {
+                if (data.len() + c.data.len()) as u64 > limit {
+                    return Err(format!(
+                        "input file changed size while it was read (more than {limit} bytes)"
+                    ));
+                }
                 data.extend_from_slice(&c.data);
             }
             Ok(data)
@@ -237,6 +244,9 @@ impl SessionShared {
 pub struct Pool {
     tx: Mutex<Option<mpsc::Sender<Task>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// The engine threads' memory budget (object-store fetches check
+    /// input sizes against it before reading).
+    budget: Arc<MemoryBudget>,
 }
 
 impl Pool {
@@ -257,6 +267,7 @@ impl Pool {
         Pool {
             tx: Mutex::new(Some(tx)),
             threads: Mutex::new(handles),
+            budget,
         }
     }
 
@@ -327,8 +338,10 @@ impl SessionHandle {
         }) = &ctx.objects
             && !ctx.options.dry_run
         {
+            let check =
+                crate::engine::input_check(&ctx.options, Some(Arc::clone(&self.pool.budget)));
             for (slot, item) in fetched.iter().zip(&ctx.items) {
-                let rx = storage::prefetch(store, &item.path);
+                let rx = storage::prefetch(store, &item.path, Arc::clone(&check));
                 *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(rx);
             }
         }
@@ -467,7 +480,16 @@ fn engine_thread(rx: Arc<Mutex<mpsc::Receiver<Task>>>, delay: Duration, budget: 
                     Transfer::Stream => {
                         let fetched;
                         let data: &[u8] = if item.fetch {
-                            match session.fetch(&lease.job_id, item.index) {
+                            // Admitted before a byte is fetched (size 0:
+                            // the master could not tell; bounded by
+                            // --max-input-bytes, admitted when decoded).
+                            let admitted = match item.size {
+                                0 => Ok(lease.options.max_input_bytes),
+                                n => eng.admit_input(n).map(|()| n),
+                            };
+                            match admitted
+                                .and_then(|limit| session.fetch(&lease.job_id, item.index, limit))
+                            {
                                 Ok(d) => {
                                     fetched = d;
                                     &fetched
@@ -577,7 +599,10 @@ fn object_item(
                 .unwrap_or_else(|p| p.into_inner())
                 .take();
             match rx.map(|rx| rx.blocking_recv()) {
-                Some(Ok(r)) => r,
+                // Fetched ahead once its size was checked; the image holds
+                // its bytes' share of the budget from here on.
+                Some(Ok(Ok(d))) => eng.admit_input(d.len() as u64).map(|()| d),
+                Some(Ok(Err(e))) => Err(e),
                 Some(Err(_)) | None => Err("internal error: the input fetch was lost".into()),
             }
         }

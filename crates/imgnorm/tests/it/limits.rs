@@ -4,7 +4,8 @@
 //! row with a clear reason, no worker dies, and a worker's peak memory
 //! (VmHWM) stays within its `--memory-budget`. Also: gRPC messages over the
 //! size limit are refused with a clear status, and a worker that lies about
-//! its results is refused and then cut off.
+//! its results is refused and then cut off. An input file larger than the
+//! budget is refused from its size, before it is read.
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -184,6 +185,106 @@ fn the_memory_budget_refuses_what_the_pixel_limit_allows() {
         "worker peak {peak:.0} MiB: the mid image was not processed"
     );
     assert_no_worker_died(&out, 1);
+}
+
+/// Writes `bytes` of pseudo-random data (no image format) to `path`, in
+/// chunks (the test never holds the file in memory).
+fn random_file(path: &Path, bytes: usize) {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).expect("create"));
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut chunk = vec![0u8; 1 << 20];
+    let mut left = bytes;
+    while left > 0 {
+        for w in chunk.chunks_exact_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            w.copy_from_slice(&x.to_le_bytes());
+        }
+        let n = left.min(chunk.len());
+        f.write_all(&chunk[..n]).expect("write");
+        left -= n;
+    }
+    f.flush().expect("flush");
+}
+
+/// Reading the input is inside the memory budget: a 400 MB file named
+/// `big.png` on a `--memory-budget 256` worker fails from its size alone
+/// (never read), in shared and in stream mode, without the worker dying or
+/// its peak memory passing the budget; the small images beside it are ok.
+/// `--max-input-bytes` refuses it the same way in every mode, centralized
+/// included, so those manifests agree.
+#[test]
+fn an_input_larger_than_the_memory_budget_is_refused_before_it_is_read() {
+    let dir = helpers::tempdir();
+    let input = dir.path().join("input");
+    std::fs::create_dir_all(&input).expect("mkdir");
+    for i in 0..3 {
+        constant_png(&input.join(format!("small{i}.png")), 64 + i, 48);
+    }
+    const BIG: usize = 400_000_000;
+    random_file(&input.join("big.png"), BIG);
+    let budget_mib = 256.0;
+    for transfer in ["shared", "stream"] {
+        let out = dir.path().join(format!("out-{transfer}"));
+        let master = Master::start(&input, &out, &["--no-speculation", "--transfer", transfer]);
+        let worker = Proc::spawn(
+            Command::new(bin())
+                .args(["worker", "--master", master.url(), "--name", "w1"])
+                .args(["--memory-budget", "256"])
+                .env("IMGNORM_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
+        let code = master.wait(Duration::from_secs(180));
+        let peak = vm_hwm_mib(worker.id());
+        drop(worker);
+        eprintln!("{transfer}: worker peak {peak:.1} MiB");
+        assert!(
+            peak < budget_mib,
+            "{transfer}: worker peak {peak:.0} MiB over its budget of {budget_mib} MiB"
+        );
+        assert_eq!(code, 3, "{transfer}: big.png fails: exit 3");
+        let rows = rows_by_path(&out);
+        let big = &rows["big.png"];
+        assert_eq!(big["status"], "failed", "{transfer}: {big}");
+        let reason = big["reason"].as_str().unwrap_or("");
+        assert!(
+            reason.contains("input file is 400000000 bytes")
+                && reason.contains("--memory-budget 256 MiB"),
+            "{transfer}: {big}"
+        );
+        for i in 0..3 {
+            let r = &rows[&format!("small{i}.png")];
+            assert_eq!(r["status"], "ok", "{transfer}: {r}");
+        }
+        assert_no_worker_died(&out, 1);
+    }
+
+    // --max-input-bytes: one rule and one reason in every mode.
+    let limit = ["--max-input-bytes", "300000000"];
+    let c = dir.path().join("c");
+    let r = helpers::centralized(&input, &c, &limit);
+    assert_eq!(r.code, 3, "{r}");
+    let want =
+        "input file is 400000000 bytes, over the limit of 300000000 bytes (--max-input-bytes)";
+    assert_eq!(rows_by_path(&c)["big.png"]["reason"], want);
+    let out = dir.path().join("limit-stream");
+    let master = Master::start(
+        &input,
+        &out,
+        &[&limit[..], &["--transfer", "stream"]].concat(),
+    );
+    let worker = Proc::spawn(
+        Command::new(bin())
+            .args(["worker", "--master", master.url(), "--name", "w1"])
+            .env("IMGNORM_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    assert_eq!(master.wait(Duration::from_secs(180)), 3);
+    drop(worker);
+    helpers::assert_same_dataset(&c, &out);
 }
 
 fn runtime() -> tokio::runtime::Runtime {

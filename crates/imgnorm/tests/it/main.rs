@@ -17,3 +17,4 @@ mod limits;
 mod scope;
 mod security;
 mod stats;
+mod uploads;

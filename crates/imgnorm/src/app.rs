@@ -155,13 +155,17 @@ impl crate::cli::AutoscaleArgs {
         if let Some(ca) = &self.worker_tls_ca {
             access.tls_ca = Some(ca.clone());
         }
+        let flags = WorkerFlags {
+            threads: self.worker_threads.max(1),
+            memory_budget_mib: self.worker_memory_budget,
+        };
+        let exe = || std::env::current_exe().map_err(AppError::Spawn);
+        let drain_grace = secs(self.drain_grace, "--drain-grace")?;
         let backend = match kind {
             B::Local => autoscale::BackendSpec::Local(autoscale::local::LocalConfig {
+                exe: exe()?,
                 master_url: self.worker_master_url.clone().unwrap_or(loopback),
-                flags: WorkerFlags {
-                    threads: self.worker_threads.max(1),
-                    memory_budget_mib: self.worker_memory_budget,
-                },
+                flags,
                 access,
             }),
             B::External => autoscale::BackendSpec::External,
@@ -179,10 +183,7 @@ impl crate::cli::AutoscaleArgs {
                     user: self.docker_user.clone(),
                     master_url: url,
                     owner: self.docker_owner.clone(),
-                    flags: WorkerFlags {
-                        threads: self.worker_threads.max(1),
-                        memory_budget_mib: self.worker_memory_budget,
-                    },
+                    flags,
                     access,
                 })
             }
@@ -190,7 +191,7 @@ impl crate::cli::AutoscaleArgs {
         Ok(Some(AutoscaleSettings {
             policy,
             interval: Duration::from_secs(1),
-            drain_grace: secs(self.drain_grace, "--drain-grace")?,
+            drain_grace,
             backend,
         }))
     }

@@ -1,10 +1,13 @@
 //! Runs the autoscaling policy ([`imgnorm_core::autoscale`]) against a live
-//! master: observes the queue once per interval, converges a backend (local
-//! processes or Docker containers) to the decided worker count, drains
+//! master: observes the queue once per interval, converges a [`Backend`]
+//! (local processes or Docker containers) to the decided worker
+//! count, drains
 //! surplus workers gracefully (SIGTERM: they finish their batch, hand back
 //! what they prefetched and leave), replaces workers that died, and publishes
 //! what it did for `/metrics`, the dashboard and the logs.
+pub mod backend;
 pub mod docker;
+pub mod harness;
 pub mod local;
 
 use std::collections::VecDeque;
@@ -13,6 +16,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use imgnorm_core::autoscale::{AutoscaleConfig, AutoscaleError, Autoscaler, Decision};
 use serde::Serialize;
+
+pub use backend::Backend;
 
 use crate::master::Master;
 
@@ -74,7 +79,7 @@ pub struct DecisionLog {
 /// What the autoscaler is doing, as `/metrics` and the dashboard show it.
 #[derive(Debug, Clone, Serialize)]
 pub struct AutoscaleView {
-    /// `local` or `docker`.
+    /// `local`, `docker` or `external`.
     pub backend: &'static str,
     /// Bounds.
     pub min_workers: u32,
@@ -126,13 +131,6 @@ struct Instance {
     phase: Phase,
 }
 
-/// The backend in use (enum dispatch: two kinds, no trait objects needed).
-enum Backend {
-    Local(local::Local),
-    Docker(docker::Docker),
-    External,
-}
-
 /// How an instance ended.
 #[derive(Debug, Clone)]
 pub struct Exit {
@@ -140,57 +138,6 @@ pub struct Exit {
     pub handle: String,
     /// Exit status as text.
     pub status: String,
-}
-
-impl Backend {
-    fn kind(&self) -> &'static str {
-        match self {
-            Backend::Local(_) => "local",
-            Backend::Docker(_) => "docker",
-            Backend::External => "external",
-        }
-    }
-    async fn start(&mut self, name: &str) -> Result<String, ScaleError> {
-        match self {
-            Backend::Local(b) => b.start(name),
-            Backend::Docker(b) => Ok(b.start(name).await?),
-            Backend::External => Ok(name.to_string()),
-        }
-    }
-    async fn drain(&mut self, handle: &str) -> Result<(), ScaleError> {
-        match self {
-            Backend::Local(b) => {
-                b.drain(handle);
-                Ok(())
-            }
-            Backend::Docker(b) => Ok(b.signal(handle, "SIGTERM").await?),
-            Backend::External => Ok(()),
-        }
-    }
-    async fn kill(&mut self, handle: &str) -> Result<(), ScaleError> {
-        match self {
-            Backend::Local(b) => {
-                b.kill(handle).await;
-                Ok(())
-            }
-            Backend::Docker(b) => Ok(b.signal(handle, "SIGKILL").await?),
-            Backend::External => Ok(()),
-        }
-    }
-    async fn reap(&mut self) -> Result<Vec<Exit>, ScaleError> {
-        match self {
-            Backend::Local(b) => Ok(b.reap()),
-            Backend::Docker(b) => Ok(b.reap().await?),
-            Backend::External => Ok(Vec::new()),
-        }
-    }
-    async fn stop_all(&mut self, grace: Duration) {
-        match self {
-            Backend::Local(b) => b.stop_all(grace).await,
-            Backend::Docker(b) => b.stop_all(grace).await,
-            Backend::External => {}
-        }
-    }
 }
 
 fn unix_now() -> f64 {
@@ -205,7 +152,7 @@ pub struct Controller {
     master: Master,
     settings: AutoscaleSettings,
     policy: Autoscaler,
-    backend: Backend,
+    backend: Box<dyn backend::Dyn>,
     instances: Vec<Instance>,
     next: u64,
     decisions: VecDeque<DecisionLog>,
@@ -298,7 +245,7 @@ impl Controller {
             });
         }
         // 4. Converge (an outside scaler does that for `external`).
-        if matches!(self.backend, Backend::External) {
+        if !self.backend.converges() {
             self.last = Some(d);
             self.publish(now, obs.backlog);
             return Ok(());
@@ -395,7 +342,7 @@ impl Controller {
             max_workers: cfg.max_workers,
             desired: self.policy.desired(),
             starting: count(|p| *p == Phase::Starting),
-            running: if matches!(self.backend, Backend::External) {
+            running: if !self.backend.converges() {
                 self.live
             } else {
                 count(|p| *p == Phase::Running)
@@ -422,14 +369,12 @@ pub async fn prepare(
     settings: AutoscaleSettings,
 ) -> Result<Controller, ScaleError> {
     let policy = Autoscaler::new(settings.policy.clone())?;
-    let (backend, adopted) = match &settings.backend {
-        BackendSpec::Local(c) => (Backend::Local(local::Local::new(c.clone())), Vec::new()),
-        BackendSpec::External => (Backend::External, Vec::new()),
-        BackendSpec::Docker(c) => {
-            let (b, adopted) = docker::Docker::connect(c.clone()).await?;
-            (Backend::Docker(b), adopted)
-        }
+    let mut backend: Box<dyn backend::Dyn> = match &settings.backend {
+        BackendSpec::Local(c) => Box::new(local::Local::new(c.clone())),
+        BackendSpec::External => Box::new(backend::External),
+        BackendSpec::Docker(c) => Box::new(docker::Docker::connect(c.clone()).await?),
     };
+    let adopted = backend.adopted();
     let now = Instant::now();
     let next = adopted
         .iter()

@@ -1,6 +1,6 @@
 //! Runs the autoscaling policy ([`imgnorm_core::autoscale`]) against a live
 //! master: observes the queue once per interval, converges a [`Backend`]
-//! (local processes or Docker containers) to the decided worker
+//! (local processes, Docker containers, Slurm jobs) to the decided worker
 //! count, drains
 //! surplus workers gracefully (SIGTERM: they finish their batch, hand back
 //! what they prefetched and leave), replaces workers that died, and publishes
@@ -9,6 +9,7 @@ pub mod backend;
 pub mod docker;
 pub mod harness;
 pub mod local;
+pub mod slurm;
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -36,6 +37,9 @@ pub enum ScaleError {
     /// The Docker Engine API refused or failed.
     #[error(transparent)]
     Docker(#[from] docker::DockerError),
+    /// A Slurm command refused or failed.
+    #[error(transparent)]
+    Slurm(#[from] slurm::SlurmError),
 }
 
 /// Where workers come from.
@@ -45,6 +49,8 @@ pub enum BackendSpec {
     Local(local::LocalConfig),
     /// Worker containers through the Docker Engine API.
     Docker(docker::DockerConfig),
+    /// Worker jobs submitted to Slurm with `sbatch`.
+    Slurm(slurm::SlurmConfig),
     /// Nothing is started: the target is only published (`/metrics`,
     /// status) for an outside scaler such as a Kubernetes HPA.
     External,
@@ -79,7 +85,7 @@ pub struct DecisionLog {
 /// What the autoscaler is doing, as `/metrics` and the dashboard show it.
 #[derive(Debug, Clone, Serialize)]
 pub struct AutoscaleView {
-    /// `local`, `docker` or `external`.
+    /// `local`, `docker`, `slurm` or `external`.
     pub backend: &'static str,
     /// Bounds.
     pub min_workers: u32,
@@ -134,7 +140,7 @@ struct Instance {
 /// How an instance ended.
 #[derive(Debug, Clone)]
 pub struct Exit {
-    /// Backend handle (pid or container id).
+    /// Backend handle (pid, container id, Slurm job id).
     pub handle: String,
     /// Exit status as text.
     pub status: String,
@@ -373,6 +379,7 @@ pub async fn prepare(
         BackendSpec::Local(c) => Box::new(local::Local::new(c.clone())),
         BackendSpec::External => Box::new(backend::External),
         BackendSpec::Docker(c) => Box::new(docker::Docker::connect(c.clone()).await?),
+        BackendSpec::Slurm(c) => Box::new(slurm::Slurm::new(c.clone()).await?),
     };
     let adopted = backend.adopted();
     let now = Instant::now();

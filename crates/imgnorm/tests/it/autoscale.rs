@@ -5,7 +5,7 @@
 //! slowed with the test hook `IMGNORM_TEST_DELAY_PER_IMAGE_MS` so a small
 //! dataset keeps the queue long enough to scale on. The `local` and
 //! `external` backends also go through the backend contract of
-//! `imgnorm::autoscale::harness`.
+//! `imgnorm::autoscale::harness` (tests/it/slurm.rs runs it for `slurm`).
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

@@ -15,4 +15,5 @@ mod helpers;
 mod limits;
 mod scope;
 mod security;
+mod slurm;
 mod stats;

@@ -2,7 +2,8 @@
 //! single-node one): an autoscaled job over TLS through Slurm worker jobs
 //! matches `centralized`, also when a running worker job is `scancel`led
 //! mid-job; a master stopped with SIGTERM cancels what it submitted; the
-//! backend keeps the contract of `imgnorm::autoscale::harness`. After each
+//! backend keeps the contract of `imgnorm::autoscale::harness`; the static
+//! job scripts of deploy/slurm/ run a job to the same bytes. After each
 //! test no job of the master is left in `squeue`.
 //!
 //! Skipped with a loud message when `sbatch` is missing or no node is up;
@@ -362,4 +363,113 @@ fn slurm_backend_keeps_the_backend_contract() {
     let left = jobs_of(&prefix);
     assert!(left.is_empty(), "jobs left: {left:?}");
     r.unwrap();
+}
+
+/// `--export` value for `sbatch`: ALL plus these variables.
+fn export(vars: &[(&str, &Path)]) -> String {
+    let mut s = "--export=ALL".to_string();
+    for (k, v) in vars {
+        s.push_str(&format!(",{k}={}", v.display()));
+    }
+    s
+}
+
+/// The final (or current) state of a job Slurm still knows.
+fn job_state(id: &str) -> String {
+    let out = Command::new("squeue")
+        .args(["-h", "--states=all", "-o", "%T", "-j", id])
+        .output()
+        .expect("squeue");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn deploy_slurm_scripts_run_a_job_and_release_the_worker_array() {
+    if !slurm_ready("deploy_slurm_scripts_run_a_job_and_release_the_worker_array") {
+        return;
+    }
+    let _cluster = lock();
+    let dir = helpers::tempdir();
+    let input = generate(dir.path(), 80);
+    let c = dir.path().join("c");
+    assert_eq!(helpers::centralized(&input, &c, &[]).code, 0);
+    let shared = dir.path().join("shared");
+    let out = dir.path().join("o");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+        .to_string();
+    let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/slurm");
+    let bin_path = Path::new(bin());
+    let port_path = Path::new(&port);
+    // One CPU each (the test node may have two), short limits.
+    let small = ["--cpus-per-task=1", "--mem=1024M", "--time=10:00"];
+    let submit = |script: &str, vars: &[(&str, &Path)], more: &[&str]| {
+        let o = Command::new("sbatch")
+            .arg("--parsable")
+            .arg(export(vars))
+            .args(small)
+            .args(more)
+            .arg(format!("--chdir={}", dir.path().display()))
+            .arg(scripts.join(script))
+            .output()
+            .expect("sbatch");
+        assert!(o.status.success(), "sbatch {script}: {o:?}");
+        String::from_utf8_lossy(&o.stdout)
+            .trim()
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let master = submit(
+        "master.sbatch",
+        &[
+            ("IMGNORM", bin_path),
+            ("IMGNORM_SHARED", &shared),
+            ("INPUT", &input),
+            ("OUTPUT", &out),
+            ("PORT", port_path),
+        ],
+        &["--output=master-%j.out"],
+    );
+    let dependency = format!("--dependency=after:{master}");
+    let workers = submit(
+        "workers.sbatch",
+        &[("IMGNORM", bin_path), ("IMGNORM_SHARED", &shared)],
+        &["--array=1-2", "--output=worker-%A_%a.out", &dependency],
+    );
+    let listed = |id: &str| {
+        queue()
+            .iter()
+            .any(|(j, _, _)| j == id || j.starts_with(&format!("{id}_")))
+    };
+    let done = poll_until(Duration::from_secs(180), || {
+        !listed(&master) && !listed(&workers)
+    });
+    let logs: String = std::fs::read_dir(dir.path())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".out"))
+        .map(|e| {
+            format!(
+                "--- {}\n{}",
+                e.file_name().to_string_lossy(),
+                std::fs::read_to_string(e.path()).unwrap_or_default()
+            )
+        })
+        .collect();
+    if !done {
+        let _ = Command::new("scancel").args([&master, &workers]).status();
+    }
+    assert!(done, "the master or its workers are still queued:\n{logs}");
+    assert_eq!(job_state(&master), "COMPLETED", "{logs}");
+    assert_same_dataset(&c, &out);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(shared.join("secret"))
+        .map(|m| m.permissions().mode() & 0o777)
+        .ok();
+    assert_eq!(mode, Some(0o600), "secret file mode");
 }

@@ -295,7 +295,11 @@ fn slurm_master_stopped_with_sigterm_cancels_its_jobs() {
     let status = child.wait().expect("run");
     let stderr = std::fs::read_to_string(dir.path().join("run.log")).unwrap_or_default();
     assert!(up, "no worker job ran:\n{stderr}");
-    assert_ne!(status.code(), Some(0), "a run stopped mid-job must not succeed:\n{stderr}");
+    assert_ne!(
+        status.code(),
+        Some(0),
+        "a run stopped mid-job must not succeed:\n{stderr}"
+    );
     let prefix = prefix.unwrap_or_default();
     let left = jobs_of(&prefix);
     assert!(
@@ -311,10 +315,16 @@ fn job_listed(id: &str) -> bool {
 /// The job runs and its worker has started (it logged to the job's output
 /// file in `run_dir`): a job Slurm only allocated has no worker yet.
 fn job_running(run_dir: &Path, id: &str) -> bool {
-    let started = std::fs::read_dir(run_dir).into_iter().flatten().flatten().any(|e| {
-        e.file_name().to_string_lossy().ends_with(&format!("-{id}.out"))
-            && e.metadata().is_ok_and(|m| m.len() > 0)
-    });
+    let started = std::fs::read_dir(run_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .ends_with(&format!("-{id}.out"))
+                && e.metadata().is_ok_and(|m| m.len() > 0)
+        });
     started && queue().iter().any(|(j, s, _)| j == id && s == "RUNNING")
 }
 

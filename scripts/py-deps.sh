@@ -2,11 +2,13 @@
 # Python test/benchmark dependencies (owns only this check-and-install step).
 #
 # Makes `python3 -c 'import numpy, cv2, PIL, pytest, pandas, webdataset,
-# boto3, moto.server, xxhash'` work, installing with pip only the packages that are
+# boto3, moto.server, xxhash,
+# kubernetes_validate, yaml'` work, installing with pip only the packages that are
 # missing (numpy, opencv-python-headless, pillow, pytest; pandas and
 # webdataset read the manifest and the shards in tests/python/test_formats.py;
 # boto3 and moto[server]: the S3 tests start a real moto_server; xxhash
-# recomputes the manifest's checksums). Idempotent:
+# recomputes the manifest's checksums; kubernetes-validate and PyYAML check
+# deploy/k8s against the Kubernetes API schema). Idempotent:
 # a no-op when all import. Quiet on
 # success; prints pip's output and exits non-zero if pip fails or the
 # imports still fail afterwards.
@@ -28,7 +30,7 @@ if ! "$PY" -c 'import selenium' >/dev/null 2>&1; then
     fi
 fi
 
-ALL='import numpy, cv2, PIL, pytest, pandas, webdataset, boto3, moto.server, xxhash'
+ALL='import numpy, cv2, PIL, pytest, pandas, webdataset, boto3, moto.server, xxhash, kubernetes_validate, yaml'
 if "$PY" -c "$ALL" >/dev/null 2>&1; then
     exit 0
 fi
@@ -43,6 +45,8 @@ missing=()
 "$PY" -c 'import boto3' >/dev/null 2>&1 || missing+=(boto3)
 "$PY" -c 'import moto.server' >/dev/null 2>&1 || missing+=('moto[server]')
 "$PY" -c 'import xxhash' >/dev/null 2>&1 || missing+=(xxhash)
+"$PY" -c 'import kubernetes_validate' >/dev/null 2>&1 || missing+=(kubernetes-validate)
+"$PY" -c 'import yaml' >/dev/null 2>&1 || missing+=(pyyaml)
 
 if [ "${#missing[@]}" -eq 0 ]; then
     # Each imports alone but not together (e.g. cv2 built against another numpy).

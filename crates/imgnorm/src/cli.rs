@@ -10,7 +10,15 @@ use imgnorm_core::options::{
 
 /// imgnorm: decode and min-max normalize image datasets, on one machine or many.
 #[derive(Debug, Parser)]
-#[command(name = "imgnorm", version, about, long_about = None)]
+#[command(
+    name = "imgnorm",
+    version,
+    about,
+    long_about = None,
+    after_help = "Environment: IMGNORM_LOG sets the log filter (e.g. info, imgnorm=debug); \
+IMGNORM_SECRET the shared secret (see --secret); IMGNORM_TOKEN the dashboard token; \
+IMGNORM_WORKER_LOG the log filter of the workers a master starts; AWS_* the S3 settings."
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -93,7 +101,7 @@ pub enum AutoscaleBackendArg {
     /// Worker jobs submitted to Slurm with `sbatch` (docs/SLURM.md).
     Slurm,
     /// Start nothing: publish the target on `/metrics` and in `status` for an
-    /// outside scaler (a Kubernetes HPA, see deploy/k8s/hpa.yaml).
+    /// outside scaler (a Kubernetes HPA, see deploy/k8s/overlays/autoscaled).
     External,
 }
 
@@ -198,6 +206,11 @@ pub struct MasterArgs {
     /// 0.0.0.0:50051) needs TLS and a secret, or --insecure.
     #[arg(long, default_value = "127.0.0.1:50051")]
     pub listen: String,
+    /// Also serve the gRPC health service (grpc.health.v1 only: no data,
+    /// no secret) in plain text on this address, for probes that cannot
+    /// speak TLS, such as Kubernetes' `grpc:` probe (deploy/k8s).
+    #[arg(long, value_name = "ADDR")]
+    pub health_listen: Option<String>,
     /// Transport security.
     #[command(flatten)]
     pub security: ServerSecurityArgs,

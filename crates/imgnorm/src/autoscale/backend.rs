@@ -96,7 +96,7 @@ impl<B: Backend> Dyn for B {
 
 /// The `external` backend: starts nothing. The controller still runs the
 /// policy and publishes the target (`/metrics`, `status`) for an outside
-/// scaler such as a Kubernetes HPA (deploy/k8s/hpa.yaml).
+/// scaler such as a Kubernetes HPA (deploy/k8s/overlays/autoscaled).
 pub struct External;
 
 impl Backend for External {

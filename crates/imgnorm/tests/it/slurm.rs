@@ -11,7 +11,7 @@
 //! cluster's few CPUs, so they run one at a time.
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use imgnorm::autoscale::harness::{self, Probe};
@@ -25,31 +25,9 @@ static CLUSTER: Mutex<()> = Mutex::new(());
 /// Whether a Slurm cluster answers here; panics under IMGNORM_REQUIRE_SLURM=1
 /// when not, else says loudly that the test is skipped.
 fn slurm_ready(test: &str) -> bool {
-    let answers = |cmd: &str, args: &[&str]| {
-        Command::new(cmd)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-    };
-    let why = if answers("sbatch", &["--version"]).is_none() {
-        Some("`sbatch` is not installed".to_string())
-    } else {
-        match answers("sinfo", &["-h", "-o", "%T"]) {
-            None => Some("`sinfo` fails: slurmctld is not running".to_string()),
-            Some(s)
-                if !s
-                    .lines()
-                    .any(|l| matches!(l.trim(), "idle" | "mixed" | "allocated")) =>
-            {
-                Some(format!("no Slurm node is up (sinfo: {:?})", s.trim()))
-            }
-            Some(_) => None,
-        }
-    };
-    let Some(why) = why else {
+    // Asked once: with slurmctld down, `sinfo` waits out its message timeout.
+    static WHY_NOT: OnceLock<Option<String>> = OnceLock::new();
+    let Some(why) = WHY_NOT.get_or_init(why_no_slurm) else {
         return true;
     };
     if std::env::var("IMGNORM_REQUIRE_SLURM").as_deref() == Ok("1") {
@@ -63,6 +41,34 @@ fn slurm_ready(test: &str) -> bool {
          ########################################################################"
     );
     false
+}
+
+/// Why no Slurm cluster answers here, if it does not.
+fn why_no_slurm() -> Option<String> {
+    let answers = |cmd: &str, args: &[&str]| {
+        Command::new(cmd)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    if answers("sbatch", &["--version"]).is_none() {
+        Some("`sbatch` is not installed".to_string())
+    } else {
+        match answers("sinfo", &["-h", "-o", "%T"]) {
+            None => Some("`sinfo` fails: slurmctld is not running".to_string()),
+            Some(s)
+                if !s
+                    .lines()
+                    .any(|l| matches!(l.trim(), "idle" | "mixed" | "allocated")) =>
+            {
+                Some(format!("no Slurm node is up (sinfo: {:?})", s.trim()))
+            }
+            Some(_) => None,
+        }
+    }
 }
 
 /// A file for a child's output (a pipe left unread could fill and block it).

@@ -8,6 +8,7 @@
 #   ./test.sh                        # everything available here
 #   IMGNORM_REQUIRE_DOCKER=1 ./test.sh   # fail when there is no Docker engine (CI)
 #   IMGNORM_REQUIRE_BROWSER=1 ./test.sh  # fail when Chromium is missing (CI)
+#   IMGNORM_REQUIRE_SLURM=1 ./test.sh    # fail when the Slurm test cluster cannot start (CI)
 #
 # Respects CARGO_TARGET_DIR. Set IMGNORM_SKIP_PYTHON=1 to skip the pytest step.
 set -euo pipefail
@@ -62,6 +63,27 @@ WARN
     export IMGNORM_SKIP_DOCKER=1
 fi
 
+# --- 2b. Slurm test cluster -------------------------------------------------
+# A single-node Slurm (Debian's slurm-wlm + munge, installed when missing) for
+# tests/it/slurm.rs; needs root. Left running afterwards (slurm-down.sh stops it).
+step "slurm test cluster (scripts/slurm-up.sh)"
+if scripts/slurm-up.sh; then
+    echo "slurm cluster up: Slurm tests enabled"
+else
+    if [ "${IMGNORM_REQUIRE_SLURM:-0}" = 1 ]; then
+        echo "test.sh: IMGNORM_REQUIRE_SLURM=1 but scripts/slurm-up.sh could not start Slurm" >&2
+        exit 1
+    fi
+    cat >&2 <<'WARN'
+########################################################################
+##  WARNING: the Slurm test cluster did not start (see above).         ##
+##  The Slurm tests (tests/it/slurm.rs) are SKIPPED.                   ##
+##  CI sets IMGNORM_REQUIRE_SLURM=1 to make this a failure.            ##
+########################################################################
+WARN
+    slurm_skipped=1
+fi
+
 # --- 3. Build and Rust tests ----------------------------------------------
 step "cargo build --workspace"
 cargo build --workspace
@@ -111,6 +133,7 @@ esac
 skipped=""
 [ "${IMGNORM_SKIP_DOCKER:-0}" = 1 ] && skipped+=" container tests (no Docker);"
 [ "${IMGNORM_SKIP_PYTHON:-0}" = 1 ] && skipped+=" Python output checks (IMGNORM_SKIP_PYTHON=1);"
+[ "${slurm_skipped:-0}" = 1 ] && skipped+=" Slurm tests (no cluster);"
 echo
 if [ -n "$skipped" ]; then
     echo "test.sh: ALL TESTS PASSED, but SKIPPED:${skipped%;}"

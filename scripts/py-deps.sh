@@ -2,13 +2,15 @@
 # Python test/benchmark dependencies (owns only this check-and-install step).
 #
 # Makes `python3 -c 'import numpy, cv2, PIL, pytest, pandas, webdataset,
-# boto3, moto.server, xxhash, skimage, imagecodecs'` work, installing with pip only the packages that are
+# boto3, moto.server, xxhash, skimage, imagecodecs, kubernetes_validate, yaml'`
+# work, installing with pip only the packages that are
 # missing (numpy, opencv-python-headless, pillow, pytest; pandas and
 # webdataset read the manifest and the shards in tests/python/test_formats.py;
 # boto3 and moto[server]: the S3 tests start a real moto_server; xxhash
 # recomputes the manifest's checksums; scikit-image's bundled photographs and
 # imagecodecs' JPEG writer (CMYK, YCCK, RGB-coded) make the corpus of
-# tests/python/test_jpeg_exact.py). Idempotent:
+# tests/python/test_jpeg_exact.py; kubernetes-validate and PyYAML check
+# deploy/k8s against the Kubernetes API schema). Idempotent:
 # a no-op when all import. Quiet on
 # success; prints pip's output and exits non-zero if pip fails or the
 # imports still fail afterwards.
@@ -30,7 +32,7 @@ if ! "$PY" -c 'import selenium' >/dev/null 2>&1; then
     fi
 fi
 
-ALL='import numpy, cv2, PIL, pytest, pandas, webdataset, boto3, moto.server, xxhash, skimage, imagecodecs'
+ALL='import numpy, cv2, PIL, pytest, pandas, webdataset, boto3, moto.server, xxhash, skimage, imagecodecs, kubernetes_validate, yaml'
 if "$PY" -c "$ALL" >/dev/null 2>&1; then
     exit 0
 fi
@@ -47,6 +49,8 @@ missing=()
 "$PY" -c 'import xxhash' >/dev/null 2>&1 || missing+=(xxhash)
 "$PY" -c 'import skimage' >/dev/null 2>&1 || missing+=(scikit-image)
 "$PY" -c 'import imagecodecs' >/dev/null 2>&1 || missing+=(imagecodecs)
+"$PY" -c 'import kubernetes_validate' >/dev/null 2>&1 || missing+=(kubernetes-validate)
+"$PY" -c 'import yaml' >/dev/null 2>&1 || missing+=(pyyaml)
 
 if [ "${#missing[@]}" -eq 0 ]; then
     # Each imports alone but not together (e.g. cv2 built against another numpy).

@@ -155,13 +155,17 @@ impl crate::cli::AutoscaleArgs {
         if let Some(ca) = &self.worker_tls_ca {
             access.tls_ca = Some(ca.clone());
         }
+        let flags = WorkerFlags {
+            threads: self.worker_threads.max(1),
+            memory_budget_mib: self.worker_memory_budget,
+        };
+        let exe = || std::env::current_exe().map_err(AppError::Spawn);
+        let drain_grace = secs(self.drain_grace, "--drain-grace")?;
         let backend = match kind {
             B::Local => autoscale::BackendSpec::Local(autoscale::local::LocalConfig {
+                exe: exe()?,
                 master_url: self.worker_master_url.clone().unwrap_or(loopback),
-                flags: WorkerFlags {
-                    threads: self.worker_threads.max(1),
-                    memory_budget_mib: self.worker_memory_budget,
-                },
+                flags,
                 access,
             }),
             B::External => autoscale::BackendSpec::External,
@@ -179,20 +183,49 @@ impl crate::cli::AutoscaleArgs {
                     user: self.docker_user.clone(),
                     master_url: url,
                     owner: self.docker_owner.clone(),
-                    flags: WorkerFlags {
-                        threads: self.worker_threads.max(1),
-                        memory_budget_mib: self.worker_memory_budget,
-                    },
+                    flags,
                     access,
                 })
             }
+            B::Slurm => autoscale::BackendSpec::Slurm(autoscale::slurm::SlurmConfig {
+                exe: exe()?,
+                master_url: self
+                    .worker_master_url
+                    .clone()
+                    .unwrap_or_else(|| cluster_url(listen, security, loopback)),
+                flags,
+                copy_tls_ca: self.worker_tls_ca.is_none(),
+                access,
+                partition: self.slurm_partition.clone(),
+                account: self.slurm_account.clone(),
+                time: self.slurm_time.clone(),
+                extra: autoscale::slurm::split_extra(self.slurm_extra.as_deref().unwrap_or(""))
+                    .map_err(AppError::Invalid)?,
+                dir: crate::master::absolute(&self.slurm_dir),
+                drain_grace,
+            }),
         };
         Ok(Some(AutoscaleSettings {
             policy,
             interval: Duration::from_secs(1),
-            drain_grace: secs(self.drain_grace, "--drain-grace")?,
+            drain_grace,
             backend,
         }))
+    }
+}
+
+/// The URL compute nodes reach this master at: this host's name when it
+/// listens on every address, else the address it listens on (`loopback`
+/// for 127.0.0.1, which only a single-node cluster can reach).
+fn cluster_url(listen: SocketAddr, security: &ServerSecurity, loopback: String) -> String {
+    if !listen.ip().is_unspecified() {
+        return loopback;
+    }
+    match std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        Ok(h) if !h.trim().is_empty() => {
+            format!("{}://{}:{}", security.scheme(), h.trim(), listen.port())
+        }
+        _ => loopback,
     }
 }
 

@@ -11,7 +11,15 @@ use imgnorm_core::options::{
 
 /// imgnorm: decode and min-max normalize image datasets, on one machine or many.
 #[derive(Debug, Parser)]
-#[command(name = "imgnorm", version, about, long_about = None)]
+#[command(
+    name = "imgnorm",
+    version,
+    about,
+    long_about = None,
+    after_help = "Environment: IMGNORM_LOG sets the log filter (e.g. info, imgnorm=debug); \
+IMGNORM_SECRET the shared secret (see --secret); IMGNORM_TOKEN the dashboard token; \
+IMGNORM_WORKER_LOG the log filter of the workers a master starts; AWS_* the S3 settings."
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -91,16 +99,18 @@ pub enum AutoscaleBackendArg {
     Local,
     /// Worker containers through the Docker Engine API.
     Docker,
+    /// Worker jobs submitted to Slurm with `sbatch` (docs/SLURM.md).
+    Slurm,
     /// Start nothing: publish the target on `/metrics` and in `status` for an
-    /// outside scaler (a Kubernetes HPA, see deploy/k8s/hpa.yaml).
+    /// outside scaler (a Kubernetes HPA, see deploy/k8s/overlays/autoscaled).
     External,
 }
 
 /// Autoscaling flags (`master` and `run`). See docs/AUTOSCALE.md.
 #[derive(Debug, Clone, Args)]
 pub struct AutoscaleArgs {
-    /// Start and stop workers from the queue: `local` processes or `docker`
-    /// containers.
+    /// Start and stop workers from the queue: `local` processes, `docker`
+    /// containers or `slurm` batch jobs.
     #[arg(long, value_enum)]
     pub autoscale: Option<AutoscaleBackendArg>,
     /// Fewest workers, also when idle.
@@ -154,6 +164,30 @@ pub struct AutoscaleArgs {
     /// exited ones.
     #[arg(long, default_value = "imgnorm", requires = "autoscale")]
     pub docker_owner: String,
+    /// Slurm partition of the worker jobs (default: the cluster's default).
+    #[arg(long, value_name = "PARTITION", requires = "autoscale")]
+    pub slurm_partition: Option<String>,
+    /// Slurm account the worker jobs are charged to.
+    #[arg(long, value_name = "ACCOUNT", requires = "autoscale")]
+    pub slurm_account: Option<String>,
+    /// Time limit of each worker job (`sbatch --time`, e.g. 2:00:00); the
+    /// worker gets SIGTERM --drain-grace seconds before it and is replaced.
+    #[arg(long, value_name = "TIME", requires = "autoscale")]
+    pub slurm_time: Option<String>,
+    /// More `sbatch` options for the worker jobs, e.g. "--qos=low
+    /// --constraint=avx2" (split on whitespace; quotes group words).
+    #[arg(long, value_name = "OPTIONS", requires = "autoscale")]
+    pub slurm_extra: Option<String>,
+    /// Folder on a filesystem the compute nodes share: each master makes
+    /// its own 0700 folder in it for the secret file (0600), the CA
+    /// certificate and the worker jobs' output.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "imgnorm-slurm",
+        requires = "autoscale"
+    )]
+    pub slurm_dir: PathBuf,
 }
 
 /// `imgnorm master`.
@@ -173,6 +207,11 @@ pub struct MasterArgs {
     /// 0.0.0.0:50051) needs TLS and a secret, or --insecure.
     #[arg(long, default_value = "127.0.0.1:50051")]
     pub listen: String,
+    /// Also serve the gRPC health service (grpc.health.v1 only: no data,
+    /// no secret) in plain text on this address, for probes that cannot
+    /// speak TLS, such as Kubernetes' `grpc:` probe (deploy/k8s).
+    #[arg(long, value_name = "ADDR")]
+    pub health_listen: Option<String>,
     /// Transport security.
     #[command(flatten)]
     pub security: ServerSecurityArgs,

@@ -9,7 +9,8 @@
 //!
 //! The health service needs no secret (a probe knows none), so the
 //! container healthcheck works on a master that requires one; it answers
-//! over TLS when the master serves TLS.
+//! over TLS when the master serves TLS, and also in plain text on
+//! `--health-listen` ([`serve_plain`]) for probes without TLS.
 use std::time::Duration;
 
 use tonic::transport::Channel;
@@ -64,6 +65,21 @@ pub async fn serving() -> (
         .set_service_status(COORDINATOR_SERVICE, tonic_health::ServingStatus::Serving)
         .await;
     (reporter, server)
+}
+
+/// Serves only the health service, in plain text, on `listener` until the
+/// process exits (`master --health-listen`): probes that cannot speak TLS
+/// (Kubernetes' `grpc:` probe) check a TLS master here. It reports
+/// `SERVING` while the process runs; it reveals nothing and takes no secret.
+pub async fn serve_plain(listener: tokio::net::TcpListener) {
+    let (_reporter, svc) = serving().await;
+    let r = tonic::transport::Server::builder()
+        .add_service(svc)
+        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+        .await;
+    if let Err(e) = r {
+        tracing::warn!(error = %e, "the plain-text health listener stopped");
+    }
 }
 
 /// Asks the master at `url` for the status of `service` (`""` = the whole

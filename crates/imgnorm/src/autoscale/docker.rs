@@ -15,7 +15,7 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
-use super::Exit;
+use super::{Backend, Exit, ScaleError};
 
 /// Engine API version used (Docker 20.10 and later).
 const API: &str = "/v1.41";
@@ -95,17 +95,18 @@ pub struct Docker {
     cfg: DockerConfig,
     /// Container id -> worker name, for the containers this backend owns.
     owned: HashMap<String, String>,
+    /// Running containers of an earlier master, `(name, id)`, until asked.
+    adopted: Vec<(String, String)>,
 }
 
 impl Docker {
     /// Checks the engine answers, removes exited leftovers of this owner and
-    /// adopts running ones (returned as `(name, id)`).
-    pub async fn connect(
-        cfg: DockerConfig,
-    ) -> Result<(Docker, Vec<(String, String)>), DockerError> {
+    /// adopts running ones (see [`Backend::adopted`]).
+    pub async fn connect(cfg: DockerConfig) -> Result<Docker, DockerError> {
         let mut d = Docker {
             cfg,
             owned: HashMap::new(),
+            adopted: Vec::new(),
         };
         d.call(Method::GET, "/_ping", None, "ping").await?;
         let mut adopted = Vec::new();
@@ -117,7 +118,8 @@ impl Docker {
                 d.remove(&c.id).await?;
             }
         }
-        Ok((d, adopted))
+        d.adopted = adopted;
+        Ok(d)
     }
 
     async fn call(
@@ -208,7 +210,7 @@ impl Docker {
     }
 
     /// Creates and starts a worker container; returns its id.
-    pub async fn start(&mut self, name: &str) -> Result<String, DockerError> {
+    async fn create(&mut self, name: &str) -> Result<String, DockerError> {
         let container = format!("{}-{name}", self.cfg.owner);
         let mut host = json!({ "Binds": self.cfg.volumes, "Init": false });
         if let Some(n) = &self.cfg.network {
@@ -323,7 +325,7 @@ impl Docker {
     }
 
     /// Containers of this backend that have stopped (removed on the way).
-    pub async fn reap(&mut self) -> Result<Vec<Exit>, DockerError> {
+    async fn reap_stopped(&mut self) -> Result<Vec<Exit>, DockerError> {
         let listed: HashMap<String, Listed> = self
             .list()
             .await?
@@ -347,7 +349,7 @@ impl Docker {
 
     /// Drains every owned container, waits up to `grace`, then removes them
     /// all (force: a container still running is killed).
-    pub async fn stop_all(&mut self, grace: Duration) {
+    async fn remove_all(&mut self, grace: Duration) {
         let ids: Vec<String> = self.owned.keys().cloned().collect();
         for id in &ids {
             if let Err(e) = self.signal(id, "SIGTERM").await {
@@ -356,7 +358,7 @@ impl Docker {
         }
         let deadline = tokio::time::Instant::now() + grace;
         while !self.owned.is_empty() && tokio::time::Instant::now() < deadline {
-            match self.reap().await {
+            match self.reap_stopped().await {
                 Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "autoscale: cannot list worker containers");
@@ -370,6 +372,30 @@ impl Docker {
                 tracing::warn!(error = %e, "autoscale: cannot remove a worker container");
             }
         }
+    }
+}
+
+impl Backend for Docker {
+    fn kind(&self) -> &'static str {
+        "docker"
+    }
+    fn adopted(&mut self) -> Vec<(String, String)> {
+        std::mem::take(&mut self.adopted)
+    }
+    async fn start(&mut self, name: &str) -> Result<String, ScaleError> {
+        Ok(self.create(name).await?)
+    }
+    async fn drain(&mut self, handle: &str) -> Result<(), ScaleError> {
+        Ok(self.signal(handle, "SIGTERM").await?)
+    }
+    async fn kill(&mut self, handle: &str) -> Result<(), ScaleError> {
+        Ok(self.signal(handle, "SIGKILL").await?)
+    }
+    async fn reap(&mut self) -> Result<Vec<Exit>, ScaleError> {
+        Ok(self.reap_stopped().await?)
+    }
+    async fn stop_all(&mut self, grace: Duration) {
+        self.remove_all(grace).await
     }
 }
 

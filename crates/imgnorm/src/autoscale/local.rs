@@ -6,11 +6,13 @@ use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
-use super::{Exit, ScaleError};
+use super::{Backend, Exit, ScaleError};
 
 /// Settings of the local backend.
 #[derive(Debug, Clone)]
 pub struct LocalConfig {
+    /// The `imgnorm` executable the workers run (normally this one).
+    pub exe: std::path::PathBuf,
     /// The master's URL as workers reach it.
     pub master_url: String,
     /// `--threads` and `--memory-budget` of each worker.
@@ -33,11 +35,16 @@ impl Local {
             children: HashMap::new(),
         }
     }
+}
+
+impl Backend for Local {
+    fn kind(&self) -> &'static str {
+        "local"
+    }
 
     /// Starts `imgnorm worker --name <name>`; returns its pid as the handle.
-    pub fn start(&mut self, name: &str) -> Result<String, ScaleError> {
-        let exe = std::env::current_exe().map_err(ScaleError::Spawn)?;
-        let child = Command::new(exe)
+    async fn start(&mut self, name: &str) -> Result<String, ScaleError> {
+        let child = Command::new(&self.cfg.exe)
             .arg("worker")
             .arg("--master")
             .arg(&self.cfg.master_url)
@@ -65,21 +72,23 @@ impl Local {
     }
 
     /// SIGTERM: the worker finishes its batch, hands back the rest, exits.
-    pub fn drain(&mut self, handle: &str) {
+    async fn drain(&mut self, handle: &str) -> Result<(), ScaleError> {
         if let Some(pid) = self.children.get(handle).and_then(Child::id) {
             crate::app::terminate(pid);
         }
+        Ok(())
     }
 
     /// SIGKILL.
-    pub async fn kill(&mut self, handle: &str) {
+    async fn kill(&mut self, handle: &str) -> Result<(), ScaleError> {
         if let Some(c) = self.children.get_mut(handle) {
             let _ = c.start_kill();
         }
+        Ok(())
     }
 
     /// Processes that have exited since the last call.
-    pub fn reap(&mut self) -> Vec<Exit> {
+    async fn reap(&mut self) -> Result<Vec<Exit>, ScaleError> {
         let mut out = Vec::new();
         self.children.retain(|handle, c| match c.try_wait() {
             Ok(Some(status)) => {
@@ -98,11 +107,11 @@ impl Local {
                 false
             }
         });
-        out
+        Ok(out)
     }
 
     /// Drains every process, waits up to `grace`, kills the rest.
-    pub async fn stop_all(&mut self, grace: Duration) {
+    async fn stop_all(&mut self, grace: Duration) {
         for c in self.children.values() {
             if let Some(pid) = c.id() {
                 crate::app::terminate(pid);

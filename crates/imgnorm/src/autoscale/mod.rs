@@ -1,11 +1,15 @@
 //! Runs the autoscaling policy ([`imgnorm_core::autoscale`]) against a live
-//! master: observes the queue once per interval, converges a backend (local
-//! processes or Docker containers) to the decided worker count, drains
+//! master: observes the queue once per interval, converges a [`Backend`]
+//! (local processes, Docker containers, Slurm jobs) to the decided worker
+//! count, drains
 //! surplus workers gracefully (SIGTERM: they finish their batch, hand back
 //! what they prefetched and leave), replaces workers that died, and publishes
 //! what it did for `/metrics`, the dashboard and the logs.
+pub mod backend;
 pub mod docker;
+pub mod harness;
 pub mod local;
+pub mod slurm;
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -13,6 +17,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use imgnorm_core::autoscale::{AutoscaleConfig, AutoscaleError, Autoscaler, Decision};
 use serde::Serialize;
+
+pub use backend::Backend;
 
 use crate::master::Master;
 
@@ -31,6 +37,9 @@ pub enum ScaleError {
     /// The Docker Engine API refused or failed.
     #[error(transparent)]
     Docker(#[from] docker::DockerError),
+    /// A Slurm command refused or failed.
+    #[error(transparent)]
+    Slurm(#[from] slurm::SlurmError),
 }
 
 /// Where workers come from.
@@ -40,6 +49,8 @@ pub enum BackendSpec {
     Local(local::LocalConfig),
     /// Worker containers through the Docker Engine API.
     Docker(docker::DockerConfig),
+    /// Worker jobs submitted to Slurm with `sbatch`.
+    Slurm(slurm::SlurmConfig),
     /// Nothing is started: the target is only published (`/metrics`,
     /// status) for an outside scaler such as a Kubernetes HPA.
     External,
@@ -74,7 +85,7 @@ pub struct DecisionLog {
 /// What the autoscaler is doing, as `/metrics` and the dashboard show it.
 #[derive(Debug, Clone, Serialize)]
 pub struct AutoscaleView {
-    /// `local` or `docker`.
+    /// `local`, `docker`, `slurm` or `external`.
     pub backend: &'static str,
     /// Bounds.
     pub min_workers: u32,
@@ -126,71 +137,13 @@ struct Instance {
     phase: Phase,
 }
 
-/// The backend in use (enum dispatch: two kinds, no trait objects needed).
-enum Backend {
-    Local(local::Local),
-    Docker(docker::Docker),
-    External,
-}
-
 /// How an instance ended.
 #[derive(Debug, Clone)]
 pub struct Exit {
-    /// Backend handle (pid or container id).
+    /// Backend handle (pid, container id, Slurm job id).
     pub handle: String,
     /// Exit status as text.
     pub status: String,
-}
-
-impl Backend {
-    fn kind(&self) -> &'static str {
-        match self {
-            Backend::Local(_) => "local",
-            Backend::Docker(_) => "docker",
-            Backend::External => "external",
-        }
-    }
-    async fn start(&mut self, name: &str) -> Result<String, ScaleError> {
-        match self {
-            Backend::Local(b) => b.start(name),
-            Backend::Docker(b) => Ok(b.start(name).await?),
-            Backend::External => Ok(name.to_string()),
-        }
-    }
-    async fn drain(&mut self, handle: &str) -> Result<(), ScaleError> {
-        match self {
-            Backend::Local(b) => {
-                b.drain(handle);
-                Ok(())
-            }
-            Backend::Docker(b) => Ok(b.signal(handle, "SIGTERM").await?),
-            Backend::External => Ok(()),
-        }
-    }
-    async fn kill(&mut self, handle: &str) -> Result<(), ScaleError> {
-        match self {
-            Backend::Local(b) => {
-                b.kill(handle).await;
-                Ok(())
-            }
-            Backend::Docker(b) => Ok(b.signal(handle, "SIGKILL").await?),
-            Backend::External => Ok(()),
-        }
-    }
-    async fn reap(&mut self) -> Result<Vec<Exit>, ScaleError> {
-        match self {
-            Backend::Local(b) => Ok(b.reap()),
-            Backend::Docker(b) => Ok(b.reap().await?),
-            Backend::External => Ok(Vec::new()),
-        }
-    }
-    async fn stop_all(&mut self, grace: Duration) {
-        match self {
-            Backend::Local(b) => b.stop_all(grace).await,
-            Backend::Docker(b) => b.stop_all(grace).await,
-            Backend::External => {}
-        }
-    }
 }
 
 fn unix_now() -> f64 {
@@ -205,7 +158,7 @@ pub struct Controller {
     master: Master,
     settings: AutoscaleSettings,
     policy: Autoscaler,
-    backend: Backend,
+    backend: Box<dyn backend::Dyn>,
     instances: Vec<Instance>,
     next: u64,
     decisions: VecDeque<DecisionLog>,
@@ -298,7 +251,7 @@ impl Controller {
             });
         }
         // 4. Converge (an outside scaler does that for `external`).
-        if matches!(self.backend, Backend::External) {
+        if !self.backend.converges() {
             self.last = Some(d);
             self.publish(now, obs.backlog);
             return Ok(());
@@ -395,7 +348,7 @@ impl Controller {
             max_workers: cfg.max_workers,
             desired: self.policy.desired(),
             starting: count(|p| *p == Phase::Starting),
-            running: if matches!(self.backend, Backend::External) {
+            running: if !self.backend.converges() {
                 self.live
             } else {
                 count(|p| *p == Phase::Running)
@@ -422,14 +375,13 @@ pub async fn prepare(
     settings: AutoscaleSettings,
 ) -> Result<Controller, ScaleError> {
     let policy = Autoscaler::new(settings.policy.clone())?;
-    let (backend, adopted) = match &settings.backend {
-        BackendSpec::Local(c) => (Backend::Local(local::Local::new(c.clone())), Vec::new()),
-        BackendSpec::External => (Backend::External, Vec::new()),
-        BackendSpec::Docker(c) => {
-            let (b, adopted) = docker::Docker::connect(c.clone()).await?;
-            (Backend::Docker(b), adopted)
-        }
+    let mut backend: Box<dyn backend::Dyn> = match &settings.backend {
+        BackendSpec::Local(c) => Box::new(local::Local::new(c.clone())),
+        BackendSpec::External => Box::new(backend::External),
+        BackendSpec::Docker(c) => Box::new(docker::Docker::connect(c.clone()).await?),
+        BackendSpec::Slurm(c) => Box::new(slurm::Slurm::new(c.clone()).await?),
     };
+    let adopted = backend.adopted();
     let now = Instant::now();
     let next = adopted
         .iter()

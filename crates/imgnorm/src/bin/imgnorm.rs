@@ -140,6 +140,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 // Refuse before announcing anything.
                 security.check_grpc(addr)?;
                 eprintln!("imgnorm master listening on {addr}");
+                if let Some(h) = &a.health_listen {
+                    let l = app::bind(h).await?;
+                    let health_addr = l.local_addr().context("health listener address")?;
+                    eprintln!("imgnorm health (plain text) listening on {health_addr}");
+                    tokio::spawn(imgnorm::health::serve_plain(l));
+                }
                 let scaler = a.autoscale.to_settings(addr, &security)?;
                 if a.serve {
                     let http = match (&a.dashboard.http, dashboard) {

@@ -3,7 +3,9 @@
 //! pool falls back to the minimum when idle, every worker is gone after the
 //! master stops, and the dataset is identical to `centralized`. Workers are
 //! slowed with the test hook `IMGNORM_TEST_DELAY_PER_IMAGE_MS` so a small
-//! dataset keeps the queue long enough to scale on.
+//! dataset keeps the queue long enough to scale on. The `local` and
+//! `external` backends also go through the backend contract of
+//! `imgnorm::autoscale::harness` (tests/it/slurm.rs runs it for `slurm`).
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -247,5 +249,60 @@ fn serving_master_scales_with_the_queue_replaces_the_dead_and_returns_to_min() {
     });
     wait_for("its workers to exit", Duration::from_secs(10), || {
         workers_of(&url).is_empty()
+    });
+}
+
+/// Whether `pid` is a live process (not gone, not a zombie).
+fn pid_alive(handle: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{handle}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next().map(|st| st != "Z"))
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn local_backend_keeps_the_backend_contract() {
+    use imgnorm::autoscale::harness::{self, Probe};
+    use imgnorm::autoscale::local::{Local, LocalConfig};
+    let backend = Local::new(LocalConfig {
+        exe: bin().into(),
+        // Nothing listens there: the workers keep retrying until stopped.
+        master_url: "http://127.0.0.1:1".into(),
+        flags: imgnorm::app::WorkerFlags {
+            threads: 1,
+            memory_budget_mib: Some(512),
+        },
+        access: Default::default(),
+    });
+    let kill_outside = |h: &str| kill(h.parse().expect("pid"), libc::SIGKILL);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(harness::check(
+        backend,
+        Probe {
+            alive: &pid_alive,
+            running: &pid_alive,
+            kill_outside: &kill_outside,
+        },
+        Duration::from_secs(30),
+    ))
+    .unwrap();
+}
+
+#[test]
+fn external_backend_starts_nothing_and_reports_nothing() {
+    use imgnorm::autoscale::Backend;
+    use imgnorm::autoscale::backend::External;
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let mut b = External;
+        assert!(!b.converges());
+        let h = b.start("auto-1").await.unwrap();
+        b.drain(&h).await.unwrap();
+        b.kill(&h).await.unwrap();
+        assert!(b.reap().await.unwrap().is_empty());
+        b.stop_all(Duration::from_secs(1)).await;
     });
 }

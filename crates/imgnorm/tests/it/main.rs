@@ -16,5 +16,6 @@ mod jpeg;
 mod limits;
 mod scope;
 mod security;
+mod slurm;
 mod stats;
 mod uploads;

@@ -2,8 +2,10 @@
 # Python test/benchmark dependencies (owns only this check-and-install step).
 #
 # Makes `python3 -c 'import numpy, cv2, PIL, pytest, pandas, webdataset,
-# boto3, moto.server, xxhash'` work, installing with pip only the packages that are
-# missing (numpy, opencv-python-headless, pillow, pytest; pandas and
+# boto3, moto.server, xxhash, tifffile, imagecodecs'` work, installing with pip only the packages that are
+# missing (numpy, opencv-python-headless, pillow, pytest; tifffile and
+# imagecodecs write and read the TIFF variants of the conformance corpus
+# (scripts/conformance-corpus.py); pandas and
 # webdataset read the manifest and the shards in tests/python/test_formats.py;
 # boto3 and moto[server]: the S3 tests start a real moto_server; xxhash
 # recomputes the manifest's checksums). Idempotent:
@@ -28,7 +30,7 @@ if ! "$PY" -c 'import selenium' >/dev/null 2>&1; then
     fi
 fi
 
-ALL='import numpy, cv2, PIL, pytest, pandas, webdataset, boto3, moto.server, xxhash'
+ALL='import numpy, cv2, PIL, pytest, pandas, webdataset, boto3, moto.server, xxhash, tifffile, imagecodecs'
 if "$PY" -c "$ALL" >/dev/null 2>&1; then
     exit 0
 fi
@@ -43,6 +45,8 @@ missing=()
 "$PY" -c 'import boto3' >/dev/null 2>&1 || missing+=(boto3)
 "$PY" -c 'import moto.server' >/dev/null 2>&1 || missing+=('moto[server]')
 "$PY" -c 'import xxhash' >/dev/null 2>&1 || missing+=(xxhash)
+"$PY" -c 'import tifffile' >/dev/null 2>&1 || missing+=(tifffile)
+"$PY" -c 'import imagecodecs' >/dev/null 2>&1 || missing+=(imagecodecs)
 
 if [ "${#missing[@]}" -eq 0 ]; then
     # Each imports alone but not together (e.g. cv2 built against another numpy).

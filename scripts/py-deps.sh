@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
 # Python test/benchmark dependencies (owns only this check-and-install step).
 #
-# Makes `python3 -c 'import numpy, cv2, PIL, pytest, pandas, webdataset,
-# boto3, moto.server, xxhash, skimage, imagecodecs, kubernetes_validate, yaml'`
-# work, installing with pip only the packages that are
-# missing (numpy, opencv-python-headless, pillow, pytest; pandas and
-# webdataset read the manifest and the shards in tests/python/test_formats.py;
-# boto3 and moto[server]: the S3 tests start a real moto_server; xxhash
-# recomputes the manifest's checksums; scikit-image's bundled photographs and
-# imagecodecs' JPEG writer (CMYK, YCCK, RGB-coded) make the corpus of
-# tests/python/test_jpeg_exact.py; kubernetes-validate and PyYAML check
-# deploy/k8s against the Kubernetes API schema). Idempotent:
-# a no-op when all import. Quiet on
-# success; prints pip's output and exits non-zero if pip fails or the
-# imports still fail afterwards.
+# Makes every module in PACKAGES below import together, installing with pip
+# only the packages that are missing. What each is for:
+#   numpy, cv2 (opencv-python-headless), PIL (pillow), pytest: the output checks
+#   pandas, webdataset: read the manifest and the shards (tests/python/test_formats.py)
+#   boto3, moto.server: the S3 tests start a real moto_server
+#   xxhash: recomputes the manifest's checksums
+#   skimage (scikit-image): bundled photographs, the corpus of test_jpeg_exact.py
+#       and of the real-photo benchmark
+#   imagecodecs: JPEG writer for CMYK/YCCK/RGB-coded files, TIFF codecs
+#   tifffile: writes and reads the TIFF variants of the conformance corpus
+#       (scripts/conformance-corpus.py)
+#   kubernetes_validate, yaml (pyyaml): check deploy/k8s against the API schema
+#   selenium: drives Chromium in tests/python/test_dashboard_browser.py
+# Idempotent: a no-op when all import. Quiet on success; prints pip's output
+# and exits non-zero if pip fails or the imports still fail afterwards.
 #   PYTHON=python3.11 scripts/py-deps.sh   # pick the interpreter (default python3)
 set -euo pipefail
 
@@ -24,33 +26,36 @@ if ! command -v "$PY" >/dev/null 2>&1; then
     exit 1
 fi
 
-# Selenium drives Chromium in tests/python/test_dashboard_browser.py.
-if ! "$PY" -c 'import selenium' >/dev/null 2>&1; then
-    if ! "$PY" -m pip install -q --disable-pip-version-check selenium >&2; then
-        echo "py-deps: pip install selenium failed" >&2
-        exit 1
-    fi
-fi
+# module:pip-package, one per line.
+PACKAGES='
+numpy:numpy
+cv2:opencv-python-headless
+PIL:pillow
+pytest:pytest
+pandas:pandas
+webdataset:webdataset
+boto3:boto3
+moto.server:moto[server]
+xxhash:xxhash
+skimage:scikit-image
+imagecodecs:imagecodecs
+tifffile:tifffile
+kubernetes_validate:kubernetes-validate
+yaml:pyyaml
+selenium:selenium
+'
 
-ALL='import numpy, cv2, PIL, pytest, pandas, webdataset, boto3, moto.server, xxhash, skimage, imagecodecs, kubernetes_validate, yaml'
+modules=()
+for entry in $PACKAGES; do modules+=("${entry%%:*}"); done
+ALL="import $(IFS=,; echo "${modules[*]}")"
 if "$PY" -c "$ALL" >/dev/null 2>&1; then
     exit 0
 fi
 
 missing=()
-"$PY" -c 'import numpy' >/dev/null 2>&1 || missing+=(numpy)
-"$PY" -c 'import cv2' >/dev/null 2>&1 || missing+=(opencv-python-headless)
-"$PY" -c 'import PIL' >/dev/null 2>&1 || missing+=(pillow)
-"$PY" -c 'import pytest' >/dev/null 2>&1 || missing+=(pytest)
-"$PY" -c 'import pandas' >/dev/null 2>&1 || missing+=(pandas)
-"$PY" -c 'import webdataset' >/dev/null 2>&1 || missing+=(webdataset)
-"$PY" -c 'import boto3' >/dev/null 2>&1 || missing+=(boto3)
-"$PY" -c 'import moto.server' >/dev/null 2>&1 || missing+=('moto[server]')
-"$PY" -c 'import xxhash' >/dev/null 2>&1 || missing+=(xxhash)
-"$PY" -c 'import skimage' >/dev/null 2>&1 || missing+=(scikit-image)
-"$PY" -c 'import imagecodecs' >/dev/null 2>&1 || missing+=(imagecodecs)
-"$PY" -c 'import kubernetes_validate' >/dev/null 2>&1 || missing+=(kubernetes-validate)
-"$PY" -c 'import yaml' >/dev/null 2>&1 || missing+=(pyyaml)
+for entry in $PACKAGES; do
+    "$PY" -c "import ${entry%%:*}" >/dev/null 2>&1 || missing+=("${entry#*:}")
+done
 
 if [ "${#missing[@]}" -eq 0 ]; then
     # Each imports alone but not together (e.g. cv2 built against another numpy).

@@ -27,7 +27,7 @@ use crate::stats::{ImageStats, StatsError};
 pub const MAX_TEXT_BYTES: usize = 16 * 1024;
 
 /// Format names the engine reports (`Record::format`).
-pub const FORMATS: &[&str] = &["jpeg", "png", "bmp", "tiff", "webp", "gif", "other"];
+pub const FORMATS: &[&str] = &["jpeg", "png", "bmp", "tiff", "webp", "gif", "pnm", "other"];
 
 /// Which phase of its job a result belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

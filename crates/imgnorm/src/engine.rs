@@ -22,11 +22,13 @@ use imgnorm_core::record::{Record, Status};
 use imgnorm_core::stats::{ImageStats, StatsScratch, image_stats, image_stats_by};
 
 use crate::budget::{MemoryBudget, Permit};
+use crate::decode::Sniffed;
 
 /// Extensions that claim an image: a file with one of these whose content is
 /// not a supported image is `failed`, not `skipped`.
 const IMAGE_EXTENSIONS: &[&str] = &[
-    "jpg", "jpeg", "jpe", "jfif", "png", "bmp", "dib", "tif", "tiff", "webp", "gif",
+    "jpg", "jpeg", "jpe", "jfif", "png", "bmp", "dib", "tif", "tiff", "webp", "gif", "pbm", "pgm",
+    "ppm", "pnm", "pfm", "pam", "avif", "jp2", "j2k", "jpf", "jpx",
 ];
 
 /// Time spent in each stage, summed over the images an engine processed.
@@ -96,7 +98,7 @@ impl Footprint {
         let pixels = w.saturating_mul(h);
         let samples = pixels.saturating_mul(c).saturating_mul(bps);
         let decoder = match self.format {
-            ImageFormat::Png | ImageFormat::Bmp => 0,
+            ImageFormat::Png | ImageFormat::Bmp | ImageFormat::Pnm => 0,
             ImageFormat::Jpeg => pixels.saturating_mul(c).saturating_mul(2),
             _ => samples.max(pixels.saturating_mul(4)),
         };
@@ -144,8 +146,10 @@ enum Problem {
     Empty,
     #[error("content is not a supported image although the name ends in .{0}")]
     NotImage(String),
-    #[error("unsupported image format {0:?} (supported: JPEG, PNG, BMP, TIFF, WebP, GIF)")]
-    Unsupported(ImageFormat),
+    #[error("unsupported image format ({0}); supported: {decoded}", decoded = crate::decode::DECODED)]
+    Unsupported(&'static str),
+    #[error("internal error: the decoder panicked on this image")]
+    Panicked,
     #[error("truncated JPEG: no end-of-image marker after the last scan")]
     TruncatedJpeg,
     #[error(
@@ -478,7 +482,11 @@ impl Engine {
         data: &[u8],
         t: Instant,
     ) -> Result<(ImageFormat, Option<String>, Decoded), Box<Record>> {
-        let decoded = self.decode(rel, data);
+        // A decoder that panics (an assertion on a file it misjudges) costs
+        // this image, not the run: the same row in every mode.
+        let decoded =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.decode(rel, data)))
+                .unwrap_or(Err(Problem::Panicked));
         self.times.decode += t.elapsed();
         let (format, warning, d) = match decoded {
             Ok(Some(v)) => v,
@@ -586,9 +594,9 @@ impl Engine {
         let claims_image = ext
             .as_deref()
             .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e));
-        let format = match image::guess_format(data) {
-            Ok(f) if supported(f) => f,
-            Ok(ImageFormat::Pnm) | Err(_) => {
+        let format = match crate::decode::sniff(data) {
+            Sniffed::Image(f) => f,
+            Sniffed::Unknown => {
                 return if data.is_empty() && claims_image {
                     Err(Problem::Empty)
                 } else if claims_image {
@@ -597,7 +605,7 @@ impl Engine {
                     Ok(None)
                 };
             }
-            Ok(other) => return Err(Problem::Unsupported(other)),
+            Sniffed::Unsupported(name) => return Err(Problem::Unsupported(name)),
         };
         let mut warning = None;
         if format == ImageFormat::Jpeg && !jpeg_complete(data) {
@@ -613,7 +621,6 @@ impl Engine {
             let d = self.decode_jpeg(data, &mut warning)?;
             return Ok(Some((format, warning, d)));
         }
-        let mut reader = ImageReader::with_format(Cursor::new(data), format);
         let mut limits = Limits::default();
         // Room for the largest allowed image at 4 channels x 16 bit, plus slack.
         // With a memory budget, no single decoder allocation may exceed it.
@@ -626,8 +633,31 @@ impl Engine {
             Some(b) => room.min(b.capacity()),
             None => room,
         });
-        reader.limits(limits);
-        let mut decoder = reader.into_decoder()?;
+        let max_alloc = limits.max_alloc.unwrap_or(u64::MAX);
+        let mut decoder: Box<dyn ImageDecoder + '_> = match format {
+            ImageFormat::Jpeg => jpeg_decoder(data, limits)?,
+            ImageFormat::Tiff => {
+                let d = crate::decode::tiff::TiffDecoder::new(data, max_alloc)?;
+                if d.multi_page() {
+                    warning = Some("multi-page TIFF: only the first page was read".into());
+                }
+                Box::new(d)
+            }
+            ImageFormat::Pnm => Box::new(crate::decode::pnm::PnmDecoder::new(data)?),
+            _ => {
+                let mut reader = ImageReader::with_format(Cursor::new(data), format);
+                reader.limits(limits);
+                let d = reader.into_decoder()?;
+                if format != ImageFormat::Png {
+                    Box::new(d)
+                } else {
+                    match crate::decode::GrayNoAlpha::wrap(d, data) {
+                        Ok(gray) => Box::new(gray),
+                        Err(d) => Box::new(d),
+                    }
+                }
+            }
+        };
         let (width, height) = decoder.dimensions();
         let pixels = u64::from(width) * u64::from(height);
         if pixels > self.opts.max_pixels {
@@ -1252,18 +1282,6 @@ fn samples_view(buf: &[u16], n: usize, sixteen: bool) -> Pixels<'_> {
     }
 }
 
-fn supported(f: ImageFormat) -> bool {
-    matches!(
-        f,
-        ImageFormat::Jpeg
-            | ImageFormat::Png
-            | ImageFormat::Bmp
-            | ImageFormat::Tiff
-            | ImageFormat::WebP
-            | ImageFormat::Gif
-    )
-}
-
 fn format_name(f: ImageFormat) -> &'static str {
     match f {
         ImageFormat::Jpeg => "jpeg",
@@ -1272,6 +1290,7 @@ fn format_name(f: ImageFormat) -> &'static str {
         ImageFormat::Tiff => "tiff",
         ImageFormat::WebP => "webp",
         ImageFormat::Gif => "gif",
+        ImageFormat::Pnm => "pnm",
         _ => "other",
     }
 }
@@ -1280,6 +1299,13 @@ fn extension(rel: &str) -> Option<String> {
     let name = rel.rsplit('/').next()?;
     let (stem, ext) = name.rsplit_once('.')?;
     (!stem.is_empty()).then(|| ext.to_ascii_lowercase())
+}
+
+/// The JPEG decoder (kept apart: the one place that picks it).
+fn jpeg_decoder(data: &[u8], limits: Limits) -> Result<Box<dyn ImageDecoder + '_>, Problem> {
+    let mut reader = ImageReader::with_format(Cursor::new(data), ImageFormat::Jpeg);
+    reader.limits(limits);
+    Ok(Box::new(reader.into_decoder()?))
 }
 
 /// True when a JPEG stream has an end-of-image marker after its last

@@ -8,6 +8,7 @@ pub mod bench;
 pub mod budget;
 pub mod centralized;
 pub mod cli;
+pub mod decode;
 pub mod demo;
 pub mod discovery;
 pub mod engine;

@@ -8,6 +8,7 @@ mod bench;
 mod centralized;
 mod chaos;
 mod dashboard;
+mod decoders;
 mod distributed;
 mod formats;
 mod fuzz_seeds;

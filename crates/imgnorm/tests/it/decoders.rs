@@ -1,0 +1,386 @@
+//! Real-world layouts of the non-JPEG formats, each with the array OpenCV
+//! (`IMREAD_UNCHANGED`) gives: tiled and stripped TIFFs with separate planes
+//! (the `tiff` crate asserts on the tiled ones), `FillOrder=2`, WhiteIsZero
+//! bitmaps, a multi-page file, gray PNGs with `tRNS`, the Netpbm family and
+//! formats recognised but not read. `centralized`, `run` over shared storage
+//! and `run --transfer stream` give the same manifest for all of them.
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::helpers::{centralized, npy_shape, read, rows_by_path, run_local, tempdir};
+
+/// One TIFF page to write (uncompressed, little-endian).
+struct Page<'a> {
+    width: u32,
+    height: u32,
+    bits: u16,
+    spp: u16,
+    photometric: u16,
+    planar: bool,
+    tile: Option<(u32, u32)>,
+    fill_order: u16,
+    /// Interleaved samples, row-major.
+    samples: &'a [u16],
+}
+
+/// Packs `vals` (one plane or interleaved) at `bits` per sample, rows of
+/// `row_samples` padded to a byte.
+fn pack(vals: &[u16], bits: u16, row_samples: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for row in vals.chunks(row_samples) {
+        match bits {
+            1 => {
+                let mut bytes = vec![0u8; row.len().div_ceil(8)];
+                for (i, &v) in row.iter().enumerate() {
+                    bytes[i / 8] |= ((v & 1) as u8) << (7 - i % 8);
+                }
+                out.extend(bytes);
+            }
+            8 => out.extend(row.iter().map(|&v| v as u8)),
+            _ => out.extend(row.iter().flat_map(|v| v.to_le_bytes())),
+        }
+    }
+    out
+}
+
+/// A minimal TIFF writer for the layouts OpenCV reads and this suite needs.
+fn tiff(pages: &[Page]) -> Vec<u8> {
+    let mut out = b"II*\0\0\0\0\0".to_vec();
+    let mut next_ifd_at = 4usize;
+    for p in pages {
+        let (w, h, spp) = (p.width as usize, p.height as usize, usize::from(p.spp));
+        let planes = if p.planar { spp } else { 1 };
+        let per = if p.planar { 1 } else { spp };
+        let (cw, ch) = p.tile.map_or((w, h), |(a, b)| (a as usize, b as usize));
+        let (across, down) = (w.div_ceil(cw), h.div_ceil(ch));
+        let mut offsets = Vec::new();
+        let mut counts = Vec::new();
+        for plane in 0..planes {
+            for t in 0..across * down {
+                let (x0, y0) = ((t % across) * cw, (t / across) * ch);
+                // Tiles are always whole; strips stop at the image.
+                let rows = if p.tile.is_some() { ch } else { ch.min(h - y0) };
+                let mut vals = Vec::new();
+                for y in y0..y0 + rows {
+                    for x in x0..x0 + cw {
+                        for s in 0..per {
+                            let inside = x < w && y < h;
+                            let c = if p.planar { plane } else { s };
+                            vals.push(if inside {
+                                p.samples[(y * w + x) * spp + c]
+                            } else {
+                                0
+                            });
+                        }
+                    }
+                }
+                let mut bytes = pack(&vals, p.bits, cw * per);
+                if p.fill_order == 2 {
+                    bytes.iter_mut().for_each(|b| *b = b.reverse_bits());
+                }
+                offsets.push(out.len() as u32);
+                counts.push(bytes.len() as u32);
+                out.extend(bytes);
+            }
+        }
+        let mut entries: Vec<(u16, u16, Vec<u32>)> = vec![
+            (256, 4, vec![p.width]),
+            (257, 4, vec![p.height]),
+            (258, 3, vec![u32::from(p.bits); spp]),
+            (259, 3, vec![1]),
+            (262, 3, vec![u32::from(p.photometric)]),
+            (277, 3, vec![u32::from(p.spp)]),
+            (284, 3, vec![if p.planar { 2 } else { 1 }]),
+        ];
+        if p.fill_order != 1 {
+            entries.push((266, 3, vec![u32::from(p.fill_order)]));
+        }
+        match p.tile {
+            Some((a, b)) => entries.extend([
+                (322, 4, vec![a]),
+                (323, 4, vec![b]),
+                (324, 4, offsets),
+                (325, 4, counts),
+            ]),
+            None => entries.extend([
+                (273, 4, offsets),
+                (278, 4, vec![p.height]),
+                (279, 4, counts),
+            ]),
+        }
+        entries.sort_by_key(|e| e.0);
+        // Values that do not fit in 4 bytes go before the IFD.
+        let mut inline = Vec::new();
+        for (tag, ty, vals) in &entries {
+            let bytes: Vec<u8> = if *ty == 3 {
+                vals.iter()
+                    .flat_map(|&v| (v as u16).to_le_bytes())
+                    .collect()
+            } else {
+                vals.iter().flat_map(|v| v.to_le_bytes()).collect()
+            };
+            let field = if bytes.len() <= 4 {
+                let mut f = bytes.clone();
+                f.resize(4, 0);
+                f
+            } else {
+                let at = out.len() as u32;
+                out.extend(&bytes);
+                at.to_le_bytes().to_vec()
+            };
+            inline.push((*tag, *ty, vals.len() as u32, field));
+        }
+        if out.len() % 2 == 1 {
+            out.push(0);
+        }
+        let ifd = out.len() as u32;
+        out[next_ifd_at..next_ifd_at + 4].copy_from_slice(&ifd.to_le_bytes());
+        out.extend((inline.len() as u16).to_le_bytes());
+        for (tag, ty, n, field) in inline {
+            out.extend(tag.to_le_bytes());
+            out.extend(ty.to_le_bytes());
+            out.extend(n.to_le_bytes());
+            out.extend(field);
+        }
+        next_ifd_at = out.len();
+        out.extend([0, 0, 0, 0]);
+    }
+    out
+}
+
+/// The shape and the float32 values of an `.npy` output.
+fn floats(npy: &[u8]) -> (Vec<usize>, Vec<f32>) {
+    let (descr, shape, header) = npy_shape(npy);
+    assert_eq!(descr, "<f4");
+    let data = npy[header..]
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    (shape, data)
+}
+
+fn minmax(vals: &[u16]) -> Vec<f32> {
+    let lo = f32::from(*vals.iter().min().expect("samples"));
+    let hi = f32::from(*vals.iter().max().expect("samples"));
+    vals.iter()
+        .map(|&v| {
+            if hi > lo {
+                (f32::from(v) - lo) / (hi - lo)
+            } else {
+                0.0
+            }
+        })
+        .collect()
+}
+
+fn assert_array(out: &Path, rel: &str, shape: &[usize], want: &[u16]) {
+    let (got_shape, got) = floats(&read(&out.join(format!("{rel}.npy"))));
+    assert_eq!(got_shape, shape, "{rel}: shape");
+    let want = minmax(want);
+    let worst = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        worst <= 1e-6,
+        "{rel}: max difference {worst}\n got {got:?}\nwant {want:?}"
+    );
+}
+
+/// A `w`x`h` gradient of `spp` samples that differ per channel, below `max`.
+fn gradient(w: u32, h: u32, spp: u16, max: u32) -> Vec<u16> {
+    (0..w * h * u32::from(spp))
+        .map(|i| ((i.wrapping_mul(2_654_435_761) >> 7) % (max + 1)) as u16)
+        .collect()
+}
+
+fn write_corpus(dir: &Path) -> Vec<(&'static str, Vec<usize>, Vec<u16>)> {
+    let mut expected = Vec::new();
+    let mut put = |name: &'static str, bytes: Vec<u8>, shape: Vec<usize>, want: Vec<u16>| {
+        std::fs::write(dir.join(name), bytes).expect("write");
+        if !want.is_empty() {
+            expected.push((name, shape, want));
+        }
+    };
+    let rgb8 = gradient(13, 11, 3, 255);
+    let rgba16 = gradient(13, 11, 4, 65535);
+    for (name, tile, planar, bits, spp, samples) in [
+        ("tiled_planar_8.tif", Some((16, 16)), true, 8, 3, &rgb8),
+        ("tiled_planar_16.tif", Some((16, 16)), true, 16, 4, &rgba16),
+        ("strip_planar_16.tif", None, true, 16, 4, &rgba16),
+        ("tiled_chunky_8.tif", Some((16, 16)), false, 8, 3, &rgb8),
+    ] {
+        let page = Page {
+            width: 13,
+            height: 11,
+            bits,
+            spp,
+            photometric: 2,
+            planar,
+            tile,
+            fill_order: 1,
+            samples,
+        };
+        put(
+            name,
+            tiff(&[page]),
+            vec![11, 13, usize::from(spp)],
+            samples.clone(),
+        );
+    }
+    let gray16 = gradient(9, 5, 1, 65535);
+    let page = |fill_order| Page {
+        width: 9,
+        height: 5,
+        bits: 16,
+        spp: 1,
+        photometric: 1,
+        planar: false,
+        tile: None,
+        fill_order,
+        samples: &gray16,
+    };
+    put(
+        "fill_order_2.tif",
+        tiff(&[page(2)]),
+        vec![5, 9, 1],
+        gray16.clone(),
+    );
+    put(
+        "two_pages.tif",
+        tiff(&[page(1), page(1)]),
+        vec![5, 9, 1],
+        gray16.clone(),
+    );
+    // WhiteIsZero bitmap: a 0 bit is white, which OpenCV gives as 255.
+    let bits: Vec<u16> = (0..10 * 3).map(|i| (i % 3 == 0) as u16).collect();
+    let white_is_zero = Page {
+        width: 10,
+        height: 3,
+        bits: 1,
+        spp: 1,
+        photometric: 0,
+        planar: false,
+        tile: None,
+        fill_order: 1,
+        samples: &bits,
+    };
+    let want: Vec<u16> = bits.iter().map(|&b| if b == 0 { 255 } else { 0 }).collect();
+    put(
+        "white_is_zero.tif",
+        tiff(&[white_is_zero]),
+        vec![3, 10, 1],
+        want,
+    );
+    put(
+        "gray.pgm",
+        b"P5\n3 2\n200\n\x00\x10\x20\x30\x40\xc8".to_vec(),
+        vec![2, 3, 1],
+        vec![0, 16, 32, 48, 64, 200],
+    );
+    put(
+        "plain16.pgm",
+        b"P2\n2 2\n1000\n0 1 999 1000\n".to_vec(),
+        vec![2, 2, 1],
+        vec![0, 1, 999, 1000],
+    );
+    put(
+        "bitmap.pbm",
+        b"P4\n3 1\n\x40".to_vec(),
+        vec![1, 3, 1],
+        vec![255, 0, 255],
+    );
+    put(
+        "color.ppm",
+        b"P3 2 1 255 1 2 3 4 5 6".to_vec(),
+        vec![1, 2, 3],
+        vec![1, 2, 3, 4, 5, 6],
+    );
+    put(
+        "gray_trns.png",
+        gray_png_with_trns(),
+        vec![2, 3, 1],
+        vec![0, 7, 100, 200, 7, 9],
+    );
+    put(
+        "float.pfm",
+        b"Pf\n1 1\n-1.0\n\0\0\x80\x3f".to_vec(),
+        vec![],
+        vec![],
+    );
+    put(
+        "picture.avif",
+        b"\0\0\0\x1cftypavif\0\0\0\0avifmif1miaf".to_vec(),
+        vec![],
+        vec![],
+    );
+    put(
+        "picture.jp2",
+        b"\0\0\0\x0cjP  \r\n\x87\n\0\0\0\x14ftypjp2 ".to_vec(),
+        vec![],
+        vec![],
+    );
+    expected
+}
+
+/// A 3x2 8-bit gray PNG whose `tRNS` chunk makes value 7 transparent.
+fn gray_png_with_trns() -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut enc = png::Encoder::new(&mut out, 3, 2);
+    enc.set_color(png::ColorType::Grayscale);
+    enc.set_depth(png::BitDepth::Eight);
+    enc.set_trns(vec![0, 7]);
+    let mut w = enc.write_header().expect("png header");
+    w.write_image_data(&[0, 7, 100, 200, 7, 9])
+        .expect("png data");
+    w.finish().expect("png end");
+    out
+}
+
+fn reason(rows: &std::collections::BTreeMap<String, Value>, rel: &str) -> String {
+    rows[rel]["reason"].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn real_world_layouts_decode_like_opencv_in_every_mode() {
+    let dir = tempdir();
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).expect("mkdir");
+    let expected = write_corpus(&input);
+    let c_out = dir.path().join("c");
+    let c = centralized(&input, &c_out, &[]);
+    assert_eq!(c.code, 3, "{c}");
+    let rows = rows_by_path(&c_out);
+    for (rel, shape, want) in &expected {
+        assert_eq!(rows[*rel]["status"], "ok", "{rel}: {}", rows[*rel]);
+        assert_array(&c_out, rel, shape, want);
+    }
+    assert_eq!(rows["gray_trns.png"]["channels"], 1);
+    assert!(
+        rows["two_pages.tif"]["warning"]
+            .as_str()
+            .is_some_and(|w| w.contains("first page")),
+        "{}",
+        rows["two_pages.tif"]
+    );
+    for (rel, name) in [
+        ("float.pfm", "PFM"),
+        ("picture.avif", "AVIF"),
+        ("picture.jp2", "JPEG 2000"),
+    ] {
+        assert_eq!(rows[rel]["status"], "failed", "{}", rows[rel]);
+        assert!(reason(&rows, rel).contains(name), "{}", rows[rel]);
+    }
+    // The same rows, failures included, from the distributed modes.
+    for (name, extra) in [
+        ("shared", &["--workers", "2"][..]),
+        ("stream", &["--workers", "2", "--transfer", "stream"][..]),
+    ] {
+        let out = dir.path().join(name);
+        let r = run_local(&input, &out, extra);
+        assert_eq!(r.code, 3, "{name}: {r}");
+        assert_eq!(rows_by_path(&out), rows, "{name}: manifests differ");
+    }
+}

@@ -358,10 +358,11 @@ def verdict(rel: str, row: dict | None, ours, cv, pil, path: Path | None = None
     if ours is None:
         return ("both-fail" if cv is None else "fail"), None, None
     if cv is None:
-        return "ours-only", None, max_diff(ours, pil)
-    d_cv, d_pil = max_diff(ours, cv), max_diff(ours, pil)
+        return "ours-only", None, max_diff(ours, pil())
+    d_cv = max_diff(ours, cv)
     if d_cv <= EXACT:
-        return "match", d_cv, d_pil
+        return "match", d_cv, None
+    d_pil = max_diff(ours, pil())
     lossy = ext in LOSSY_EXTS or (tiff and path is not None and jpeg_compressed_tiff(path))
     if lossy and d_cv <= LOSSY_MAX:
         return "lossy", d_cv, d_pil
@@ -388,8 +389,9 @@ def compare(binary: str, root: Path) -> list[dict]:
             ours = None
             if row and row.get("status") == "ok":
                 ours = np.load(out / row["output"])
-            cv, pil = opencv(root / rel), pillow(root / rel)
-            v, d_cv, d_pil = verdict(rel, row, ours, cv, pil, root / rel)
+            cv = opencv(root / rel)
+            # Pillow is only asked where OpenCV does not settle it.
+            v, d_cv, d_pil = verdict(rel, row, ours, cv, lambda p=root / rel: pillow(p), root / rel)
             results.append({
                 "path": rel,
                 "verdict": v,

@@ -12,6 +12,7 @@ mod distributed;
 mod formats;
 mod fuzz_seeds;
 mod helpers;
+mod lifecycle;
 mod limits;
 mod scope;
 mod security;

@@ -706,9 +706,9 @@ impl Master {
         let now = Instant::now();
         let jobs = st
             .jobs
-            .iter()
-            .filter(|(_, j)| job.is_none_or(|id| j.id.0 == id))
-            .map(|(_, j)| {
+            .values()
+            .filter(|j| job.is_none_or(|id| j.id.0 == id))
+            .map(|j| {
                 // Final rows only: monotonic across the phase switch of a
                 // two-phase job (whose statistics phase writes nothing).
                 let done = j.rows_final();

@@ -134,9 +134,9 @@ impl Master {
         let mut st = self.lock();
         let done: Vec<(String, u64)> = st
             .jobs
-            .iter()
-            .filter(|(_, j)| j.state == JobState::Running)
-            .map(|(_, j)| (j.id.0.clone(), done_of(j)))
+            .values()
+            .filter(|j| j.state == JobState::Running)
+            .map(|j| (j.id.0.clone(), done_of(j)))
             .collect();
         for (id, d) in done {
             st.history.sample_job(&id, d, now);
@@ -157,14 +157,14 @@ impl Master {
     pub fn jobs_view(&self) -> Vec<JobSummaryView> {
         let st = self.lock();
         let now = Instant::now();
-        st.jobs.iter().map(|(_, j)| summary(&st, j, now)).collect()
+        st.jobs.values().map(|j| summary(&st, j, now)).collect()
     }
 
     /// One job in detail.
     pub fn job_view(&self, id: &str) -> Option<JobDetailView> {
         let st = self.lock();
         let now = Instant::now();
-        let (_, j) = st.jobs.iter().find(|(_, j)| j.id.0 == id)?;
+        let j = st.jobs.values().find(|j| j.id.0 == id)?;
         let summary = summary(&st, j, now);
         let samples = st
             .history

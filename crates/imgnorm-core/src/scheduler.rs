@@ -672,6 +672,23 @@ impl Scheduler {
         })
     }
 
+    /// Forgets a dead worker, so that a long-running master does not keep
+    /// every worker it ever saw. Returns whether it was forgotten: unknown
+    /// and live workers are not (a dead worker holds no lease). Calls about
+    /// a forgotten worker then fail with [`SchedError::UnknownWorker`], as
+    /// for any stranger: a late result of it is never accepted.
+    pub fn forget_worker(&mut self, worker: WorkerId) -> bool {
+        if self
+            .workers
+            .get(&worker)
+            .is_some_and(|w| w.state == WorkerState::Dead)
+        {
+            self.workers.remove(&worker);
+            return true;
+        }
+        false
+    }
+
     /// Workers alive or draining.
     pub fn live_workers(&self) -> usize {
         self.live

@@ -57,6 +57,75 @@ pub enum AppError {
         /// What went wrong.
         message: String,
     },
+    /// SIGINT or SIGTERM stopped the master before its work was done; the
+    /// process exits with [`crate::shutdown::Signal::exit_code`].
+    #[error("stopped by {} before {what} finished; {hint}", signal.name())]
+    Interrupted {
+        /// The signal.
+        signal: crate::shutdown::Signal,
+        /// What was left unfinished ("job-3", "the resumed jobs").
+        what: String,
+        /// How to take the work up again.
+        hint: String,
+    },
+}
+
+impl AppError {
+    /// The exit code of an interrupted run (`None` for other failures).
+    pub fn signal_exit_code(&self) -> Option<u8> {
+        match self {
+            AppError::Interrupted { signal, .. } => Some(signal.exit_code()),
+            _ => None,
+        }
+    }
+}
+
+/// How to take up the work of a master stopped by a signal.
+fn resume_hint(config: &MasterConfig) -> String {
+    match &config.state_dir {
+        Some(dir) => format!(
+            "the accepted results are kept: run `imgnorm resume --data-dir {}` (or the same command again) to finish",
+            dir.display()
+        ),
+        None => "without --data-dir no result is kept: run the same command again (add --data-dir DIR to be able to resume)".into(),
+    }
+}
+
+/// Stops what runs beside a master that got a signal: its local workers and
+/// autoscaled instances are told to stop while the server closes every
+/// session (which ends their drain), then the state database is flushed.
+async fn stop_interrupted(
+    m: &Master,
+    server: Server,
+    local: Option<LocalWorkers>,
+    scaler: Autoscaling,
+    what: String,
+) -> AppError {
+    let signal = crate::shutdown::received().unwrap_or(crate::shutdown::Signal::Terminate);
+    tracing::warn!(
+        signal = signal.name(),
+        "stopping: no more work is handed out"
+    );
+    eprintln!(
+        "imgnorm: {} received: stopping workers and saving state",
+        signal.name()
+    );
+    let local = async {
+        if let Some(l) = local {
+            l.stop_within(Duration::from_secs(5)).await;
+        }
+    };
+    let (_, _, view) = tokio::join!(local, server.stop(), scaler.stop());
+    if let Some(v) = view {
+        eprintln!("{}", v.human());
+    }
+    let flush = m.clone();
+    let _ = tokio::task::spawn_blocking(move || flush.flush_state()).await;
+    AppError::Interrupted {
+        signal,
+        what,
+        hint: resume_hint(m.config()),
+    }
 }
 
 impl SchedArgs {
@@ -279,6 +348,7 @@ pub async fn master_one_job(
     scaler: Option<AutoscaleSettings>,
 ) -> Result<Summary, AppError> {
     security.check_grpc(local_addr(&listener)?)?;
+    crate::shutdown::install();
     let m = Master::new(config)?;
     let scaler = Autoscaling::start(&m, scaler).await?;
     let server = Server::start(&m, listener, security);
@@ -287,26 +357,44 @@ pub async fn master_one_job(
     // up where it stopped instead of starting again.
     let (input, output) = (master::absolute(input), master::absolute(output));
     let options_json = wire::options_to_json(&options);
-    let resumed = m.resume().await?;
-    announce(&resumed);
-    let same = resumed.iter().find(|r| {
-        r.input == input
-            && r.output == output
-            && r.transfer == transfer
-            && r.options_json == options_json
-    });
-    let id = match same {
-        Some(r) => r.id.clone(),
-        None => m.submit(input, output, transfer, options).await?.0,
+    let start = async {
+        let resumed = m.resume().await?;
+        announce(&resumed);
+        let same = resumed.iter().find(|r| {
+            r.input == input
+                && r.output == output
+                && r.transfer == transfer
+                && r.options_json == options_json
+        });
+        Ok::<_, MasterError>(match same {
+            Some(r) => r.id.clone(),
+            None => m.submit(input, output, transfer, options).await?.0,
+        })
+    };
+    let id = tokio::select! {
+        id = start => id,
+        _ = crate::shutdown::signal() => {
+            return Err(stop_interrupted(&m, server, local, scaler, "the job".into()).await);
+        }
+    };
+    let id = match id {
+        Ok(id) => id,
+        Err(e) => {
+            if let Some(local) = local {
+                local.stop().await;
+            }
+            scaler.stop().await;
+            server.stop().await;
+            return Err(e.into());
+        }
     };
     let progress = tokio::spawn(show_progress(m.clone(), id.clone(), quiet));
     let outcome = tokio::select! {
         r = m.wait(&id) => r,
-        _ = crate::shutdown::signal() => Err(MasterError::JobEnded {
-            id: id.0.clone(),
-            state: "interrupted",
-            reason: "the master was stopped before the job finished".into(),
-        }),
+        _ = crate::shutdown::signal() => {
+            progress.abort();
+            return Err(stop_interrupted(&m, server, local, scaler, id.0).await);
+        }
     };
     let _ = progress.await;
     if let Some(local) = local {
@@ -381,33 +469,43 @@ pub async fn master_resume(
     local: Option<LocalWorkers>,
 ) -> Result<Vec<(String, Result<Summary, MasterError>)>, AppError> {
     security.check_grpc(local_addr(&listener)?)?;
+    crate::shutdown::install();
     let m = Master::new(config)?;
     let server = Server::start(&m, listener, security);
-    let resumed = m.resume().await?;
+    let none = || Autoscaling {
+        stop: None,
+        task: None,
+    };
+    let resumed = tokio::select! {
+        r = m.resume() => r,
+        _ = crate::shutdown::signal() => {
+            return Err(stop_interrupted(&m, server, local, none(), "the resumed jobs".into()).await);
+        }
+    };
+    let resumed = match resumed {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some(local) = local {
+                local.stop().await;
+            }
+            server.stop().await;
+            return Err(e.into());
+        }
+    };
     announce(&resumed);
     let mut outcomes = Vec::new();
     for r in &resumed {
         let progress = tokio::spawn(show_progress(m.clone(), r.id.clone(), quiet));
         let outcome = tokio::select! {
             o = m.wait(&r.id) => o.map(|o| o.summary),
-            _ = crate::shutdown::signal() => Err(MasterError::JobEnded {
-                id: r.id.0.clone(),
-                state: "interrupted",
-                reason: "the master was stopped before the job finished".into(),
-            }),
+            _ = crate::shutdown::signal() => {
+                progress.abort();
+                let what = r.id.0.clone();
+                return Err(stop_interrupted(&m, server, local, none(), what).await);
+            }
         };
         let _ = progress.await;
-        let interrupted = matches!(
-            &outcome,
-            Err(MasterError::JobEnded {
-                state: "interrupted",
-                ..
-            })
-        );
         outcomes.push((r.output.display().to_string(), outcome));
-        if interrupted {
-            break;
-        }
     }
     if let Some(local) = local {
         local.stop().await;
@@ -686,17 +784,21 @@ impl LocalWorkers {
     }
 
     /// Asks every worker to drain (SIGTERM), then waits; kills stragglers.
-    pub async fn stop(mut self) {
+    pub async fn stop(self) {
+        self.stop_within(Duration::from_secs(10)).await;
+    }
+
+    /// Asks every worker to drain (SIGTERM), waits at most `grace` in all,
+    /// then kills those still running; returns once every one has exited.
+    pub async fn stop_within(mut self, grace: Duration) {
         for c in &self.children {
             if let Some(pid) = c.id() {
                 terminate(pid);
             }
         }
+        let deadline = tokio::time::Instant::now() + grace;
         for c in &mut self.children {
-            if tokio::time::timeout(Duration::from_secs(10), c.wait())
-                .await
-                .is_err()
-            {
+            if tokio::time::timeout_at(deadline, c.wait()).await.is_err() {
                 let _ = c.kill().await;
             }
         }

@@ -42,6 +42,9 @@ pub enum RunError {
     /// The object store could not be listed, read or written.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// Another unfinished job writes to the output.
+    #[error(transparent)]
+    Claim(#[from] crate::claim::ClaimError),
 }
 
 /// Creates the output folder.
@@ -67,8 +70,10 @@ pub fn run(
     }
     let started = Instant::now();
     create_output(out)?;
+    // Held until the run returns: no other job may use the output meanwhile.
+    let claim = crate::claim::OutputClaim::acquire(out)?;
     let found = discover(input, Some(out))?;
-    crate::formats::prepare(out, opts, &found.files)?;
+    crate::formats::prepare(&claim, opts, &found.files)?;
     let mut progress = Progress::new(found.total(), quiet);
     for _ in &found.problems {
         progress.inc(false);

@@ -15,6 +15,7 @@ use imgnorm_core::options::{EngineOptions, OutputFormat};
 use imgnorm_core::record::{Record, Status};
 use serde::Serialize;
 
+use crate::claim::OutputClaim;
 use crate::engine::{unique_tmp_suffix, write_atomic};
 
 /// Folder under the output where per-image arrays wait to be packed into
@@ -115,14 +116,21 @@ pub fn npy_data_offset(npy: &[u8]) -> usize {
     (10 + usize::from(u16::from_le_bytes([npy[8], npy[9]]))).min(npy.len())
 }
 
-/// Sets up the layout before any image is processed: removes stale staging
-/// left by a killed run, and for `stack` preallocates [`STACK_PARTIAL`] with
-/// the header of an N×H×W×C array (N = `files`), zero-filled (sparse), so
-/// that workers write their slices in place.
-pub fn prepare(out: &Path, opts: &EngineOptions, files: &[String]) -> Result<(), FormatError> {
+/// Sets up the layout of the output `claim` holds before any image is
+/// processed: removes stale staging left by a killed run, and for `stack`
+/// preallocates [`STACK_PARTIAL`] with the header of an N×H×W×C array
+/// (N = `files`), zero-filled (sparse), so that workers write their slices
+/// in place. Taking the claim, not a path, is what keeps one job from wiping
+/// the staging or truncating the stack of another one still running there.
+pub fn prepare(
+    claim: &OutputClaim,
+    opts: &EngineOptions,
+    files: &[String],
+) -> Result<(), FormatError> {
     if opts.format == OutputFormat::Npy {
         return Ok(());
     }
+    let out = claim.path();
     let staging = out.join(STAGING);
     match std::fs::remove_dir_all(&staging) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&staging)(e)),

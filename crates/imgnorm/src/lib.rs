@@ -7,6 +7,7 @@ pub mod autoscale;
 pub mod bench;
 pub mod budget;
 pub mod centralized;
+pub mod claim;
 pub mod cli;
 pub mod decode;
 pub mod demo;

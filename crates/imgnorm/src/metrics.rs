@@ -80,13 +80,13 @@ pub fn render(master: &Master) -> String {
     o.one(
         "imgnorm_queue_images",
         "gauge",
-        "Images not completed yet over queued and running jobs (the autoscaler's backlog).",
+        "Image passes left over queued and running jobs, both phases of a two-phase job (the autoscaler's backlog).",
         obs.backlog as f64,
     );
     o.one(
         "imgnorm_images_completed_total",
         "counter",
-        "Images completed since the master started.",
+        "Image passes completed since the master started (a two-phase job passes each image once per phase).",
         obs.completed as f64,
     );
     o.family(

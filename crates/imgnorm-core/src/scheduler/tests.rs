@@ -145,6 +145,25 @@ fn batches_are_cut_in_order_and_shrink_at_the_tail() {
 }
 
 #[test]
+fn only_dead_workers_are_forgotten_and_their_late_results_refused() {
+    let t = Instant::now();
+    let mut s = sched(config(2));
+    s.add_job(job("j"), 4, t).expect("job");
+    s.register(W1, t).expect("w1");
+    s.register(W2, t).expect("w2");
+    let l = lease(&mut s, W1, t);
+    assert!(!s.forget_worker(W1), "a live worker is kept");
+    assert!(!s.forget_worker(W3), "an unknown worker is not forgotten");
+    s.disconnect(W1, t);
+    assert!(s.forget_worker(W1));
+    assert_eq!(s.workers().count(), 1);
+    assert!(s.complete_item(W1, l.id, l.items[0], t).is_err());
+    // Its work went back and is done by the other worker.
+    let l2 = lease(&mut s, W2, t);
+    assert_eq!(l2.items, l.items);
+}
+
+#[test]
 fn lease_ids_are_monotonic() {
     let t = Instant::now();
     let mut s = sched(config(2));

@@ -22,6 +22,16 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// Runs a long-running command's future, then shuts the runtime down
+/// without waiting on blocking tasks that a signal left running (a
+/// discovery, a dataset write whose job was interrupted) for more than a
+/// moment.
+fn serve<F: std::future::Future>(rt: tokio::runtime::Runtime, f: F) -> F::Output {
+    let out = rt.block_on(f);
+    rt.shutdown_timeout(Duration::from_secs(2));
+    out
+}
+
 fn main() -> ExitCode {
     tune_allocator();
     let cli = Cli::parse();
@@ -35,6 +45,14 @@ fn main() -> ExitCode {
     match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
+            // A run stopped by SIGINT/SIGTERM says so and how to go on, and
+            // exits 130/143 (docs/RELIABILITY.md, "Stopping").
+            if let Some(a) = e.downcast_ref::<app::AppError>()
+                && let Some(code) = a.signal_exit_code()
+            {
+                eprintln!("imgnorm: {a}");
+                return ExitCode::from(code);
+            }
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
@@ -134,7 +152,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 .security
                 .resolve()
                 .context("transport security settings")?;
-            rt.block_on(async {
+            serve(rt, async {
                 let listener = app::bind(&a.listen).await?;
                 let addr = listener.local_addr().context("listener address")?;
                 // Refuse before announcing anything.
@@ -220,8 +238,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             if a.workers == 0 && a.autoscale.autoscale.is_none() {
                 anyhow::bail!("--workers must be at least 1 (or use --autoscale local)");
             }
-            let s = runtime()?
-                .block_on(app::run_local(
+            let s = serve(
+                runtime()?,
+                app::run_local(
                     &a.input,
                     &a.output,
                     a.workers,
@@ -234,8 +253,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     opts,
                     a.quiet,
                     Some(&a.autoscale),
-                ))
-                .context("distributed run failed")?;
+                ),
+            )
+            .context("distributed run failed")?;
             report(&s, &a.output);
             Ok(finished(&s))
         }
@@ -253,7 +273,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 .security
                 .resolve()
                 .context("transport security settings")?;
-            runtime()?.block_on(async {
+            serve(runtime()?, async {
                 let listener = app::bind(&a.listen).await?;
                 let addr = listener.local_addr().context("listener address")?;
                 security.check_grpc(addr)?;

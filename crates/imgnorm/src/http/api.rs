@@ -233,10 +233,16 @@ pub async fn cancel(
         return Err(ApiError::NotFound(format!("no job {id:?}")));
     };
     if !s.master().cancel(&imgnorm_core::ids::JobId(id.clone())) {
-        return Err(ApiError::Conflict(format!(
-            "job {id} is {} and cannot be cancelled",
-            job.summary.state.as_str()
-        )));
+        return Err(ApiError::Conflict(if job.summary.state.is_final() {
+            format!(
+                "job {id} is {} and cannot be cancelled",
+                job.summary.state.as_str()
+            )
+        } else {
+            format!(
+                "job {id} has every image done and is writing its dataset: it can no longer be cancelled"
+            )
+        }));
     }
     Ok(Json(json!({ "id": id, "state": "cancelled" })))
 }

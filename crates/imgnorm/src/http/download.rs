@@ -113,8 +113,7 @@ pub async fn archive(
             let Ok(rel) = e.path().strip_prefix(&dir) else {
                 continue;
             };
-            let fname = e.file_name().to_string_lossy();
-            if fname.starts_with('.') || fname.ends_with(".tmp") {
+            if !in_archive(rel) {
                 continue;
             }
             let mut f = std::fs::File::open(e.path())?;
@@ -135,6 +134,23 @@ pub async fn archive(
         .into_response())
 }
 
+/// Whether a file of an output (`rel`, relative to it) belongs in its
+/// archive: not hidden or under a hidden folder (the staging folder), and
+/// not a temporary or partial file of a running job (a stream-mode
+/// `.part`, a `.tmp` of an atomic write, the stack's `.partial`).
+fn in_archive(rel: &std::path::Path) -> bool {
+    let hidden = rel
+        .components()
+        .any(|c| c.as_os_str().to_string_lossy().starts_with('.'));
+    let name = rel
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let partial = [".tmp", ".part", ".partial"]
+        .iter()
+        .any(|x| name.ends_with(x));
+    !hidden && !partial
+}
 /// `GET /api/v1/jobs/{id}/manifest`: the job's `manifest.jsonl`.
 pub async fn manifest(
     State(s): State<AppState>,
@@ -169,4 +185,22 @@ pub async fn manifest(
         body,
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_archive;
+    use std::path::Path;
+
+    #[test]
+    fn the_archive_leaves_out_partial_and_staged_files() {
+        assert!(in_archive(Path::new("a/b.png.npy")));
+        assert!(in_archive(Path::new("manifest.jsonl")));
+        assert!(!in_archive(Path::new("a/b.png.npy.4242.17.part")));
+        assert!(!in_archive(Path::new(
+            "a/b.png.npy.1.0123456789abcdef.0.tmp"
+        )));
+        assert!(!in_archive(Path::new("images.npy.partial")));
+        assert!(!in_archive(Path::new(".imgnorm-staging/a/b.png.npy")));
+    }
 }

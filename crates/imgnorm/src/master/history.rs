@@ -57,8 +57,19 @@ pub struct History {
     worker_samples: HashMap<WorkerId, VecDeque<(Instant, u64)>>,
     job_samples: HashMap<String, Vec<(Instant, u64)>>,
     job_workers: HashMap<String, BTreeMap<WorkerId, u64>>,
-    failures: HashMap<String, Vec<Failure>>,
+    failures: HashMap<String, Failures>,
 }
+
+/// The first failures of a job (at most [`MAX_FAILURES_KEPT`]) and how
+/// many there were: bounded however many images fail.
+#[derive(Debug, Default)]
+struct Failures {
+    first: Vec<Failure>,
+    total: usize,
+}
+
+/// Failures kept per job for the dashboard; the manifest has them all.
+pub const MAX_FAILURES_KEPT: usize = 200;
 
 /// An image that failed during a job.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -116,21 +127,44 @@ impl History {
         self.job_workers.get(job)
     }
 
-    /// Records a failed image of `job`.
+    /// Records a failed image of `job` (only the first
+    /// [`MAX_FAILURES_KEPT`] are kept; all are counted).
     pub fn failure(&mut self, job: &str, path: &str, reason: &str, attempts: u32) {
-        self.failures
-            .entry(job.to_string())
-            .or_default()
-            .push(Failure {
+        let f = self.failures.entry(job.to_string()).or_default();
+        f.total += 1;
+        if f.first.len() < MAX_FAILURES_KEPT {
+            f.first.push(Failure {
                 path: path.to_string(),
                 reason: reason.to_string(),
                 attempts,
             });
+        }
     }
 
-    /// Failed images of `job`, in arrival order.
-    pub fn failures(&self, job: &str) -> &[Failure] {
-        self.failures.get(job).map(Vec::as_slice).unwrap_or(&[])
+    /// The first failed images of `job`, in arrival order, and how many
+    /// failed in all.
+    pub fn failures(&self, job: &str) -> (&[Failure], usize) {
+        self.failures
+            .get(job)
+            .map(|f| (f.first.as_slice(), f.total))
+            .unwrap_or((&[], 0))
+    }
+
+    /// Forgets the leases of a job that has ended.
+    pub fn forget_job_leases(&mut self, job: &str) {
+        let stats = format!("{job}.stats");
+        self.leases.retain(|_, l| l.job != job && l.job != stats);
+    }
+
+    /// Forgets a lease that is over.
+    pub fn forget_lease(&mut self, lease: u64) {
+        self.leases.remove(&lease);
+    }
+
+    /// Forgets everything about a worker.
+    pub fn forget_worker(&mut self, w: WorkerId) {
+        self.workers.remove(&w);
+        self.worker_samples.remove(&w);
     }
 
     /// Samples a worker's lifetime count of images done.

@@ -3,6 +3,7 @@
 //! files), and writes each finished job's dataset. `Master::serve` takes an
 //! already bound listener and a shutdown future, so tests bind port 0.
 pub mod history;
+pub mod phase_job;
 pub mod resume;
 pub mod service;
 pub mod state;
@@ -11,6 +12,7 @@ pub mod view;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -108,6 +110,20 @@ pub enum MasterError {
         /// Why.
         reason: String,
     },
+    /// Another unfinished job of this master writes to the output (or to a
+    /// folder inside it, or around it).
+    #[error(
+        "output {output} is in use by {holder}, which has not finished: wait for it, cancel it, or choose another output"
+    )]
+    OutputInUse {
+        /// The output asked for.
+        output: PathBuf,
+        /// The job holding it.
+        holder: String,
+    },
+    /// Another process holds the output (see [`crate::claim`]).
+    #[error(transparent)]
+    Claim(#[from] crate::claim::ClaimError),
     /// The job ended without a dataset.
     #[error("job {id} {state}: {reason}")]
     JobEnded {
@@ -237,12 +253,17 @@ impl Master {
             let transfer = Transfer::parse(&job.transfer).map_err(|e| bad(e.to_string()))?;
             let opts = options.clone();
             let (job, checked) = tokio::task::spawn_blocking(move || {
-                let checked = resume::check_outputs(&mut job, &opts, transfer);
+                // A resumed job holds its output as a new one does, before
+                // the check below may recreate its layout.
+                let checked = resume::claim_output(&job.output).and_then(|claim| {
+                    let c = resume::check_outputs(&mut job, &opts, transfer, &claim)?;
+                    Ok((c, claim))
+                });
                 (job, checked)
             })
             .await
             .map_err(|e| bad(e.to_string()))?;
-            let checked = checked.map_err(bad)?;
+            let (checked, claim) = checked.map_err(bad)?;
             let info = Resumed {
                 id: JobId(format!("job-{key}")),
                 input: job.input.clone(),
@@ -265,7 +286,11 @@ impl Master {
             let submitted = now.checked_sub(Duration::from_secs_f64(age)).unwrap_or(now);
             let fx = {
                 let mut st = self.lock();
-                st.restore_job(job, options, transfer, submitted, now).1
+                let fx = st.restore_job(job, options, transfer, submitted, now).1;
+                if let Some(j) = st.jobs.get_mut(&key) {
+                    j.claim = Some(claim);
+                }
+                fx
             };
             self.inner.changed.send_modify(|v| *v += 1);
             self.apply(fx).await;
@@ -393,17 +418,30 @@ impl Master {
             }));
         }
         for f in fx.finalize {
-            let m = self.clone();
-            let result = tokio::task::spawn_blocking(move || m.write_dataset(f.key))
+            // Not awaited here: the caller may be the session of the worker
+            // that delivered the last result, whose heartbeats would go
+            // unread for as long as the dataset takes to write.
+            tokio::spawn(self.finalize(f.key));
+        }
+    }
+
+    /// Writes a completed job's dataset on a blocking thread, then marks
+    /// it done (or failed) and starts what waited for it. (A named future
+    /// type: `apply` spawns it and it awaits `apply`.)
+    fn finalize(&self, key: u64) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        let m = self.clone();
+        Box::pin(async move {
+            let writer = m.clone();
+            let result = tokio::task::spawn_blocking(move || writer.write_dataset(key))
                 .await
                 .unwrap_or_else(|e| Err(format!("writer panicked: {e}")));
             if let Err(e) = &result {
                 tracing::error!(error = %e, "writing the dataset failed");
             }
-            let more = self.lock().finished(f.key, result, Instant::now());
-            self.inner.changed.send_modify(|v| *v += 1);
-            Box::pin(self.apply(more)).await;
-        }
+            let more = m.lock().finished(key, result, Instant::now());
+            m.inner.changed.send_modify(|v| *v += 1);
+            m.apply(more).await;
+        })
     }
 
     /// Writes manifest, provenance and stats of a completed job.
@@ -541,8 +579,9 @@ impl Master {
         options: EngineOptions,
     ) -> Result<(JobId, u64), MasterError> {
         let started = Instant::now();
+        let _reserved = self.reserve_output(&output)?;
         let (inp, out, opts) = (input.clone(), output.clone(), options.clone());
-        let found = if storage::is_object_url(&input) || storage::is_object_url(&output) {
+        let (found, claim) = if storage::is_object_url(&input) || storage::is_object_url(&output) {
             if transfer == Transfer::Stream {
                 return Err(StorageError::StreamWithObjects.into());
             }
@@ -552,18 +591,22 @@ impl Master {
             // Lists the input and test-writes the output before anything is
             // leased: bad credentials or endpoints fail here, clearly.
             let (i, o) = (Location::of(&input)?, Location::of(&output)?);
-            storage::spawn(async move { storage::prepare(&i, &o).await })
+            let found = storage::spawn(async move { storage::prepare(&i, &o).await })
                 .await
-                .map_err(|e| StorageError::Task(e.to_string()))??
+                .map_err(|e| StorageError::Task(e.to_string()))??;
+            (found, crate::claim::OutputClaim::acquire(&output)?)
         } else {
             tokio::task::spawn_blocking(move || {
                 std::fs::create_dir_all(&out).map_err(|source| MasterError::CreateOutput {
                     path: out.clone(),
                     source,
                 })?;
+                // Before anything in the output is touched: another
+                // process's unfinished job there is refused, untouched.
+                let claim = crate::claim::OutputClaim::acquire(&out)?;
                 let found = discover(&inp, Some(&out))?;
-                crate::formats::prepare(&out, &opts, &found.files)?;
-                Ok::<_, MasterError>(found)
+                crate::formats::prepare(&claim, &opts, &found.files)?;
+                Ok::<_, MasterError>((found, claim))
             })
             .await
             .map_err(|e| MasterError::JobEnded {
@@ -588,6 +631,7 @@ impl Master {
             // Elapsed time counts discovery, as centralized's does.
             if let Some(j) = st.jobs.values_mut().find(|j| j.id == id) {
                 j.submitted = started;
+                j.claim = Some(claim);
             }
             (id, fx)
         };
@@ -596,7 +640,25 @@ impl Master {
         Ok((id, total))
     }
 
-    /// Cancels a job.
+    /// Keeps `output` for a job being submitted until the guard drops (the
+    /// job is listed by then); refused when an unfinished job of this master
+    /// uses it, or a folder inside or around it.
+    fn reserve_output(&self, output: &Path) -> Result<Reserved, MasterError> {
+        let mut st = self.lock();
+        if let Some(holder) = st.output_holder(output) {
+            return Err(MasterError::OutputInUse {
+                output: output.to_path_buf(),
+                holder,
+            });
+        }
+        st.reserve_output(output.to_path_buf());
+        Ok(Reserved {
+            master: self.clone(),
+            output: output.to_path_buf(),
+        })
+    }
+
+    /// Cancels a job (not one already writing its dataset).
     pub fn cancel(&self, id: &JobId) -> bool {
         let ok = self.lock().cancel(id, Instant::now());
         self.inner.changed.send_modify(|v| *v += 1);
@@ -645,16 +707,12 @@ impl Master {
         let now = Instant::now();
         let jobs = st
             .jobs
-            .iter()
-            .filter(|(_, j)| job.is_none_or(|id| j.id.0 == id))
-            .map(|(key, j)| {
-                let done = if j.state == JobState::Done {
-                    j.images()
-                } else {
-                    st.progress(*key).map(|p| p.completed).unwrap_or(0)
-                        + j.problems.len() as u64
-                        + j.final_before_phase()
-                };
+            .values()
+            .filter(|j| job.is_none_or(|id| j.id.0 == id))
+            .map(|j| {
+                // Final rows only: monotonic across the phase switch of a
+                // two-phase job (whose statistics phase writes nothing).
+                let done = j.rows_final();
                 let end = j.finished.unwrap_or(now);
                 pb::JobStatus {
                     job_id: j.id.0.clone(),
@@ -679,6 +737,18 @@ impl Master {
             workers,
             autoscale: self.autoscale_view().map(|v| v.to_status()),
         }
+    }
+}
+
+/// An output kept for a job being submitted (see `Master::reserve_output`).
+struct Reserved {
+    master: Master,
+    output: PathBuf,
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        self.master.lock().unreserve_output(&self.output);
     }
 }
 

@@ -12,6 +12,7 @@ use imgnorm_core::record::Status;
 use xxhash_rust::xxh3::Xxh3;
 
 use super::store::{SavedJob, StoredPhase};
+use crate::claim::OutputClaim;
 use crate::formats::{self, STACK_PARTIAL, STAGING};
 use crate::storage::{self, Location};
 use crate::wire::Transfer;
@@ -25,6 +26,15 @@ pub struct Checked {
     pub dropped: u64,
 }
 
+/// Claims a resumed job's output (creating the folder if it is gone): no
+/// other job may use it until this one ends.
+pub fn claim_output(out: &Path) -> Result<OutputClaim, String> {
+    if !storage::is_object_url(out) {
+        std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    }
+    OutputClaim::acquire(out).map_err(|e| e.to_string())
+}
+
 /// Drops the stored writing-phase results of `job` whose output does not
 /// verify; recreates the layout (`--format webdataset|stack`) when the
 /// killed master had already taken it apart.
@@ -32,6 +42,7 @@ pub fn check_outputs(
     job: &mut SavedJob,
     opts: &EngineOptions,
     transfer: Transfer,
+    claim: &OutputClaim,
 ) -> Result<Checked, String> {
     let out = job.output.clone();
     let mut layout_lost = false;
@@ -41,8 +52,7 @@ pub fn check_outputs(
         if !staging.is_dir() || stack_gone {
             // Killed while completing the layout (or someone removed it):
             // start the layout again; every output is redone.
-            std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
-            formats::prepare(&out, opts, &job.files).map_err(|e| e.to_string())?;
+            formats::prepare(claim, opts, &job.files).map_err(|e| e.to_string())?;
             layout_lost = true;
         }
     }

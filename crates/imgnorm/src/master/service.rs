@@ -301,11 +301,17 @@ async fn handle(
                     tracing::debug!(worker = %id, reason = %why, "late result discarded");
                     return None;
                 }
-                Ok((fx, Some((_, Transfer::Stream)))) if ok && fx.accepted && !fx.stats_result => {
-                    match partials.commit(d.lease_id, d.index, &checksum) {
+                Ok((mut fx, Some((_, Transfer::Stream))))
+                    if ok && fx.accepted && !fx.stats_result =>
+                {
+                    // Another session may deliver the job's last result
+                    // before this rename: the job then waits for this commit
+                    // before its dataset is written (`State::stream_committed`).
+                    let committed = match partials.commit(d.lease_id, d.index, &checksum) {
                         Ok(()) => master.lock().stream_committed(&d.job_id, d.index),
                         Err(e) => master.lock().write_failed(&d.job_id, d.index, &e),
-                    }
+                    };
+                    fx.finalize.extend(committed.finalize);
                     fx
                 }
                 Ok((fx, _)) => {

@@ -21,9 +21,14 @@ use imgnorm_proto::v1 as pb;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::history::{History, LeaseInfo, WorkerEventKind};
+use super::phase_job::{PhaseJob, job_key};
 use super::store::{NewJob, ResultRow, SavedJob, Store, StoredPhase};
 use crate::output::Summary;
 use crate::wire::{self, Transfer};
+
+/// Dead workers listed in the status and dashboard (older ones are
+/// forgotten).
+pub const MAX_DEAD_WORKERS: usize = 64;
 
 /// What a session sends to its worker.
 pub type Outbox = UnboundedSender<Result<pb::MasterMessage, tonic::Status>>;
@@ -63,6 +68,14 @@ pub enum JobState {
 }
 
 impl JobState {
+    /// Done, failed or cancelled: nothing more happens to the job.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobState::Done | JobState::Failed | JobState::Cancelled
+        )
+    }
+
     /// Lowercase name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -90,6 +103,8 @@ pub struct Provenance {
 
 /// A job and everything collected for it.
 pub struct JobRun {
+    /// Number (the `N` of `job-N`).
+    pub key: u64,
     /// Id.
     pub id: JobId,
     /// Input root.
@@ -132,6 +147,12 @@ pub struct JobRun {
     /// A finished job listed from the state database: its image count
     /// (its file list is not loaded).
     listed_images: Option<u64>,
+    /// The output folder, held from before the job touched it until it
+    /// ends (see [`crate::claim`]).
+    pub claim: Option<crate::claim::OutputClaim>,
+    /// Every item has its result but a streamed output is still being
+    /// committed: the dataset is written once the last one is.
+    complete_pending: bool,
 }
 
 /// Which phase of its work a job is in.
@@ -221,6 +242,7 @@ impl JobRun {
             counts.add(p.status);
         }
         JobRun {
+            key,
             id: JobId(format!("job-{key}")),
             input,
             output,
@@ -241,6 +263,8 @@ impl JobRun {
             summary: None,
             streamed: HashMap::new(),
             listed_images: None,
+            claim: None,
+            complete_pending: false,
         }
     }
 
@@ -260,11 +284,27 @@ impl JobRun {
         }
     }
 
+    /// The current phase of this job, as the scheduler knows it.
+    pub fn phase_job(&self) -> PhaseJob {
+        PhaseJob {
+            key: self.key,
+            phase: self.two.phase,
+        }
+    }
+
     /// The scheduler's id for the current phase of this job.
     pub fn sched_id(&self) -> JobId {
-        match self.two.phase {
-            Phase::Stats => JobId(format!("{}.stats", self.id.0)),
-            Phase::Write => self.id.clone(),
+        self.phase_job().sched_id()
+    }
+
+    /// Rows known to be final (discovery rows included): results of the
+    /// writing phase, rows not `ok` in the statistics phase, quarantines.
+    /// Never decreases while the job runs (the phase switch keeps them).
+    pub fn rows_final(&self) -> u64 {
+        if self.state == JobState::Done {
+            self.images()
+        } else {
+            self.counts.images
         }
     }
 }
@@ -283,6 +323,16 @@ pub struct State {
     pub history: History,
     /// Where jobs and accepted results are persisted (`--data-dir`).
     store: Option<Store>,
+    /// Outputs of jobs being submitted (discovery and `prepare` run before
+    /// the job is added): no other job may take them meanwhile.
+    reserved_outputs: Vec<PathBuf>,
+    /// Dead workers, oldest death first (at most [`MAX_DEAD_WORKERS`]).
+    dead: std::collections::VecDeque<WorkerId>,
+    /// Workers registered since the master started.
+    registered: u64,
+    /// Image passes completed since the master started, in every phase of
+    /// every job (accepted results and quarantines): only ever grows.
+    completed: u64,
 }
 
 /// A finished job that must be written out (outside the lock).
@@ -334,12 +384,6 @@ pub enum Rejected {
     Stale(String),
 }
 
-fn job_key(id: &JobId) -> Option<u64> {
-    let n = id.0.strip_prefix("job-")?;
-    // `job-N.stats` is job N's statistics phase.
-    n.strip_suffix(".stats").unwrap_or(n).parse().ok()
-}
-
 impl State {
     /// New state around `sched`.
     pub fn new(sched: Scheduler, heartbeat_interval: Duration) -> State {
@@ -353,7 +397,61 @@ impl State {
             heartbeat_interval,
             history: History::default(),
             store: None,
+            reserved_outputs: Vec::new(),
+            dead: std::collections::VecDeque::new(),
+            registered: 0,
+            completed: 0,
         }
+    }
+
+    /// Who holds an output overlapping `out` (the same folder, or one
+    /// inside the other): an unfinished job's id, or "a job being
+    /// submitted". Two unfinished jobs never share an output.
+    pub fn output_holder(&self, out: &std::path::Path) -> Option<String> {
+        let overlap = |o: &std::path::Path| crate::claim::overlap(o, out);
+        if let Some(j) = self
+            .jobs
+            .values()
+            .find(|j| !j.state.is_final() && overlap(&j.output))
+        {
+            return Some(format!("{} ({})", j.id, j.state.as_str()));
+        }
+        self.reserved_outputs
+            .iter()
+            .any(|o| overlap(o))
+            .then(|| "a job being submitted".to_string())
+    }
+
+    /// Keeps `out` for a job being submitted (see [`State::output_holder`]).
+    pub fn reserve_output(&mut self, out: PathBuf) {
+        self.reserved_outputs.push(out);
+    }
+
+    /// Ends a reservation of [`State::reserve_output`].
+    pub fn unreserve_output(&mut self, out: &std::path::Path) {
+        if let Some(i) = self.reserved_outputs.iter().position(|o| o == out) {
+            self.reserved_outputs.swap_remove(i);
+        }
+    }
+
+    /// Remembers a dead worker for the dashboard and status; beyond
+    /// [`MAX_DEAD_WORKERS`], the longest dead is forgotten (autoscaled pools
+    /// and restarts would otherwise grow the master forever), and so are the
+    /// lease records no worker holds any more.
+    fn bury(&mut self, w: WorkerId) {
+        self.dead.push_back(w);
+        while self.dead.len() > MAX_DEAD_WORKERS {
+            let Some(old) = self.dead.pop_front() else {
+                break;
+            };
+            if self.sched.forget_worker(old) {
+                self.infos.remove(&old);
+                self.history.forget_worker(old);
+            }
+        }
+        let sched = &self.sched;
+        self.history
+            .retain_leases(|l| sched.lease_facts(LeaseId(l)).is_some());
     }
 
     /// Persists jobs and results from now on.
@@ -408,6 +506,7 @@ impl State {
     ) -> (WorkerId, pb::Welcome) {
         let id = WorkerId(self.next_worker);
         self.next_worker += 1;
+        self.registered += 1;
         // A fresh id cannot be registered already.
         let _ = self.sched.register(id, now);
         tracing::info!(worker = %id, name = %info.name, host = %info.hostname, "worker joined");
@@ -478,6 +577,11 @@ impl State {
     /// Adds `job` and queues the `items` images of its current phase.
     fn schedule(&mut self, key: u64, job: JobRun, items: u64, now: Instant) -> Effects {
         let sched_id = job.sched_id();
+        // The dashboard lists discovery problems first among the failures.
+        for p in job.problems.iter().filter(|p| p.status == Status::Failed) {
+            let reason = p.reason.as_deref().unwrap_or("");
+            self.history.failure(&job.id.0, &p.path, reason, 0);
+        }
         self.jobs.insert(key, job);
         let events = self.sched.add_job(sched_id, items, now).unwrap_or_default();
         let mut fx = self.apply(events, now);
@@ -631,14 +735,16 @@ impl State {
 
     /// Cancels a job: pending work dropped, leases revoked.
     pub fn cancel(&mut self, id: &JobId, now: Instant) -> bool {
-        let Some(key) = job_key(id) else { return false };
+        let Some(key) = job_key(&id.0) else {
+            return false;
+        };
         let Some(job) = self.jobs.get_mut(&key) else {
             return false;
         };
-        if matches!(
-            job.state,
-            JobState::Done | JobState::Failed | JobState::Cancelled
-        ) {
+        // A job whose every image has its result is writing its dataset
+        // (`finished` is set then): it ends done or failed, never cancelled
+        // halfway through its manifest.
+        if job.state.is_final() || job.finished.is_some() {
             return false;
         }
         job.state = JobState::Cancelled;
@@ -646,8 +752,7 @@ impl State {
         if let Some(store) = &self.store {
             store.end(key, "cancelled", None, None);
         }
-        let events = self.sched.cancel_job(&job.sched_id()).unwrap_or_default();
-        let _ = self.apply(events, now);
+        self.release(key, now);
         self.promote_next();
         true
     }
@@ -700,17 +805,21 @@ impl State {
         raw: Option<RawStats>,
         now: Instant,
     ) -> Result<Effects, Rejected> {
-        let id = JobId(job.to_string());
         let unknown = || Rejected::Stale(format!("unknown job {job:?}"));
-        let key = job_key(&id).ok_or_else(unknown)?;
+        let pj = PhaseJob::parse(job).ok_or_else(unknown)?;
+        let key = pj.key;
         let jr = self.jobs.get(&key).ok_or_else(unknown)?;
+        if jr.state.is_final() {
+            // Its file list is released (`State::release`): a late copy.
+            return Err(Rejected::Stale(format!("{job} has ended")));
+        }
         let i = usize::try_from(index).unwrap_or(usize::MAX);
         let expected = jr.files.get(i).ok_or(Refusal::IndexOutOfRange {
             job: job.to_string(),
             index,
             files: jr.files.len(),
         })?;
-        if id != jr.sched_id() {
+        if pj != jr.phase_job() {
             return Err(Rejected::Stale(format!(
                 "result for {job}, which is not the job's current phase"
             )));
@@ -761,6 +870,7 @@ impl State {
                 Ok(Effects::default())
             }
             ItemVerdict::Accepted { events } => {
+                self.completed += 1;
                 let name = self
                     .infos
                     .get(&w)
@@ -832,6 +942,7 @@ impl State {
         let ItemVerdict::Accepted { events } = verdict else {
             return Ok(Effects::default());
         };
+        self.completed += 1;
         let name = self
             .infos
             .get(&w)
@@ -897,9 +1008,19 @@ impl State {
         }
         tracing::info!(job = %jr.id, images = n, params = ?jr.two.params, "statistics phase done: writing");
         let id = jr.id.clone();
+        let stats_id = PhaseJob {
+            key,
+            phase: Phase::Stats,
+        }
+        .sched_id();
+        // The scheduler forgets the finished phase (a speculative copy
+        // still out is revoked).
+        let forget = self.sched.cancel_job(&stats_id).unwrap_or_default();
+        let mut fx = self.apply(forget, now);
         // An empty writing phase completes at once (JobComplete below).
         let events = self.sched.add_job(id, n, now).unwrap_or_default();
-        let mut fx = self.apply(events, now);
+        let more = self.apply(events, now);
+        fx.merge(more);
         fx.merge(self.dispatch_all(now));
         fx
     }
@@ -908,8 +1029,7 @@ impl State {
     /// jobs of another mode, unknown items, and paths that could leave the
     /// input root.
     pub fn input_path(&self, job: &str, index: u64) -> Option<PathBuf> {
-        let key = job_key(&JobId(job.to_string()))?;
-        let j = self.jobs.get(&key)?;
+        let j = self.jobs.get(&PhaseJob::parse(job)?.key)?;
         if j.transfer != Transfer::Stream {
             return None;
         }
@@ -929,9 +1049,14 @@ impl State {
         lease: u64,
         index: u64,
     ) -> Result<Option<StreamTarget>, Refusal> {
-        let Some(j) = job_key(&JobId(job.to_string())).and_then(|k| self.jobs.get(&k)) else {
+        let Some((pj, j)) =
+            PhaseJob::parse(job).and_then(|p| self.jobs.get(&p.key).map(|j| (p, j)))
+        else {
             return Ok(None);
         };
+        if j.state.is_final() {
+            return Ok(None);
+        }
         let Some(rel) = j.files.get(usize::try_from(index).unwrap_or(usize::MAX)) else {
             return Err(Refusal::IndexOutOfRange {
                 job: job.to_string(),
@@ -939,7 +1064,7 @@ impl State {
                 files: j.files.len(),
             });
         };
-        if j.transfer != Transfer::Stream || j.two.phase != Phase::Write || j.id.0 != job {
+        if j.transfer != Transfer::Stream || pj.phase != Phase::Write || pj != j.phase_job() {
             return Err(Refusal::NotInPhase(index));
         }
         let item = j.two.sched_index(index).ok_or(Refusal::NotInPhase(index))?;
@@ -966,27 +1091,53 @@ impl State {
 
     /// Output root and transfer mode of a job.
     pub fn output_of(&self, job: &str) -> Option<(PathBuf, Transfer)> {
-        let key = job_key(&JobId(job.to_string()))?;
+        let key = PhaseJob::parse(job)?.key;
         self.jobs.get(&key).map(|j| (j.output.clone(), j.transfer))
     }
 
     /// The master wrote a streamed result's output: its statistics count.
-    pub fn stream_committed(&mut self, job: &str, index: u64) {
-        let Some(key) = job_key(&JobId(job.to_string())) else {
-            return;
+    /// Returns the job to finalize when this was the last output it waited
+    /// for.
+    pub fn stream_committed(&mut self, job: &str, index: u64) -> Effects {
+        let Some(key) = PhaseJob::parse(job).map(|p| p.key) else {
+            return Effects::default();
         };
         if let Some(j) = self.jobs.get_mut(&key)
             && let Some(s) = j.streamed.remove(&index)
         {
             j.stats.settle(index, Some(s));
         }
+        self.finalize_if_committed(key)
+    }
+
+    /// A job waiting for its streamed outputs ([`JobRun::complete_pending`])
+    /// is finalized once none is left.
+    fn finalize_if_committed(&mut self, key: u64) -> Effects {
+        let mut fx = Effects::default();
+        if let Some(j) = self.jobs.get_mut(&key)
+            && j.complete_pending
+            && j.streamed.is_empty()
+        {
+            j.complete_pending = false;
+            if j.state != JobState::Cancelled {
+                fx.finalize.push(ToFinalize { key });
+            }
+        }
+        fx
     }
 
     /// The master could not write a streamed result: the row becomes failed.
-    pub fn write_failed(&mut self, job: &str, index: u64, error: &str) {
-        let Some(key) = job_key(&JobId(job.to_string())) else {
-            return;
+    /// Returns the job to finalize when this was the last output it waited
+    /// for.
+    pub fn write_failed(&mut self, job: &str, index: u64, error: &str) -> Effects {
+        let Some(key) = PhaseJob::parse(job).map(|p| p.key) else {
+            return Effects::default();
         };
+        self.record_write_failure(key, job, index, error);
+        self.finalize_if_committed(key)
+    }
+
+    fn record_write_failure(&mut self, key: u64, job: &str, index: u64, error: &str) {
         let Some(j) = self.jobs.get_mut(&key) else {
             return;
         };
@@ -1030,6 +1181,9 @@ impl State {
             .sched
             .finish_lease(w, LeaseId(lease), now)
             .unwrap_or_default();
+        if self.sched.lease_facts(LeaseId(lease)).is_none() {
+            self.history.forget_lease(lease);
+        }
         let mut fx = self.apply(events, now);
         fx.merge(self.dispatch_all(now));
         fx
@@ -1079,12 +1233,16 @@ impl State {
                     }
                     // Dropping the sender ends the worker's response stream.
                     self.conns.remove(&worker);
+                    self.bury(worker);
                 }
                 Event::Requeued { job, lease, items } => {
                     tracing::debug!(%job, %lease, items, "re-queued");
                 }
                 Event::Quarantined { job, item, crashes } => {
-                    let Some(jr) = job_key(&job).and_then(|k| self.jobs.get_mut(&k)) else {
+                    let Some(pj) = PhaseJob::parse(&job.0) else {
+                        continue;
+                    };
+                    let Some(jr) = self.jobs.get_mut(&pj.key) else {
                         continue;
                     };
                     // The scheduler counts in the phase's indexes.
@@ -1108,11 +1266,10 @@ impl State {
                             r.reason.as_deref().unwrap_or(""),
                             crashes,
                         );
-                        if let Some(store) = &self.store
-                            && let Some(key) = job_key(&job)
-                        {
+                        self.completed += 1;
+                        if let Some(store) = &self.store {
                             store.result(ResultRow {
-                                job: key,
+                                job: pj.key,
                                 phase: match jr.two.phase {
                                     Phase::Stats => StoredPhase::Stats,
                                     Phase::Write => StoredPhase::Write,
@@ -1141,20 +1298,32 @@ impl State {
                         }));
                     }
                 }
-                Event::JobComplete(job) if job.0.ends_with(".stats") => {
-                    if let Some(key) = job_key(&job) {
-                        fx.merge(self.start_write_phase(key, now));
+                Event::JobComplete(job) => match PhaseJob::parse(&job.0) {
+                    Some(PhaseJob {
+                        key,
+                        phase: Phase::Stats,
+                    }) => fx.merge(self.start_write_phase(key, now)),
+                    Some(PhaseJob {
+                        key,
+                        phase: Phase::Write,
+                    }) => {
+                        if let Some(jr) = self.jobs.get_mut(&key)
+                            && jr.state != JobState::Cancelled
+                        {
+                            jr.finished = Some(now);
+                            // Stream mode: an accepted output is committed
+                            // (renamed into place, its statistics settled)
+                            // after the lock that accepted it is released;
+                            // the dataset waits for the last one.
+                            if jr.streamed.is_empty() {
+                                fx.finalize.push(ToFinalize { key });
+                            } else {
+                                jr.complete_pending = true;
+                            }
+                        }
                     }
-                }
-                Event::JobComplete(job) => {
-                    if let Some(key) = job_key(&job)
-                        && let Some(jr) = self.jobs.get_mut(&key)
-                        && jr.state != JobState::Cancelled
-                    {
-                        jr.finished = Some(now);
-                        fx.finalize.push(ToFinalize { key });
-                    }
-                }
+                    None => {}
+                },
             }
         }
         fx
@@ -1180,7 +1349,7 @@ impl State {
             let Ok(Some(lease)) = self.sched.lease(w, now) else {
                 break;
             };
-            let Some(key) = job_key(&lease.job) else {
+            let Some(key) = PhaseJob::parse(&lease.job.0).map(|p| p.key) else {
                 break;
             };
             let Some(jr) = self.jobs.get_mut(&key) else {
@@ -1257,17 +1426,26 @@ impl State {
         self.infos.get(&w)
     }
 
-    /// What the autoscaler sees: images not completed over unfinished jobs,
-    /// images completed so far (monotonic), and workers taking work.
+    /// What the autoscaler sees: the work left over unfinished jobs, the
+    /// work completed so far (monotonic), and workers taking work. Work is
+    /// counted in image passes: a two-phase job passes each image once per
+    /// phase, so in its statistics phase its backlog is what that phase has
+    /// left plus every image the writing phase may still have to write.
     pub fn autoscale_observation(&self) -> imgnorm_core::autoscale::Observation {
-        let mut o = imgnorm_core::autoscale::Observation::default();
-        for j in self.jobs.values() {
-            let Some(p) = self.sched.job_progress(&j.id) else {
+        let mut o = imgnorm_core::autoscale::Observation {
+            completed: self.completed,
+            ..Default::default()
+        };
+        for (key, j) in &self.jobs {
+            if !matches!(j.state, JobState::Queued | JobState::Running) {
                 continue;
-            };
-            o.completed += p.completed;
-            if matches!(j.state, JobState::Queued | JobState::Running) {
+            }
+            if let Some(p) = self.progress(*key) {
                 o.backlog += p.total - p.completed;
+            }
+            if j.two.phase == Phase::Stats {
+                let final_rows = j.counts.images.saturating_sub(j.problems.len() as u64);
+                o.backlog += (j.files.len() as u64).saturating_sub(final_rows);
             }
         }
         o.live_workers = self
@@ -1278,9 +1456,10 @@ impl State {
         o
     }
 
-    /// Workers ever registered with this master (dead ones included).
+    /// Workers ever registered with this master (dead ones included, the
+    /// forgotten ones too).
     pub fn workers_seen(&self) -> usize {
-        self.sched.workers().count()
+        self.registered as usize
     }
 
     /// Status of every worker ever seen.
@@ -1326,8 +1505,35 @@ impl State {
                 store.end(key, j.state.as_str(), j.error.clone(), summary);
             }
         }
+        self.release(key, now);
         self.promote_next();
         self.dispatch_all(now)
+    }
+
+    /// Frees what an ended job no longer needs: its file list, records,
+    /// provenance, folds, the scheduler's record of it (its leases revoked)
+    /// and its lease history, and gives its output back. What stays is
+    /// bounded whatever the job's size: its counts, summary, options, first
+    /// failures and progress samples (the dashboard shows those; the files
+    /// in its output and the state database have the rest).
+    fn release(&mut self, key: u64, now: Instant) {
+        let Some(j) = self.jobs.get_mut(&key) else {
+            return;
+        };
+        j.listed_images = Some(j.images());
+        j.files = Arc::new(Vec::new());
+        j.problems = Vec::new();
+        j.records = Vec::new();
+        j.provenance = Vec::new();
+        j.streamed = HashMap::new();
+        j.stats = OrderedFold::new(j.options.range);
+        j.two.items = None;
+        j.two.fold = None;
+        j.claim = None;
+        let (sched_id, id) = (j.sched_id(), j.id.0.clone());
+        let events = self.sched.cancel_job(&sched_id).unwrap_or_default();
+        let _ = self.apply(events, now);
+        self.history.forget_job_leases(&id);
     }
 }
 
@@ -1715,5 +1921,95 @@ mod tests {
             .expect("accepted");
         assert_eq!(fx.finalize.len(), 1, "job complete");
         assert!(st.jobs[&1].records.iter().all(Option::is_some));
+    }
+
+    /// Issue 16, item 2: the backlog of a two-phase job is right in its
+    /// statistics phase (the autoscaler saw none), and neither the work
+    /// completed nor the job's progress drops at the phase switch.
+    #[test]
+    fn two_phase_backlog_and_progress_are_right_in_every_phase() {
+        use imgnorm_core::dataset::raw_stats;
+        use imgnorm_core::normalize::Pixels;
+        use imgnorm_core::options::Scope;
+        let now = Instant::now();
+        let sched = Scheduler::new(SchedulerConfig {
+            min_batch_size: 3,
+            ..SchedulerConfig::default()
+        })
+        .expect("config");
+        let mut st = State::new(sched, Duration::from_secs(1));
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let (w, _) = st.register(WorkerInfo::default(), tx, now);
+        let files: Vec<String> = ["a.png", "b.png", "c.png"].map(String::from).to_vec();
+        let opts = EngineOptions {
+            scope: Scope::Dataset,
+            ..EngineOptions::default()
+        };
+        st.add_job(
+            "in".into(),
+            "out".into(),
+            Transfer::Shared,
+            opts,
+            files,
+            Vec::new(),
+            now,
+        );
+        let obs = st.autoscale_observation();
+        assert_eq!(
+            (obs.backlog, obs.completed),
+            (6, 0),
+            "3 to measure, 3 to write"
+        );
+        let lease = st.ready(w, 1, now).leases[0].1.lease_id;
+        let measured = |path: &str| {
+            let mut r = Record::bare(path, Status::Ok, None);
+            let raw = raw_stats(Pixels::U8(&[3, 9]), 1);
+            r.width = Some(2);
+            r.height = Some(1);
+            r.channels = Some(1);
+            r.bit_depth = Some(raw.bit_depth);
+            r.min = raw.channels.iter().map(|c| c.min).collect();
+            r.max = raw.channels.iter().map(|c| c.max).collect();
+            (r, Some(raw))
+        };
+        let (r, raw) = measured("a.png");
+        st.image_done(w, "job-1.stats", lease, 1, 0, r, None, raw, now)
+            .expect("accepted");
+        let bad = Record::bare("b.png", Status::Failed, Some("decode error".into()));
+        st.image_done(w, "job-1.stats", lease, 1, 1, bad, None, None, now)
+            .expect("accepted");
+        let obs = st.autoscale_observation();
+        assert_eq!(
+            (obs.backlog, obs.completed),
+            (3, 2),
+            "1 to measure, 2 to write"
+        );
+        assert_eq!(st.jobs[&1].rows_final(), 1, "b.png is final");
+        let (r, raw) = measured("c.png");
+        st.image_done(w, "job-1.stats", lease, 1, 2, r, None, raw, now)
+            .expect("accepted");
+        assert_eq!(st.jobs[&1].two.phase, Phase::Write);
+        let obs = st.autoscale_observation();
+        assert_eq!((obs.backlog, obs.completed), (2, 3), "a and c to write");
+        assert_eq!(st.jobs[&1].rows_final(), 1, "no drop at the switch");
+        st.lease_done(w, lease, now);
+        let fx = st.ready(w, 1, now);
+        let lease = fx.leases[0].1.lease_id;
+        let stats = || Some(stats_of(&[0.0, 1.0]));
+        st.image_done(
+            w,
+            "job-1",
+            lease,
+            1,
+            0,
+            ok_record("a.png"),
+            stats(),
+            None,
+            now,
+        )
+        .expect("accepted");
+        let obs = st.autoscale_observation();
+        assert_eq!((obs.backlog, obs.completed), (1, 4));
+        assert_eq!(st.jobs[&1].rows_final(), 2);
     }
 }

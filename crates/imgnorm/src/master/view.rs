@@ -15,7 +15,7 @@ use super::history::{Failure, WorkerEventKind};
 use super::state::{JobRun, JobState, State};
 
 /// Most failures a job view carries (the manifest has them all).
-pub const MAX_FAILURES_SHOWN: usize = 200;
+pub const MAX_FAILURES_SHOWN: usize = super::history::MAX_FAILURES_KEPT;
 
 /// One job in the jobs list.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -134,9 +134,9 @@ impl Master {
         let mut st = self.lock();
         let done: Vec<(String, u64)> = st
             .jobs
-            .iter()
-            .filter(|(_, j)| j.state == JobState::Running)
-            .map(|(k, j)| (j.id.0.clone(), done_of(&st, *k, j)))
+            .values()
+            .filter(|j| j.state == JobState::Running)
+            .map(|j| (j.id.0.clone(), done_of(j)))
             .collect();
         for (id, d) in done {
             st.history.sample_job(&id, d, now);
@@ -157,18 +157,15 @@ impl Master {
     pub fn jobs_view(&self) -> Vec<JobSummaryView> {
         let st = self.lock();
         let now = Instant::now();
-        st.jobs
-            .iter()
-            .map(|(k, j)| summary(&st, *k, j, now))
-            .collect()
+        st.jobs.values().map(|j| summary(&st, j, now)).collect()
     }
 
     /// One job in detail.
     pub fn job_view(&self, id: &str) -> Option<JobDetailView> {
         let st = self.lock();
         let now = Instant::now();
-        let (k, j) = st.jobs.iter().find(|(_, j)| j.id.0 == id)?;
-        let summary = summary(&st, *k, j, now);
+        let j = st.jobs.values().find(|j| j.id.0 == id)?;
+        let summary = summary(&st, j, now);
         let samples = st
             .history
             .job_samples(id)
@@ -193,18 +190,9 @@ impl Master {
                 Some(w)
             })
             .collect();
-        let mut failures: Vec<Failure> = j
-            .problems
-            .iter()
-            .filter(|r| r.status == imgnorm_core::record::Status::Failed)
-            .map(|r| Failure {
-                path: r.path.clone(),
-                reason: r.reason.clone().unwrap_or_default(),
-                attempts: 0,
-            })
-            .collect();
-        failures.extend(st.history.failures(id).iter().cloned());
-        let failures_total = failures.len();
+        // Discovery problems were recorded first (see `State::add_job`).
+        let (first, failures_total) = st.history.failures(id);
+        let mut failures = first.to_vec();
         failures.truncate(MAX_FAILURES_SHOWN);
         Some(JobDetailView {
             summary,
@@ -226,18 +214,18 @@ impl Master {
 /// How often [`Master::sample`] runs.
 pub const SAMPLE_PERIOD: Duration = Duration::from_millis(500);
 
-fn done_of(st: &State, key: u64, j: &JobRun) -> u64 {
-    let counted = j.counts.ok + j.counts.failed + j.counts.skipped;
-    let sched = st.progress(key).map(|p| p.completed).unwrap_or(0) + j.problems.len() as u64;
-    counted.max(sched)
+/// Final rows of a job: never decreases, the phase switch of a two-phase
+/// job included (see [`JobRun::rows_final`]).
+fn done_of(j: &JobRun) -> u64 {
+    j.rows_final().min(j.images())
 }
 
-fn summary(st: &State, key: u64, j: &JobRun, now: Instant) -> JobSummaryView {
+fn summary(st: &State, j: &JobRun, now: Instant) -> JobSummaryView {
     let total = j.images();
     let done = if j.state == JobState::Done {
         total
     } else {
-        done_of(st, key, j).min(total)
+        done_of(j)
     };
     let end = j.finished.unwrap_or(now);
     let elapsed = end.saturating_duration_since(j.submitted).as_secs_f64();

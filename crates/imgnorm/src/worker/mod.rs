@@ -271,16 +271,22 @@ async fn session(
             }
         })
     };
+    let credit = out_tx.downgrade();
     drop(out_tx);
+    let mut unusable = Unusable::default();
     let end = loop {
         tokio::select! {
             m = inbound.message() => match m {
                 Ok(Some(pb::MasterMessage { msg: Some(MMsg::Lease(l)) })) => {
                     match LeaseCtx::from_pb(l) {
-                        Ok(ctx) => session.submit(ctx),
+                        Ok(ctx) => {
+                            unusable.reset();
+                            session.submit(ctx);
+                        }
                         Err((lease_id, job_id, e)) => {
                             tracing::error!(error = %e, "lease with an unusable job spec: handing it back");
                             session.send(WMsg::LeaseDone(pb::LeaseDone { job_id, lease_id }));
+                            unusable.credit_back_later(credit.clone());
                         }
                     }
                 }
@@ -304,6 +310,13 @@ async fn session(
                         _ = &mut drained => break,
                         m = inbound.message() => match m {
                             Ok(Some(pb::MasterMessage { msg: Some(MMsg::Revoke(r)) })) => session.revoke(r.lease_id),
+                            // Sent before the master saw the drain: handed
+                            // back at once, so its images go to another
+                            // worker without a crash counted against them.
+                            Ok(Some(pb::MasterMessage { msg: Some(MMsg::Lease(l)) })) => {
+                                tracing::info!(lease = l.lease_id, "lease arrived while draining: handing it back");
+                                session.send(WMsg::LeaseDone(pb::LeaseDone { job_id: l.job_id, lease_id: l.lease_id }));
+                            }
                             Ok(Some(_)) => {}
                             Ok(None) | Err(_) => break,
                         },
@@ -316,6 +329,35 @@ async fn session(
     hb.abort();
     session.end();
     Ok(end)
+}
+
+/// Leases this worker could not use (an unusable job spec, e.g. options
+/// from another version, or an object store it cannot open): each is
+/// handed back, and its credit is returned after a delay that doubles with
+/// every unusable lease in a row (1 s up to 30 s). The master can then hand
+/// it to another worker, and this worker keeps taking work, without the two
+/// passing the same lease back and forth in a tight loop.
+#[derive(Default)]
+struct Unusable {
+    in_a_row: u32,
+}
+
+impl Unusable {
+    fn reset(&mut self) {
+        self.in_a_row = 0;
+    }
+
+    fn credit_back_later(&mut self, tx: mpsc::WeakUnboundedSender<pb::WorkerMessage>) {
+        let delay = Duration::from_secs(1 << self.in_a_row.min(5)).min(Duration::from_secs(30));
+        self.in_a_row += 1;
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            // Gone with its session: the next session starts with credits.
+            if let Some(tx) = tx.upgrade() {
+                let _ = tx.send(msg(WMsg::Ready(pb::Ready { credits: 1 })));
+            }
+        });
+    }
 }
 
 pub(crate) fn hostname() -> String {

@@ -14,6 +14,7 @@ mod formats;
 mod fuzz_seeds;
 mod helpers;
 mod jpeg;
+mod lifecycle;
 mod limits;
 mod scope;
 mod security;

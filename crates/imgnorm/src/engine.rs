@@ -635,7 +635,6 @@ impl Engine {
         });
         let max_alloc = limits.max_alloc.unwrap_or(u64::MAX);
         let mut decoder: Box<dyn ImageDecoder + '_> = match format {
-            ImageFormat::Jpeg => jpeg_decoder(data, limits)?,
             ImageFormat::Tiff => {
                 let d = crate::decode::tiff::TiffDecoder::new(data, max_alloc)?;
                 if d.multi_page() {
@@ -1299,13 +1298,6 @@ fn extension(rel: &str) -> Option<String> {
     let name = rel.rsplit('/').next()?;
     let (stem, ext) = name.rsplit_once('.')?;
     (!stem.is_empty()).then(|| ext.to_ascii_lowercase())
-}
-
-/// The JPEG decoder (kept apart: the one place that picks it).
-fn jpeg_decoder(data: &[u8], limits: Limits) -> Result<Box<dyn ImageDecoder + '_>, Problem> {
-    let mut reader = ImageReader::with_format(Cursor::new(data), ImageFormat::Jpeg);
-    reader.limits(limits);
-    Ok(Box::new(reader.into_decoder()?))
 }
 
 /// True when a JPEG stream has an end-of-image marker after its last

@@ -248,7 +248,7 @@ fn zip64_fields(
 }
 
 /// An entry's data: decompressed, at most its declared size, checked
-/// against its size and CRC-32 by [`EntryReader::finish`].
+/// against its size and CRC-32 once the caller is done with it (`finish`).
 pub struct EntryReader<'a> {
     inner: Box<dyn Read + 'a>,
     crc: flate2::Crc,

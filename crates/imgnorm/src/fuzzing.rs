@@ -376,28 +376,6 @@ pub fn validate_result(data: &[u8]) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Every option set is valid: the targets must not test impossible jobs.
-    #[test]
-    fn every_option_set_is_valid() {
-        for k in 0..OPTION_SETS {
-            let o = options_for(k);
-            assert_eq!(o.validate(), Ok(()), "option set {k}");
-        }
-    }
-
-    #[test]
-    fn the_targets_survive_trivial_inputs() {
-        for data in [&b""[..], b"\0", b"\x07\x89PNG", &[0xFF; 300]] {
-            decode_normalize(data);
-            validate_result(data);
-        }
-    }
-}
-
 /// Fuzz body of `jpeg_decode`: `data` through [`crate::jpeg::Reader`]. Images
 /// over [`FUZZ_MAX_PIXELS`] stop after the header, as the engine's would.
 /// Decoding into a buffer of zeros and into one of 0xFF must give the same
@@ -432,4 +410,26 @@ pub fn jpeg_decode(data: &[u8]) {
         zeros == ones,
         "output depends on the buffer's previous contents"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every option set is valid: the targets must not test impossible jobs.
+    #[test]
+    fn every_option_set_is_valid() {
+        for k in 0..OPTION_SETS {
+            let o = options_for(k);
+            assert_eq!(o.validate(), Ok(()), "option set {k}");
+        }
+    }
+
+    #[test]
+    fn the_targets_survive_trivial_inputs() {
+        for data in [&b""[..], b"\0", b"\x07\x89PNG", &[0xFF; 300]] {
+            decode_normalize(data);
+            validate_result(data);
+        }
+    }
 }

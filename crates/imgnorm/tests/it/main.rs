@@ -13,6 +13,7 @@ mod formats;
 mod fuzz_seeds;
 mod helpers;
 mod limits;
+mod names;
 mod scope;
 mod security;
 mod stats;

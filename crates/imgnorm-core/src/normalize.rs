@@ -19,7 +19,7 @@ pub enum Pixels<'a> {
     U16(&'a [u16]),
 }
 
-impl Pixels<'_> {
+impl<'a> Pixels<'a> {
     /// Number of samples.
     pub fn len(&self) -> usize {
         match self {
@@ -31,6 +31,21 @@ impl Pixels<'_> {
     /// True when there are no samples.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Samples `start..end` (clamped to the length).
+    pub fn range(&self, start: usize, end: usize) -> Pixels<'a> {
+        let cut = |n: usize| (start.min(n), end.clamp(start.min(n), n));
+        match *self {
+            Pixels::U8(s) => {
+                let (a, b) = cut(s.len());
+                Pixels::U8(&s[a..b])
+            }
+            Pixels::U16(s) => {
+                let (a, b) = cut(s.len());
+                Pixels::U16(&s[a..b])
+            }
+        }
     }
 
     /// Bits per sample.
@@ -179,6 +194,8 @@ pub(crate) fn scaled(x: u32, lo: u32, hi: u32, range: (f64, f64)) -> f64 {
 pub struct Kernel {
     lut: Vec<u8>,
     groups: Vec<Group>,
+    /// Bytes per output value of the table.
+    size: usize,
 }
 
 /// One group's slice of the table.
@@ -231,14 +248,31 @@ impl Kernel {
         dtype: Dtype,
         dst: &mut [u8],
     ) {
+        let eight = matches!(px, Pixels::U8(_));
+        self.prepare_scale(eight, channels, scope, ext, range, dtype);
+        self.apply(px, dst);
+    }
+
+    /// Builds the table [`Kernel::apply`] uses to scale samples (8-bit when
+    /// `eight`, else 16-bit) as [`Kernel::scale_to_slice`] does. Lets a caller
+    /// scale an image tile by tile, each tile written while it is in cache.
+    pub fn prepare_scale(
+        &mut self,
+        eight: bool,
+        channels: usize,
+        scope: Scope,
+        ext: &Extremes,
+        range: (f64, f64),
+        dtype: Dtype,
+    ) {
         let channels = channels.max(1);
         let groups = match scope {
             Scope::Channel => channels,
             Scope::Image | Scope::Dataset | Scope::Full => 1,
         };
-        let eight = matches!(px, Pixels::U8(_));
         self.lut.clear();
         self.groups.clear();
+        self.size = dtype.size();
         for g in 0..groups {
             let lo = ext.min.get(g).copied().unwrap_or(0);
             let hi = ext.max.get(g).copied().unwrap_or(0).max(lo);
@@ -252,8 +286,17 @@ impl Kernel {
                 push_value(&mut self.lut, scaled(x.clamp(lo, hi), lo, hi, range), dtype);
             }
         }
+    }
+
+    /// Writes the output of `px` through the table of the last
+    /// [`Kernel::prepare_scale`] or [`Kernel::prepare_map`] into `dst`
+    /// (`px.len()` values). `px` must start at a pixel (a multiple of the
+    /// channel count into the image) when the table has one group per
+    /// channel.
+    pub fn apply(&self, px: Pixels<'_>, dst: &mut [u8]) {
         let lut = &self.lut[..];
-        match (groups, dtype.size()) {
+        match (self.groups.len(), self.size) {
+            (0, _) => {}
             (1, 4) => gather::<4>(px, lut, self.groups[0], dst),
             (1, 2) => gather::<2>(px, lut, self.groups[0], dst),
             (1, 1) => gather::<1>(px, lut, self.groups[0], dst),
@@ -280,8 +323,22 @@ impl Kernel {
         dst: &mut [u8],
     ) {
         let eight = matches!(px, Pixels::U8(_));
+        self.prepare_map(eight, domains, value, dtype);
+        self.apply(px, dst);
+    }
+
+    /// Builds the table [`Kernel::apply`] uses to write `value(c, x)` as
+    /// [`Kernel::map_to_slice`] does.
+    pub fn prepare_map(
+        &mut self,
+        eight: bool,
+        domains: &[(u32, u32)],
+        value: impl Fn(usize, u32) -> f64,
+        dtype: Dtype,
+    ) {
         self.lut.clear();
         self.groups.clear();
+        self.size = dtype.size();
         for (c, &(lo, hi)) in domains.iter().enumerate() {
             let hi = hi.max(lo);
             let (first, last) = if eight { (0, 255) } else { (lo, hi) };
@@ -293,16 +350,6 @@ impl Kernel {
             for x in first..=last {
                 push_value(&mut self.lut, value(c, x), dtype);
             }
-        }
-        let lut = &self.lut[..];
-        match (self.groups.len(), dtype.size()) {
-            (0, _) => {}
-            (1, 4) => gather::<4>(px, lut, self.groups[0], dst),
-            (1, 2) => gather::<2>(px, lut, self.groups[0], dst),
-            (1, 1) => gather::<1>(px, lut, self.groups[0], dst),
-            (_, 4) => gather_channels::<4>(px, lut, &self.groups, dst),
-            (_, 2) => gather_channels::<2>(px, lut, &self.groups, dst),
-            _ => gather_channels::<1>(px, lut, &self.groups, dst),
         }
     }
 }

@@ -65,6 +65,16 @@ pub fn check_relative(rel: &str) -> Result<(), PathError> {
     Ok(())
 }
 
+/// The relative name of an input's `.npy` output, `rel` + `.npy`, when it
+/// passes [`check_relative`]: the one rule the engine (which fails an image
+/// whose output cannot be named, in every mode) and the master (which
+/// refuses a streamed output under a name no honest worker sends) share.
+pub fn output_name(rel: &str) -> Result<String, PathError> {
+    let out = format!("{rel}.npy");
+    check_relative(&out)?;
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,6 +99,17 @@ mod tests {
         assert_eq!(
             check_relative(&wide),
             Err(PathError::ComponentTooLong(wide.len()))
+        );
+    }
+
+    #[test]
+    fn output_names_fit_the_component_limit() {
+        let fits = "n".repeat(MAX_COMPONENT_BYTES - 4);
+        assert_eq!(output_name(&fits), Ok(format!("{fits}.npy")));
+        let over = "n".repeat(MAX_COMPONENT_BYTES - 3);
+        assert_eq!(
+            output_name(&format!("d/{over}")),
+            Err(PathError::ComponentTooLong(MAX_COMPONENT_BYTES + 1))
         );
     }
 

@@ -319,10 +319,34 @@ impl ImageStats {
     }
 }
 
-/// Scratch counters reused from one image to the next.
+/// Scratch counters reused from one image to the next. Besides the one-call
+/// [`image_stats`] and [`image_stats_by`], an image can be counted tile by
+/// tile: [`StatsScratch::begin`], [`StatsScratch::count`] for each tile (in
+/// any order; each starting at a pixel), then [`StatsScratch::finish`].
 #[derive(Debug, Default)]
 pub struct StatsScratch {
     counts: Vec<u64>,
+    /// Where each channel's counters start in `counts` (and the end).
+    offsets: Vec<usize>,
+    /// The sample value of each channel's first counter.
+    firsts: Vec<usize>,
+}
+
+/// The `lo..=hi` bounds of each output channel's samples for the min-max
+/// kernel with `ext` from [`crate::normalize::extremes`] over `scope`.
+pub fn scale_domains(channels: usize, scope: Scope, ext: &Extremes) -> Vec<(u32, u32)> {
+    let group = |c: usize| match scope {
+        Scope::Channel => c,
+        Scope::Image | Scope::Dataset | Scope::Full => 0,
+    };
+    (0..channels.max(1))
+        .map(|c| {
+            let g = group(c);
+            let lo = ext.min.get(g).copied().unwrap_or(0);
+            let hi = ext.max.get(g).copied().unwrap_or(0).max(lo);
+            (lo, hi)
+        })
+        .collect()
 }
 
 /// Statistics of the output of `px` (interleaved, `channels` channels) scaled
@@ -338,19 +362,7 @@ pub fn image_stats(
     dtype: Dtype,
     scratch: &mut StatsScratch,
 ) -> ImageStats {
-    let channels = channels.max(1);
-    let group = |c: usize| match scope {
-        Scope::Channel => c,
-        Scope::Image | Scope::Dataset | Scope::Full => 0,
-    };
-    let domains: Vec<(u32, u32)> = (0..channels)
-        .map(|c| {
-            let g = group(c);
-            let lo = ext.min.get(g).copied().unwrap_or(0);
-            let hi = ext.max.get(g).copied().unwrap_or(0).max(lo);
-            (lo, hi)
-        })
-        .collect();
+    let domains = scale_domains(channels, scope, ext);
     image_stats_by(
         px,
         &domains,
@@ -376,69 +388,83 @@ pub fn image_stats_by(
     range: (f64, f64),
     scratch: &mut StatsScratch,
 ) -> ImageStats {
-    let channels = domains.len().max(1);
-    let binning = Binning::new(range);
-    let bounds = |c: usize| {
-        let (lo, hi) = domains.get(c).copied().unwrap_or((0, 0));
-        (lo, hi.max(lo))
-    };
-    // Each channel's counters cover its group's lo..=hi (all 256 for 8 bit).
-    let mut offsets = Vec::with_capacity(channels + 1);
-    let mut firsts = Vec::with_capacity(channels);
-    let mut total = 0usize;
-    for c in 0..channels {
-        let (lo, hi) = bounds(c);
-        let (first, last) = match px {
-            Pixels::U8(_) => (0, 255),
-            Pixels::U16(_) => (lo, hi),
-        };
-        offsets.push(total);
-        firsts.push(first as usize);
-        total += (last - first) as usize + 1;
+    scratch.begin(matches!(px, Pixels::U8(_)), domains);
+    scratch.count(px);
+    scratch.finish(value, range)
+}
+
+impl StatsScratch {
+    /// Starts counting an image of `domains.len()` channels of 8-bit
+    /// (`eight`) or 16-bit samples bounded by `domains` (see
+    /// [`image_stats_by`]).
+    pub fn begin(&mut self, eight: bool, domains: &[(u32, u32)]) {
+        let channels = domains.len().max(1);
+        self.offsets.clear();
+        self.firsts.clear();
+        let mut total = 0usize;
+        for c in 0..channels {
+            let (lo, hi) = domains.get(c).copied().unwrap_or((0, 0));
+            let (first, last) = if eight { (0, 255) } else { (lo, hi.max(lo)) };
+            self.offsets.push(total);
+            self.firsts.push(first as usize);
+            total += (last - first) as usize + 1;
+        }
+        self.offsets.push(total);
+        self.counts.clear();
+        self.counts.resize(total, 0);
     }
-    offsets.push(total);
-    let counts = &mut scratch.counts;
-    counts.clear();
-    counts.resize(total, 0);
-    match (px, channels) {
-        (Pixels::U8(s), 1) => count_u8::<1>(s, counts),
-        (Pixels::U8(s), 2) => count_u8::<2>(s, counts),
-        (Pixels::U8(s), 3) => count_u8::<3>(s, counts),
-        (Pixels::U8(s), 4) => count_u8::<4>(s, counts),
-        (Pixels::U16(s), 1) => count_u16::<1>(s, counts, &offsets, &firsts),
-        (Pixels::U16(s), 2) => count_u16::<2>(s, counts, &offsets, &firsts),
-        (Pixels::U16(s), 3) => count_u16::<3>(s, counts, &offsets, &firsts),
-        (Pixels::U16(s), 4) => count_u16::<4>(s, counts, &offsets, &firsts),
-        (Pixels::U8(s), _) => {
-            for p in s.chunks_exact(channels) {
-                for (k, &x) in p.iter().enumerate() {
-                    counts[offsets[k] + x as usize] += 1;
+
+    /// Counts the samples of `px` (whole pixels of the channels given to
+    /// [`StatsScratch::begin`], of the same bit depth).
+    pub fn count(&mut self, px: Pixels<'_>) {
+        let channels = self.firsts.len().max(1);
+        let (counts, offsets, firsts) = (&mut self.counts, &self.offsets, &self.firsts);
+        match (px, channels) {
+            (Pixels::U8(s), 1) => count_u8::<1>(s, counts),
+            (Pixels::U8(s), 2) => count_u8::<2>(s, counts),
+            (Pixels::U8(s), 3) => count_u8::<3>(s, counts),
+            (Pixels::U8(s), 4) => count_u8::<4>(s, counts),
+            (Pixels::U16(s), 1) => count_u16::<1>(s, counts, offsets, firsts),
+            (Pixels::U16(s), 2) => count_u16::<2>(s, counts, offsets, firsts),
+            (Pixels::U16(s), 3) => count_u16::<3>(s, counts, offsets, firsts),
+            (Pixels::U16(s), 4) => count_u16::<4>(s, counts, offsets, firsts),
+            (Pixels::U8(s), _) => {
+                for p in s.chunks_exact(channels) {
+                    for (k, &x) in p.iter().enumerate() {
+                        counts[offsets[k] + x as usize] += 1;
+                    }
+                }
+            }
+            (Pixels::U16(s), _) => {
+                for p in s.chunks_exact(channels) {
+                    for (k, &x) in p.iter().enumerate() {
+                        let width = offsets[k + 1] - offsets[k];
+                        let i = (x as usize).saturating_sub(firsts[k]).min(width - 1);
+                        counts[offsets[k] + i] += 1;
+                    }
                 }
             }
         }
-        (Pixels::U16(s), _) => {
-            for p in s.chunks_exact(channels) {
-                for (k, &x) in p.iter().enumerate() {
-                    let width = offsets[k + 1] - offsets[k];
-                    let i = (x as usize).saturating_sub(firsts[k]).min(width - 1);
-                    counts[offsets[k] + i] += 1;
-                }
-            }
-        }
     }
-    let channels = (0..channels)
-        .map(|c| {
-            let slice = &counts[offsets[c]..offsets[c + 1]];
-            let first = firsts[c];
-            let value = &value;
-            let pairs = slice.iter().enumerate().map(move |(i, &n)| {
-                let x = (first + i) as u32;
-                (value(c, x), n)
-            });
-            ChannelStats::from_counts(pairs, &binning)
-        })
-        .collect();
-    ImageStats { channels }
+
+    /// The statistics of everything counted since [`StatsScratch::begin`],
+    /// channel `c`'s sample `x` standing for the output value `value(c, x)`.
+    pub fn finish(&self, value: impl Fn(usize, u32) -> f64, range: (f64, f64)) -> ImageStats {
+        let binning = Binning::new(range);
+        let channels = (0..self.firsts.len())
+            .map(|c| {
+                let slice = &self.counts[self.offsets[c]..self.offsets[c + 1]];
+                let first = self.firsts[c];
+                let value = &value;
+                let pairs = slice.iter().enumerate().map(move |(i, &n)| {
+                    let x = (first + i) as u32;
+                    (value(c, x), n)
+                });
+                ChannelStats::from_counts(pairs, &binning)
+            })
+            .collect();
+        ImageStats { channels }
+    }
 }
 
 /// Counts 8-bit samples of `C` interleaved channels into `C` tables of 256

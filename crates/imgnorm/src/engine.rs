@@ -13,16 +13,17 @@ use std::sync::Arc;
 use image::{ColorType, DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
 use imgnorm_core::dataset::{DatasetParams, RawStats, check_channels, raw_stats, transform};
 use imgnorm_core::normalize::{
-    Extremes, Kernel, Pixels, extremes, luma_u8, luma_u16, npy_header, round_to,
+    Extremes, Kernel, Pixels, extremes, luma_u8, luma_u16, npy_header, output_value, round_to,
 };
 use imgnorm_core::options::{
     ChannelMode, EngineOptions, GeometryError, Orientation, OutputFormat, Scope,
 };
 use imgnorm_core::record::{Record, Status};
-use imgnorm_core::stats::{ImageStats, StatsScratch, image_stats, image_stats_by};
+use imgnorm_core::stats::{ImageStats, StatsScratch, image_stats, scale_domains};
 
 use crate::budget::{MemoryBudget, Permit};
 use crate::decode::Sniffed;
+use crate::tiles::{SinkError, TileSink};
 
 /// Extensions that claim an image: a file with one of these whose content is
 /// not a supported image is `failed`, not `skipped`.
@@ -204,11 +205,24 @@ enum Problem {
     ResizeBuffer(#[from] fast_image_resize::ImageBufferError),
     #[error("shape {got} differs from stack shape {want}")]
     StackShape { got: String, want: String },
+    #[error("the output's name (the input's name plus .npy) cannot be stored: {0}")]
+    OutputName(imgnorm_core::paths::PathError),
+    /// `path` is relative to the output folder (or its staging folder):
+    /// manifests hold no machine-specific paths.
     #[error("cannot write output {path}: {source}")]
     Write {
-        path: PathBuf,
+        path: String,
         source: std::io::Error,
     },
+}
+
+impl From<SinkError> for Problem {
+    fn from(e: SinkError) -> Problem {
+        Problem::Write {
+            path: e.path,
+            source: e.source,
+        }
+    }
 }
 
 /// Turns input files into normalized arrays. Holds the buffers it reuses from
@@ -221,6 +235,13 @@ pub struct Engine {
     converted: Vec<u16>,
     out: Vec<u8>,
     made_dirs: HashSet<PathBuf>,
+    /// The tile an output file is written from (see [`TileSink`]).
+    tile: Vec<u8>,
+    /// Set while an image goes to a per-image file: the tree root it goes
+    /// under; `scale` takes it and writes the file as it scales.
+    direct: Option<PathBuf>,
+    /// Time the last image spent in `write` calls inside `scale`.
+    fused_write: Duration,
     times: StageTimes,
     tmp_suffix: String,
     stats_scratch: StatsScratch,
@@ -266,6 +287,9 @@ impl Engine {
             converted: Vec::new(),
             out: Vec::new(),
             made_dirs: HashSet::new(),
+            tile: Vec::new(),
+            direct: None,
+            fused_write: Duration::ZERO,
             times: StageTimes::default(),
             tmp_suffix: unique_tmp_suffix(),
             stats_scratch: StatsScratch::default(),
@@ -356,18 +380,7 @@ impl Engine {
         self.times.read += t0.elapsed();
         let record = match read {
             Err(p) => Record::bare(rel, Status::Failed, Some(p.to_string())),
-            Ok(()) => {
-                let mut record = self.process_bytes_inner(rel, &input);
-                if record.status == Status::Ok {
-                    let t = Instant::now();
-                    if let Err(p) = self.write_output(output_root, rel, index) {
-                        record = failed_from(rel, &record, p);
-                        self.stats = None;
-                    }
-                    self.times.write += t.elapsed();
-                }
-                record
-            }
+            Ok(()) => self.process_to_file(rel, &input, index, output_root),
         };
         self.input = input;
         self.release();
@@ -394,16 +407,38 @@ impl Engine {
         data: &[u8],
         output_root: &Path,
     ) -> Record {
+        let record = self.process_to_file(rel, data, index, output_root);
+        self.release();
+        record
+    }
+
+    /// Processes `data` into the job's output: per-image files are written
+    /// while they are scaled, tile by tile (see [`TileSink`]); a stack slice
+    /// is written from the whole array afterwards.
+    fn process_to_file(
+        &mut self,
+        rel: &str,
+        data: &[u8],
+        index: u64,
+        output_root: &Path,
+    ) -> Record {
+        self.direct = (self.opts.format != OutputFormat::Stack)
+            .then(|| crate::formats::tree_root(output_root, &self.opts.format));
+        let direct = self.direct.is_some();
+        self.fused_write = Duration::ZERO;
         let mut record = self.process_bytes_inner(rel, data);
-        if record.status == Status::Ok {
+        // `scale` took the root when it wrote (or failed to write) the file.
+        let fused = direct && self.direct.take().is_none();
+        self.times.scale = self.times.scale.saturating_sub(self.fused_write);
+        self.times.write += self.fused_write;
+        if record.status == Status::Ok && !fused {
             let t = Instant::now();
-            if let Err(p) = self.write_output(output_root, rel, index) {
+            if let Err(p) = self.write_output(output_root, index) {
                 record = failed_from(rel, &record, p);
                 self.stats = None;
             }
             self.times.write += t.elapsed();
         }
-        self.release();
         record
     }
 
@@ -868,8 +903,23 @@ impl Engine {
         warning: Option<String>,
         d: &Decoded,
     ) -> Record {
+        let failed = |p: Problem| {
+            let mut r = Record::bare(rel, Status::Failed, Some(p.to_string()));
+            r.format = Some(format_name(format).to_string());
+            r
+        };
+        if let Err(e) = imgnorm_core::paths::output_name(rel) {
+            return failed(Problem::OutputName(e));
+        }
+        let sink = match self.direct.take() {
+            Some(root) => match self.open_output(&root, rel) {
+                Ok(sink) => Some(sink),
+                Err(p) => return failed(p),
+            },
+            None => None,
+        };
         if self.mapped() {
-            return self.scale_mapped(rel, format, warning, d);
+            return self.scale_mapped(rel, format, warning, d, sink);
         }
         let n = d.width as usize * d.height as usize * d.channels;
         let (px, channels) = convert(&self.samples, &mut self.converted, self.opts.channels, d, n);
@@ -894,6 +944,37 @@ impl Engine {
             self.opts.dtype,
             &[d.height as usize, d.width as usize, channels],
         );
+        let (range, dtype) = (self.opts.range, self.opts.dtype);
+        if let Some(sink) = sink {
+            let eight = matches!(px, Pixels::U8(_));
+            let domains = scale_domains(channels, scope, &ext);
+            self.kernel
+                .prepare_scale(eight, channels, scope, &ext, range, dtype);
+            self.stats_scratch.begin(eight, &domains);
+            let written = sink.write(
+                &self.kernel,
+                &mut self.stats_scratch,
+                &mut self.tile,
+                &header,
+                px,
+                channels,
+                dtype.size(),
+            );
+            return match written {
+                Ok((checksum, spent)) => {
+                    self.fused_write = spent;
+                    self.stats = Some(self.stats_scratch.finish(
+                        |c, x| {
+                            let (lo, hi) = domains[c];
+                            output_value(x, lo, hi, range, dtype)
+                        },
+                        range,
+                    ));
+                    ok_record(rel, format, d, channels, ext, warning, checksum)
+                }
+                Err(e) => failed(e.into()),
+            };
+        }
         let total = header.len() + px.len() * self.opts.dtype.size();
         // Resize without clearing: for same-sized images nothing is zeroed or
         // faulted in; every byte is overwritten below.
@@ -918,7 +999,7 @@ impl Engine {
             self.opts.dtype,
             &mut self.stats_scratch,
         ));
-        ok_record(rel, format, d, channels, ext, warning, &self.out)
+        ok_record(rel, format, d, channels, ext, warning, checksum(&self.out))
     }
 }
 
@@ -968,6 +1049,15 @@ impl Engine {
             Ok(v) => v,
             Err(r) => return *r,
         };
+        if let Err(e) = imgnorm_core::paths::output_name(rel) {
+            let mut r = Record::bare(
+                rel,
+                Status::Failed,
+                Some(Problem::OutputName(e).to_string()),
+            );
+            r.format = Some(format_name(format).to_string());
+            return r;
+        }
         let t = Instant::now();
         let n = d.width as usize * d.height as usize * d.channels;
         let (px, channels) = convert(
@@ -1009,6 +1099,7 @@ impl Engine {
         format: ImageFormat,
         warning: Option<String>,
         d: &Decoded,
+        sink: Option<TileSink>,
     ) -> Record {
         let n = d.width as usize * d.height as usize * d.channels;
         let (px, channels) = convert(&self.samples, &mut self.converted, self.opts.channels, d, n);
@@ -1019,7 +1110,10 @@ impl Engine {
         };
         let maps = match transform(&self.opts, &params, &ext.min, &ext.max, px.bit_depth()) {
             Ok(m) => m,
-            Err(e) => return Record::bare(rel, Status::Failed, Some(e.to_string())),
+            Err(e) => {
+                sink.map(TileSink::abandon);
+                return Record::bare(rel, Status::Failed, Some(e.to_string()));
+            }
         };
         let dtype = self.opts.dtype;
         let domains: Vec<(u32, u32)> = ext
@@ -1029,30 +1123,64 @@ impl Engine {
             .zip(ext.max.iter().copied())
             .collect();
         let header = npy_header(dtype, &[d.height as usize, d.width as usize, channels]);
-        let total = header.len() + px.len() * dtype.size();
-        self.out.resize(total, 0);
-        let (head, body) = self.out.split_at_mut(header.len());
-        head.copy_from_slice(&header);
-        self.kernel
-            .map_to_slice(px, &domains, |c, x| maps[c].value(x), dtype, body);
-        self.stats = Some(image_stats_by(
-            px,
-            &domains,
-            |c, x| round_to(maps[c].value(x), dtype),
-            params.output_range(&self.opts),
-            &mut self.stats_scratch,
-        ));
         let shown = if self.opts.per_channel || self.opts.scope == Scope::Channel {
             ext
         } else {
             extremes(px, channels, Scope::Image)
         };
-        ok_record(rel, format, d, channels, shown, warning, &self.out)
+        let range = params.output_range(&self.opts);
+        let eight = matches!(px, Pixels::U8(_));
+        let checksum = if let Some(sink) = sink {
+            self.kernel
+                .prepare_map(eight, &domains, |c, x| maps[c].value(x), dtype);
+            self.stats_scratch.begin(eight, &domains);
+            let written = sink.write(
+                &self.kernel,
+                &mut self.stats_scratch,
+                &mut self.tile,
+                &header,
+                px,
+                channels,
+                dtype.size(),
+            );
+            match written {
+                Ok((checksum, spent)) => {
+                    self.fused_write = spent;
+                    checksum
+                }
+                Err(e) => {
+                    let mut r =
+                        Record::bare(rel, Status::Failed, Some(Problem::from(e).to_string()));
+                    r.format = Some(format_name(format).to_string());
+                    return r;
+                }
+            }
+        } else {
+            let total = header.len() + px.len() * dtype.size();
+            self.out.resize(total, 0);
+            let (head, body) = self.out.split_at_mut(header.len());
+            head.copy_from_slice(&header);
+            self.kernel
+                .map_to_slice(px, &domains, |c, x| maps[c].value(x), dtype, body);
+            self.stats_scratch.begin(eight, &domains);
+            self.stats_scratch.count(px);
+            checksum(&self.out)
+        };
+        self.stats = Some(
+            self.stats_scratch
+                .finish(|c, x| round_to(maps[c].value(x), dtype), range),
+        );
+        ok_record(rel, format, d, channels, shown, warning, checksum)
     }
 }
 
-/// The row of an image written as `npy` (the whole array file, header
-/// included, which the checksum covers), with the extremes it shows.
+/// The manifest checksum of a `.npy` file's bytes (header included).
+fn checksum(npy: &[u8]) -> String {
+    format!("{:032x}", xxhash_rust::xxh3::xxh3_128(npy))
+}
+
+/// The row of an image written as `npy` with `checksum` (of the whole array
+/// file, header included, see [`checksum`]), with the extremes it shows.
 fn ok_record(
     rel: &str,
     format: ImageFormat,
@@ -1060,7 +1188,7 @@ fn ok_record(
     channels: usize,
     shown: Extremes,
     warning: Option<String>,
-    npy: &[u8],
+    checksum: String,
 ) -> Record {
     Record {
         path: rel.to_string(),
@@ -1075,7 +1203,7 @@ fn ok_record(
         constant: shown.constant(),
         min: shown.min,
         max: shown.max,
-        checksum: Some(format!("{:032x}", xxhash_rust::xxh3::xxh3_128(npy))),
+        checksum: Some(checksum),
         warning,
     }
 }
@@ -1143,48 +1271,54 @@ fn convert<'a>(
 }
 
 impl Engine {
-    /// Writes `self.out` where the job's format wants it: `rel.npy` under
-    /// the tree root (through a temporary name), or slice `index` of the
-    /// stack file.
-    fn write_output(&mut self, output_root: &Path, rel: &str, index: u64) -> Result<(), Problem> {
-        if self.opts.format == OutputFormat::Stack {
-            let header = crate::formats::npy_data_offset(&self.out);
-            return crate::formats::StackWriter::write(
-                &mut self.stack,
-                output_root,
-                index,
-                &self.out[header..],
-            )
-            .map_err(|(path, source)| Problem::Write { path, source });
-        }
-        let root = crate::formats::tree_root(output_root, &self.opts.format);
+    /// Opens the temporary file of `root/rel.npy`: a short name in the same
+    /// folder (see [`unique_tmp_suffix`]), so any output name that fits
+    /// fits with it. Makes the folders once per engine, and again when they
+    /// went away.
+    fn open_output(&mut self, root: &Path, rel: &str) -> Result<TileSink, Problem> {
         let path = root.join(format!("{rel}.npy"));
-        let werr = |path: &Path, source| Problem::Write {
-            path: path.to_path_buf(),
+        let dir = path.parent().unwrap_or(root).to_path_buf();
+        let tmp = dir.join(&self.tmp_suffix);
+        let shown = format!("{rel}.npy");
+        let werr = |source| Problem::Write {
+            path: shown.clone(),
             source,
         };
-        if let Some(dir) = path.parent()
-            && !self.made_dirs.contains(dir)
-        {
-            crate::formats::make_parent_dirs(&root, &path).map_err(|e| werr(dir, e))?;
-            self.made_dirs.insert(dir.to_path_buf());
+        if !self.made_dirs.contains(&dir) {
+            crate::formats::make_parent_dirs(root, &path).map_err(werr)?;
+            self.made_dirs.insert(dir.clone());
         }
-        match write_atomic(&path, &self.out, &self.tmp_suffix) {
+        match TileSink::create(tmp.clone(), path.clone(), shown.clone()) {
             // The folder went away since this engine made it (a user may
             // clear the output between jobs; a later job to the same output
             // has a fresh staging folder): make it again, once. A finished
             // job's staging folder is never made again (see
             // `make_parent_dirs`), so a late duplicate result fails here.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if let Some(dir) = path.parent() {
-                    self.made_dirs.remove(dir);
-                    crate::formats::make_parent_dirs(&root, &path).map_err(|e| werr(dir, e))?;
-                    self.made_dirs.insert(dir.to_path_buf());
-                }
-                write_atomic(&path, &self.out, &self.tmp_suffix).map_err(|e| werr(&path, e))
+                self.made_dirs.remove(&dir);
+                crate::formats::make_parent_dirs(root, &path).map_err(werr)?;
+                self.made_dirs.insert(dir);
+                TileSink::create(tmp, path, shown.clone()).map_err(werr)
             }
-            r => r.map_err(|e| werr(&path, e)),
+            r => r.map_err(werr),
         }
+    }
+
+    /// Writes `self.out` into slice `index` of the stack file (`--format
+    /// stack`; per-image files are written as they are scaled, see
+    /// [`Engine::open_output`]). The error shows the path relative to the
+    /// output folder.
+    fn write_output(&mut self, output_root: &Path, index: u64) -> Result<(), Problem> {
+        let header = crate::formats::npy_data_offset(&self.out);
+        crate::formats::StackWriter::write(&mut self.stack, output_root, index, &self.out[header..])
+            .map_err(|(path, source)| Problem::Write {
+                path: path
+                    .strip_prefix(output_root)
+                    .unwrap_or(&path)
+                    .display()
+                    .to_string(),
+                source,
+            })
     }
 }
 
@@ -1192,7 +1326,10 @@ impl Engine {
 /// containers sharing the output folder: the pid alone is not enough, since
 /// every worker container is pid 1, and a re-issued (speculative or
 /// reclaimed) batch makes two workers write the same file at once. So: pid,
-/// a hash of the host name and process start time, and a per-call counter.
+/// a hash of the host name and process start time, and a per-call counter:
+/// `.PID.TAG.N.tmp`, at most 53 bytes. On its own it is a hidden file name
+/// (what engines write through); appended to a short fixed name, a unique
+/// sibling of that file.
 pub fn unique_tmp_suffix() -> String {
     static PROCESS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -1209,7 +1346,9 @@ pub fn unique_tmp_suffix() -> String {
 }
 
 /// Writes `bytes` to `path` via `path` + `suffix` and a rename, so a killed
-/// process never leaves a truncated file under the final name.
+/// process never leaves a truncated file under the final name. For short
+/// fixed names (metadata files, shards); outputs named after inputs go
+/// through [`TileSink`], whose temporary name does not grow with theirs.
 pub fn write_atomic(path: &Path, bytes: &[u8], suffix: &str) -> std::io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(suffix);

@@ -27,5 +27,6 @@ pub mod security;
 pub mod shutdown;
 pub mod storage;
 pub mod synth;
+pub mod tiles;
 pub mod wire;
 pub mod worker;

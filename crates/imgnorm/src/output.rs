@@ -32,9 +32,12 @@ pub struct OutputError {
     pub source: std::io::Error,
 }
 
-/// Removes what killed writers left in the output tree `out`: temporary
-/// files of [`write_atomic`] (`NAME.PID.TAG.N.tmp`) and the master's
-/// stream-mode partial files (`NAME.PID.LEASE.part`). Called by the job
+/// Removes what killed writers left in the output tree `out`: the engines'
+/// temporary files (`.PID.TAG.N.tmp`, see
+/// [`crate::engine::unique_tmp_suffix`]), those of [`write_atomic`]
+/// (`NAME.PID.TAG.N.tmp`) and the master's stream-mode partial files
+/// (`.PID.LEASE.INDEX.part`; `NAME.PID.LEASE.part` from older versions).
+/// Called by the job
 /// owner once every image has its result, so no live writer of this job
 /// still needs one (a late duplicate writer renames its own away at once).
 /// Returns how many were removed. Object-store outputs have none.
@@ -78,6 +81,8 @@ mod sweep_tests {
     fn only_our_temporary_names_are_swept() {
         assert!(is_temp_name("a.png.npy.19914.f43c798f04240a67.0.tmp"));
         assert!(is_temp_name("x.npy.77.12.part"));
+        assert!(is_temp_name(".1.f43c798f04240a67.12.tmp"));
+        assert!(is_temp_name(".77.12.3.part"));
         assert!(!is_temp_name("a.png.npy"));
         assert!(!is_temp_name("notes.tmp"));
         assert!(!is_temp_name("a.1.2.tmp"));
@@ -87,7 +92,9 @@ mod sweep_tests {
         std::fs::create_dir(&sub).expect("mkdir");
         std::fs::write(sub.join("k.npy"), b"k").expect("write");
         std::fs::write(sub.join("k.npy.5.00000000000000ff.3.tmp"), b"t").expect("write");
-        assert_eq!(sweep_temp_files(dir.path()), 1);
+        std::fs::write(sub.join(".5.00000000000000ff.4.tmp"), b"t").expect("write");
+        std::fs::write(sub.join(".5.8.2.part"), b"t").expect("write");
+        assert_eq!(sweep_temp_files(dir.path()), 3);
         assert!(sub.join("k.npy").is_file());
     }
 }

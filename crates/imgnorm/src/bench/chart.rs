@@ -79,6 +79,24 @@ fn lines(results: &Results, speedup: bool) -> Vec<Line> {
             points: py.into_iter().map(point).collect(),
         });
     }
+    for (mode, color) in [
+        (Mode::Dask, RGBColor(0x94, 0x67, 0xbd)),
+        (Mode::Ray, RGBColor(0xff, 0x7f, 0x0e)),
+        (Mode::Daft, RGBColor(0x8c, 0x56, 0x4b)),
+    ] {
+        let runs = of(&[mode]);
+        if !runs.is_empty() {
+            out.push(Line {
+                name: if speedup {
+                    format!("{} (vs OpenCV, 1 process)", mode.label())
+                } else {
+                    mode.label().to_string()
+                },
+                color,
+                points: runs.into_iter().map(point).collect(),
+            });
+        }
+    }
     out
 }
 

@@ -51,6 +51,22 @@ pub struct BenchArgs {
     /// The Python baseline script.
     #[arg(long, default_value = "benchmarks/python/normalize_cv2.py")]
     pub python_script: PathBuf,
+    /// Also run the peers, comma separated (all when given alone):
+    /// `opencv` (the OpenCV script in one process and a pool of N, as
+    /// --python), `dask`, `ray` (Ray Data), `daft`; the frameworks run with
+    /// N workers for each N > 1 of --workers. A peer whose Python packages
+    /// do not import is skipped with a message (scripts/bench-peers.sh
+    /// installs them). results.md then compares imgnorm with each peer.
+    #[arg(long, value_enum, value_delimiter = ',', num_args = 0..)]
+    pub peers: Option<Vec<Peer>>,
+    /// The frameworks' runner script.
+    #[arg(long, default_value = "benchmarks/python/normalize_peers.py")]
+    pub peers_script: PathBuf,
+    /// Folder the runs write their outputs into (each run's output is
+    /// deleted after it): put it on the file system to measure, e.g. a
+    /// tmpfs. Default: OUT/scratch.
+    #[arg(long)]
+    pub scratch: Option<PathBuf>,
     /// Size of generated images, WxH.
     #[arg(long, value_parser = parse_size, default_value = "512x512")]
     pub size: (u32, u32),
@@ -80,6 +96,42 @@ pub enum BenchFormat {
     Png,
     /// Mostly JPEG plus every other format.
     Mixed,
+}
+
+/// `--peers`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Peer {
+    /// The OpenCV script, one process and `multiprocessing.Pool(N)`.
+    Opencv,
+    /// Dask `distributed.LocalCluster`.
+    Dask,
+    /// Ray Data.
+    Ray,
+    /// Daft's native runner.
+    Daft,
+}
+
+impl Peer {
+    /// The framework's mode (`None` for the OpenCV script).
+    fn mode(self) -> Option<Mode> {
+        match self {
+            Peer::Opencv => None,
+            Peer::Dask => Some(Mode::Dask),
+            Peer::Ray => Some(Mode::Ray),
+            Peer::Daft => Some(Mode::Daft),
+        }
+    }
+
+    /// What must import for this peer to run.
+    fn module(self) -> &'static str {
+        match self {
+            Peer::Opencv => "cv2, numpy",
+            Peer::Dask => "cv2, numpy, dask.distributed",
+            Peer::Ray => "cv2, numpy, ray.data",
+            Peer::Daft => "cv2, numpy, daft",
+        }
+    }
 }
 
 /// Failures of the benchmark.
@@ -153,6 +205,12 @@ pub enum Mode {
     PythonPool,
     /// `imgnorm run --autoscale local --max-workers N --threads 1`.
     Autoscale,
+    /// The OpenCV job on a Dask LocalCluster of N processes.
+    Dask,
+    /// The OpenCV job on Ray Data with N CPUs.
+    Ray,
+    /// The OpenCV job as a Daft UDF with N workers.
+    Daft,
 }
 
 impl Mode {
@@ -164,6 +222,9 @@ impl Mode {
             Mode::Python => "Python OpenCV (1 process)",
             Mode::PythonPool => "Python OpenCV (Pool of N)",
             Mode::Autoscale => "Autoscaled (Rust, 0..N workers x 1 thread)",
+            Mode::Dask => "Dask LocalCluster (N processes)",
+            Mode::Ray => "Ray Data (N CPUs)",
+            Mode::Daft => "Daft native runner (N UDF workers)",
         }
     }
 
@@ -176,8 +237,16 @@ impl Mode {
     pub fn baseline(self) -> Mode {
         match self {
             Mode::Centralized | Mode::Distributed | Mode::Autoscale => Mode::Centralized,
-            Mode::Python | Mode::PythonPool => Mode::Python,
+            Mode::Python | Mode::PythonPool | Mode::Dask | Mode::Ray | Mode::Daft => Mode::Python,
         }
+    }
+
+    /// Whether this is a peer (not imgnorm).
+    pub fn is_peer(self) -> bool {
+        !matches!(
+            self,
+            Mode::Centralized | Mode::Distributed | Mode::Autoscale
+        )
     }
 }
 
@@ -199,12 +268,17 @@ impl Config {
             Mode::Python => "python".into(),
             Mode::PythonPool => format!("python-p{}", self.workers),
             Mode::Autoscale => format!("autoscale-max{}", self.workers),
+            Mode::Dask => format!("dask-p{}", self.workers),
+            Mode::Ray => format!("ray-p{}", self.workers),
+            Mode::Daft => format!("daft-p{}", self.workers),
         }
     }
 }
 
-/// The configurations of one round, in run order.
-pub fn plan(workers: &[usize], python: bool, autoscale: bool) -> Vec<Config> {
+/// The configurations of one round, in run order: imgnorm's, then the
+/// OpenCV script's (`python`), then each framework in `frameworks` with N
+/// workers for each N > 1 of `workers` (or 1 when there is none).
+pub fn plan(workers: &[usize], python: bool, autoscale: bool, frameworks: &[Mode]) -> Vec<Config> {
     let mut w: Vec<usize> = workers.iter().copied().filter(|&n| n > 0).collect();
     w.sort_unstable();
     w.dedup();
@@ -232,6 +306,13 @@ pub fn plan(workers: &[usize], python: bool, autoscale: bool) -> Vec<Config> {
             mode: Mode::PythonPool,
             workers: n,
         }));
+    }
+    let mut pools: Vec<usize> = w.iter().copied().filter(|&n| n > 1).collect();
+    if pools.is_empty() {
+        pools.push(1);
+    }
+    for &mode in frameworks {
+        out.extend(pools.iter().map(|&n| Config { mode, workers: n }));
     }
     out
 }
@@ -317,22 +398,63 @@ fn folder_size(dir: &Path) -> Result<(u64, u64), BenchError> {
     Ok((files, bytes))
 }
 
-/// Whether `python3` can import cv2 and numpy; `Err` says why not.
-fn python_ready(script: &Path) -> Result<(), String> {
+/// Whether `python3` can import `modules` (`import` syntax) and `script`
+/// exists; `Err` says why not.
+fn python_ready(script: &Path, modules: &str) -> Result<(), String> {
     if !script.is_file() {
         return Err(format!("{} not found", script.display()));
     }
     match Command::new("python3")
-        .args(["-c", "import cv2, numpy"])
+        .args(["-c", &format!("import {modules}")])
         .output()
     {
         Err(e) => Err(format!("python3 cannot be started: {e}")),
         Ok(o) if !o.status.success() => Err(format!(
-            "python3 cannot import cv2/numpy (install with scripts/py-deps.sh): {}",
-            String::from_utf8_lossy(&o.stderr).trim()
+            "python3 cannot import {modules} (scripts/py-deps.sh installs the OpenCV \
+             peer, scripts/bench-peers.sh the frameworks): {}",
+            String::from_utf8_lossy(&o.stderr)
+                .trim()
+                .lines()
+                .last()
+                .unwrap_or_default()
         )),
         Ok(_) => Ok(()),
     }
+}
+
+/// The peers that will run: `--python` and `--peers` (all when empty),
+/// those that cannot run left out with a message on stderr. Returns whether
+/// the OpenCV script runs and the framework modes.
+fn ready_peers(args: &BenchArgs) -> (bool, Vec<Mode>) {
+    let mut wanted: Vec<Peer> = match &args.peers {
+        Some(p) if p.is_empty() => vec![Peer::Opencv, Peer::Dask, Peer::Ray, Peer::Daft],
+        Some(p) => p.clone(),
+        None => Vec::new(),
+    };
+    if args.python && !wanted.contains(&Peer::Opencv) {
+        wanted.insert(0, Peer::Opencv);
+    }
+    wanted.dedup();
+    let mut opencv = false;
+    let mut frameworks = Vec::new();
+    for p in wanted {
+        let script = match p {
+            Peer::Opencv => &args.python_script,
+            _ => &args.peers_script,
+        };
+        match python_ready(script, p.module()) {
+            Err(why) => {
+                let name = p.to_possible_value().map(|v| v.get_name().to_string());
+                eprintln!("bench: skipping peer {}: {why}", name.unwrap_or_default());
+            }
+            Ok(()) => match p.mode() {
+                None => opencv = true,
+                Some(m) if !frameworks.contains(&m) => frameworks.push(m),
+                Some(_) => {}
+            },
+        }
+    }
+    (opencv, frameworks)
 }
 
 /// The child command for a configuration.
@@ -370,6 +492,18 @@ fn command(args: &BenchArgs, exe: &Path, c: Config, input: &Path, output: &Path)
                 cmd.arg("--processes").arg(c.workers.to_string());
             }
         }
+        Mode::Dask | Mode::Ray | Mode::Daft => {
+            cmd = Command::new("python3");
+            let name = match c.mode {
+                Mode::Dask => "dask",
+                Mode::Ray => "ray",
+                _ => "daft",
+            };
+            cmd.arg(&args.peers_script)
+                .arg(name)
+                .arg("--processes")
+                .arg(c.workers.to_string());
+        }
     }
     cmd.arg("--input").arg(input).arg("--output").arg(output);
     cmd
@@ -390,14 +524,7 @@ pub fn run(args: &BenchArgs) -> Result<Results, BenchError> {
     std::fs::create_dir_all(&args.out).map_err(io_err(&args.out))?;
     let exe = std::env::current_exe().map_err(io_err(Path::new("current executable")))?;
     let data = dataset(args)?;
-    let python = args.python
-        && match python_ready(&args.python_script) {
-            Ok(()) => true,
-            Err(why) => {
-                eprintln!("bench: skipping the Python baseline: {why}");
-                false
-            }
-        };
+    let (python, frameworks) = ready_peers(args);
     if args.autoscale
         && !(args.autoscale_target_drain.is_finite() && args.autoscale_target_drain > 0.0)
     {
@@ -405,7 +532,7 @@ pub fn run(args: &BenchArgs) -> Result<Results, BenchError> {
             "--autoscale-target-drain must be positive",
         ));
     }
-    let configs = plan(&args.workers, python, args.autoscale);
+    let configs = plan(&args.workers, python, args.autoscale, &frameworks);
     let machine = Machine::probe();
     if let Some(&max) = args.workers.iter().max()
         && max > machine.cores_available
@@ -417,7 +544,13 @@ pub fn run(args: &BenchArgs) -> Result<Results, BenchError> {
     }
     let logs = args.out.join("logs");
     std::fs::create_dir_all(&logs).map_err(io_err(&logs))?;
-    let scratch = args.out.join("scratch");
+    let scratch = match &args.scratch {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+            dir.join(format!("imgnorm-bench-{}", std::process::id()))
+        }
+        None => args.out.join("scratch"),
+    };
     let total = configs.len() * args.repeat as usize;
     let start = Instant::now();
     let mut records = Vec::with_capacity(total);
@@ -466,7 +599,7 @@ mod tests {
 
     #[test]
     fn plan_is_sorted_deduplicated_and_interleavable() {
-        let p = plan(&[4, 1, 2, 2], true, true);
+        let p = plan(&[4, 1, 2, 2], true, true, &[Mode::Dask]);
         let slugs: Vec<String> = p.iter().map(Config::slug).collect();
         assert_eq!(
             slugs,
@@ -478,9 +611,12 @@ mod tests {
                 "autoscale-max4",
                 "python",
                 "python-p2",
-                "python-p4"
+                "python-p4",
+                "dask-p2",
+                "dask-p4"
             ]
         );
-        assert_eq!(plan(&[1], false, false).len(), 2);
+        assert_eq!(plan(&[1], false, false, &[]).len(), 2);
+        assert_eq!(plan(&[1], false, false, &[Mode::Ray])[2].slug(), "ray-p1");
     }
 }

@@ -122,6 +122,9 @@ pub struct RunRecord {
     pub wall_s: f64,
     /// User + system CPU seconds of the whole process tree.
     pub cpu_s: f64,
+    /// User + system CPU seconds of the main process alone (the master of
+    /// `imgnorm run`; see [`Measured::main_cpu_s`]).
+    pub main_cpu_s: f64,
     /// The family baseline's median seconds divided by this run's seconds
     /// (see [`Summary::speedup`]).
     pub speedup: f64,
@@ -153,6 +156,7 @@ impl RunRecord {
             images_per_s: m.line.images as f64 / m.line.seconds.max(1e-9),
             wall_s: r3(m.wall_s),
             cpu_s: r3(m.cpu_s),
+            main_cpu_s: r3(m.main_cpu_s),
             speedup: f64::NAN,
             efficiency: f64::NAN,
             peak_rss: m.rss.clone(),
@@ -192,6 +196,9 @@ pub struct Summary {
     pub median_wall_s: f64,
     /// Median CPU seconds (user + system) of the whole process tree.
     pub median_cpu_s: f64,
+    /// Median share of the main process in the tree's CPU seconds (for
+    /// `imgnorm run`: the master's share).
+    pub main_cpu_share: f64,
     /// Median time of the family's single-process baseline divided by this
     /// median (Rust: `centralized`; Python: one process).
     pub speedup: f64,
@@ -239,6 +246,8 @@ pub struct Results {
     pub memory_method: &'static str,
     /// One row per configuration, in plan order.
     pub summary: Vec<Summary>,
+    /// imgnorm against each peer that ran (see [`Results::peer_ratios`]).
+    pub peers: Vec<PeerRatio>,
     /// Every run, in the order they ran.
     pub runs: Vec<RunRecord>,
 }
@@ -317,6 +326,12 @@ impl Results {
                     images_per_s: r3(mine.first().map_or(0, |r| r.images) as f64 / m),
                     median_wall_s: r3(median(&mine.iter().map(|r| r.wall_s).collect::<Vec<_>>())),
                     median_cpu_s: r3(median(&mine.iter().map(|r| r.cpu_s).collect::<Vec<_>>())),
+                    main_cpu_share: r3(median(
+                        &mine
+                            .iter()
+                            .map(|r| r.main_cpu_s / r.cpu_s.max(1e-9))
+                            .collect::<Vec<_>>(),
+                    )),
                     speedup: r3(speedup),
                     efficiency: r3(speedup / c.workers as f64),
                     speedup_vs_rust_centralized: r3(base(Mode::Centralized) / m),
@@ -337,7 +352,7 @@ impl Results {
             r.speedup = r3(s);
             r.efficiency = r3(s / r.workers as f64);
         }
-        Results {
+        let mut results = Results {
             imgnorm_version: env!("CARGO_PKG_VERSION"),
             git_commit: git_commit(),
             command_line: std::env::args().collect::<Vec<_>>().join(" "),
@@ -356,8 +371,11 @@ impl Results {
                 workers: last VmHWM sample of each descendant process running the same program, \
                 polled every 20 ms",
             summary,
+            peers: Vec::new(),
             runs,
-        }
+        };
+        results.peers = results.peer_ratios();
+        results
     }
 
     /// `results.md`.
@@ -492,12 +510,142 @@ impl Results {
                  drains at the end."
             );
         }
+        self.peers_markdown(&mut s);
         let _ = writeln!(s, "\nPeak memory: {}.", self.memory_method);
         let _ = writeln!(
             s,
             "\n![time vs workers](time_vs_workers.png)\n\n![speedup vs workers](speedup_vs_workers.png)"
         );
         s
+    }
+}
+
+/// One comparison of imgnorm with a peer on the same worker count: ratios
+/// of the two runs of each round (interleaved, so each pair ran under the
+/// same conditions), then their median.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerRatio {
+    /// imgnorm's configuration (`centralized` or `run-wN`).
+    pub imgnorm: String,
+    /// The peer's configuration.
+    pub peer: String,
+    /// Median over rounds of peer wall / imgnorm wall (spawn to reap):
+    /// above 1, imgnorm is faster.
+    pub wall_ratio: f64,
+    /// Median over rounds of peer CPU / imgnorm CPU: above 1, imgnorm uses
+    /// fewer CPU-seconds.
+    pub cpu_ratio: f64,
+    /// Median CPU milliseconds per image, imgnorm.
+    pub imgnorm_cpu_ms_per_image: f64,
+    /// Median CPU milliseconds per image, the peer.
+    pub peer_cpu_ms_per_image: f64,
+    /// Rounds that paired.
+    pub pairs: usize,
+}
+
+impl Results {
+    /// imgnorm against each peer that ran with the same worker count:
+    /// `centralized` against the OpenCV script in one process, `run` with N
+    /// workers against the pool of N and each framework with N.
+    pub fn peer_ratios(&self) -> Vec<PeerRatio> {
+        let slug = |m: Mode, w: usize| {
+            Config {
+                mode: m,
+                workers: w,
+            }
+            .slug()
+        };
+        let mut out = Vec::new();
+        let mut pairs: Vec<((Mode, usize), (Mode, usize))> = Vec::new();
+        for s in &self.summary {
+            match s.mode {
+                Mode::Python => pairs.push(((Mode::Centralized, 1), (Mode::Python, 1))),
+                Mode::PythonPool | Mode::Dask | Mode::Ray | Mode::Daft => {
+                    pairs.push(((Mode::Distributed, s.workers), (s.mode, s.workers)));
+                }
+                _ => {}
+            }
+        }
+        for (a, b) in pairs {
+            let of = |(m, w): (Mode, usize), round: u32| {
+                self.runs
+                    .iter()
+                    .find(|r| r.mode == m && r.workers == w && r.round == round)
+            };
+            let (mut wall, mut cpu, mut ca, mut cb) = (vec![], vec![], vec![], vec![]);
+            for round in 1..=self.repeat {
+                if let (Some(x), Some(y)) = (of(a, round), of(b, round)) {
+                    wall.push(y.wall_s / x.wall_s.max(1e-9));
+                    cpu.push(y.cpu_s / x.cpu_s.max(1e-9));
+                    ca.push(x.cpu_s * 1000.0 / x.images.max(1) as f64);
+                    cb.push(y.cpu_s * 1000.0 / y.images.max(1) as f64);
+                }
+            }
+            if wall.is_empty() {
+                continue;
+            }
+            out.push(PeerRatio {
+                imgnorm: slug(a.0, a.1),
+                peer: slug(b.0, b.1),
+                wall_ratio: r3(median(&wall)),
+                cpu_ratio: r3(median(&cpu)),
+                imgnorm_cpu_ms_per_image: r3(median(&ca)),
+                peer_cpu_ms_per_image: r3(median(&cb)),
+                pairs: wall.len(),
+            });
+        }
+        out
+    }
+
+    /// The peers section of `results.md` (nothing when no peer ran), and
+    /// the master's CPU share of each `imgnorm run`.
+    fn peers_markdown(&self, s: &mut String) {
+        let ratios = self.peer_ratios();
+        if !ratios.is_empty() {
+            let _ = writeln!(
+                s,
+                "\n### imgnorm against its peers (same dataset, same cores, interleaved)\n\n\
+                 | imgnorm | Peer | Peer wall / imgnorm wall | Peer CPU / imgnorm CPU | \
+                 imgnorm CPU ms/image | Peer CPU ms/image | Pairs |\n\
+                 |---|---|---:|---:|---:|---:|---:|"
+            );
+            for r in &ratios {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+                    r.imgnorm,
+                    r.peer,
+                    r.wall_ratio,
+                    r.cpu_ratio,
+                    r.imgnorm_cpu_ms_per_image,
+                    r.peer_cpu_ms_per_image,
+                    r.pairs
+                );
+            }
+            let _ = writeln!(
+                s,
+                "\nEach ratio is the median over rounds of the two runs of one round \
+                 (whole processes, spawn to reap; CPU = user + system of the process tree \
+                 from `wait4`). Above 1: imgnorm is faster, or uses fewer CPU-seconds."
+            );
+        }
+        let runs: Vec<&Summary> = self
+            .summary
+            .iter()
+            .filter(|r| r.mode == Mode::Distributed)
+            .collect();
+        if !runs.is_empty() {
+            let _ = writeln!(s, "\n### The master's share of the CPU\n");
+            for r in runs {
+                let _ = writeln!(
+                    s,
+                    "- `imgnorm run --workers {}`: the master process used {:.1}% of the \
+                     job's CPU-seconds (median over runs).",
+                    r.workers,
+                    r.main_cpu_share * 100.0
+                );
+            }
+        }
     }
 }
 

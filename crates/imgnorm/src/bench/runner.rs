@@ -86,6 +86,10 @@ pub struct Measured {
     /// Spawn to reap, measured by the bench (process start-up and shutdown
     /// included; resolution [`POLL`]).
     pub wall_s: f64,
+    /// User + system CPU seconds of the main process alone (the master of
+    /// `imgnorm run`), without its children: its last sample of
+    /// `/proc/<pid>/stat`, at most one [`POLL`] before it exited.
+    pub main_cpu_s: f64,
 }
 
 /// Runs `cmd` to completion with stdout/stderr sent to `log` (`.out`/`.err`),
@@ -110,8 +114,12 @@ pub fn run_measured(mut cmd: Command, log: &Path) -> Result<Measured, BenchError
     })?;
     let pid = child.id();
     let mut peaks: BTreeMap<u32, (String, u64)> = BTreeMap::new();
+    let mut main_cpu_s = 0.0_f64;
     let (status, maxrss_kb, cpu_s) = loop {
         sample_tree(pid, &mut peaks);
+        if let Some(c) = own_cpu(pid) {
+            main_cpu_s = main_cpu_s.max(c);
+        }
         if let Some(done) = try_wait4(pid).map_err(|source| BenchError::Spawn {
             command: describe.clone(),
             source,
@@ -148,7 +156,23 @@ pub fn run_measured(mut cmd: Command, log: &Path) -> Result<Measured, BenchError
         exit_code: status,
         cpu_s,
         wall_s,
+        main_cpu_s,
     })
+}
+
+/// User + system CPU seconds of process `pid` itself (children excluded),
+/// from `/proc/<pid>/stat`.
+fn own_cpu(pid: u32) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name: state is field 3, utime 14, stime 15.
+    let rest = &s[s.rfind(')')? + 1..];
+    let mut f = rest.split_whitespace().skip(11);
+    let utime: u64 = f.next()?.parse().ok()?;
+    let stime: u64 = f.next()?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = if hz > 0 { hz as f64 } else { 100.0 };
+    Some((utime + stime) as f64 / hz)
 }
 
 fn mib(kb: u64) -> f64 {

@@ -337,6 +337,8 @@ struct Partial {
     file: std::fs::File,
     tmp: PathBuf,
     dest: PathBuf,
+    /// `dest` relative to the output tree: what manifest reasons show.
+    rel: String,
     len: u64,
     hash: xxhash_rust::xxh3::Xxh3,
     broken: Option<String>,
@@ -358,9 +360,10 @@ impl Partials {
                 ));
             }
             let dest = t.root.join(&t.rel);
-            let mut tmp = dest.clone().into_os_string();
-            tmp.push(format!(".{}.{}.part", std::process::id(), c.lease_id));
-            let tmp = PathBuf::from(tmp);
+            // A short name beside the output, whatever the output's length
+            // (`crate::output::sweep_temp_files` knows it).
+            let name = format!(".{}.{}.{}.part", std::process::id(), c.lease_id, c.index);
+            let tmp = dest.parent().unwrap_or(&t.root).join(name);
             let file = crate::formats::make_parent_dirs(&t.root, &dest)
                 .and_then(|()| std::fs::File::create(&tmp));
             match file {
@@ -371,6 +374,7 @@ impl Partials {
                             file,
                             tmp,
                             dest,
+                            rel: t.rel.clone(),
                             len: 0,
                             hash: xxhash_rust::xxh3::Xxh3::new(),
                             broken: None,
@@ -404,7 +408,7 @@ impl Partials {
             return Err(p.broken.clone().unwrap_or_default());
         }
         if let Err(e) = p.file.write_all(&c.data) {
-            p.broken = Some(format!("cannot write {}: {e}", p.tmp.display()));
+            p.broken = Some(format!("cannot write output {}: {e}", p.rel));
             return Ok(());
         }
         p.hash.update(&c.data);
@@ -428,7 +432,7 @@ impl Partials {
                 ));
             }
             std::fs::rename(&p.tmp, &p.dest)
-                .map_err(|e| format!("cannot rename into {}: {e}", p.dest.display()))
+                .map_err(|e| format!("cannot write output {}: {e}", p.rel))
         })();
         if result.is_err() {
             let _ = std::fs::remove_file(&p.tmp);

@@ -1080,8 +1080,9 @@ impl State {
             item,
         };
         validate::check_claim(&claim, Some(facts))?;
-        let out = format!("{rel}.npy");
-        imgnorm_core::paths::check_relative(&out).map_err(Refusal::UnsafeOutput)?;
+        // The engine's rule: an honest worker fails an image whose output
+        // cannot be named instead of sending it.
+        let out = imgnorm_core::paths::output_name(rel).map_err(Refusal::UnsafeOutput)?;
         Ok(Some(StreamTarget {
             root: crate::formats::tree_root(&j.output, &j.options.format),
             rel: out,

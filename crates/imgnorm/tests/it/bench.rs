@@ -147,3 +147,68 @@ fn bench_end_to_end_on_a_tiny_dataset() {
         "{md}"
     );
 }
+
+/// `--peers opencv`: the OpenCV script and its pool run next to imgnorm,
+/// interleaved, and results.md compares them (rows only: no speed claim).
+/// Needs python3 with cv2 and numpy (scripts/py-deps.sh).
+#[test]
+fn bench_peers_compares_with_the_opencv_script_and_pool() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("bench");
+    let scratch = dir.path().join("scratch");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let done = imgnorm()
+        .args([
+            "bench",
+            "--count",
+            "6",
+            "--size",
+            "40x32",
+            "--workers",
+            "2",
+            "--repeat",
+            "2",
+            "--peers",
+            "opencv",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .arg("--scratch")
+        .arg(&scratch)
+        .current_dir(&root)
+        .output()
+        .expect("run imgnorm bench --peers");
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert!(done.status.success(), "imgnorm bench failed: {stderr}");
+    assert!(
+        !stderr.contains("skipping peer opencv"),
+        "python3 with cv2 and numpy is needed (scripts/py-deps.sh): {stderr}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&read(&out.join("results.json"))).expect("results.json is JSON");
+    let peers = v["peers"].as_array().expect("peers");
+    let pairs: Vec<(&str, &str)> = peers
+        .iter()
+        .map(|p| {
+            (
+                p["imgnorm"].as_str().unwrap_or(""),
+                p["peer"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(pairs, [("centralized", "python"), ("run-w2", "python-p2")]);
+    for p in peers {
+        assert_eq!(p["pairs"], 2, "{p}");
+        for k in ["wall_ratio", "cpu_ratio", "imgnorm_cpu_ms_per_image"] {
+            assert!(p[k].as_f64().is_some_and(|x| x > 0.0), "{k}: {p}");
+        }
+    }
+    let md = read(&out.join("results.md"));
+    assert!(md.contains("imgnorm against its peers"), "{md}");
+    assert!(md.contains("| centralized | python |"), "{md}");
+    assert!(md.contains("| run-w2 | python-p2 |"), "{md}");
+    assert!(md.contains("the master process used"), "{md}");
+    // Every run's output went to --scratch and was removed after it.
+    let left = std::fs::read_dir(&scratch).map_or(0, |d| d.count());
+    assert_eq!(left, 0, "outputs left in --scratch");
+}

@@ -16,6 +16,7 @@ mod helpers;
 mod jpeg;
 mod lifecycle;
 mod limits;
+mod names;
 mod scope;
 mod security;
 mod slurm;

@@ -1111,7 +1111,9 @@ impl Engine {
         let maps = match transform(&self.opts, &params, &ext.min, &ext.max, px.bit_depth()) {
             Ok(m) => m,
             Err(e) => {
-                sink.map(TileSink::abandon);
+                if let Some(sink) = sink {
+                    sink.abandon();
+                }
                 return Record::bare(rel, Status::Failed, Some(e.to_string()));
             }
         };

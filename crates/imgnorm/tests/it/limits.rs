@@ -179,9 +179,11 @@ fn the_memory_budget_refuses_what_the_pixel_limit_allows() {
         "worker peak {peak:.0} MiB over its budget of {budget_mib} MiB"
     );
     // The mid image really was decoded and normalized: 9 MB of samples
-    // and a 36 MB float array.
+    // plus the decoder's buffers (the 36 MB float array is written tile by
+    // tile and never held whole, see `tiles.rs`); an idle worker peaks
+    // near 20 MiB.
     assert!(
-        peak > 40.0,
+        peak > 28.0,
         "worker peak {peak:.0} MiB: the mid image was not processed"
     );
     assert_no_worker_died(&out, 1);

@@ -173,3 +173,15 @@ case "$state_now" in
     idle | mixed | allocated) say "node $host is $state_now (partition imgnorm, $cpus CPUs)" ;;
     *) die "node $host is '${state_now:-unknown}' after ${wait_s}s, not idle" ;;
 esac
+
+# --- 6. Leftovers of earlier test runs -----------------------------------------
+# A test run that was killed (or a machine stopped mid-run) can leave its
+# worker jobs queued; on this two-CPU cluster they would hold the CPUs the
+# next run's workers wait for. Only jobs named by imgnorm masters
+# (`imgnorm-…`) are cancelled.
+stale="$(squeue -h -o '%i %j' 2>/dev/null | awk '$2 ~ /^imgnorm-/ {print $1}' || true)"
+if [ -n "$stale" ]; then
+    say "cancelling leftover jobs of earlier runs: $(echo $stale)"
+    # shellcheck disable=SC2086
+    $sudo scancel $stale || true
+fi

@@ -136,9 +136,11 @@ def other_cases(rng, color, gray) -> dict[str, bytes]:
         # CMYK: Pillow writes Adobe-inverted CMYK; imagecodecs CMYK and YCCK.
         for quality in (75, 95):
             out[f"cmyk/{name}_pil_q{quality}.jpg"] = pil_jpeg(crop(rng, img), "CMYK", quality=quality)
-        cmyk = np.asarray(Image.fromarray(crop(rng, img)).convert("CMYK"))
+        # Adobe CMYK JPEGs store inverted values; imagecodecs writes the array
+        # as given, so invert it (un-inverted, K=0 makes every pixel black).
+        cmyk = 255 - np.asarray(Image.fromarray(crop(rng, img)).convert("CMYK"))
         out[f"cmyk/{name}_ic.jpg"] = bytes(imagecodecs.jpeg8_encode(cmyk, level=90, colorspace="CMYK", outcolorspace="CMYK"))
-        cmyk = np.asarray(Image.fromarray(crop(rng, img)).convert("CMYK"))
+        cmyk = 255 - np.asarray(Image.fromarray(crop(rng, img)).convert("CMYK"))
         out[f"cmyk/{name}_ycck.jpg"] = bytes(imagecodecs.jpeg8_encode(cmyk, level=90, colorspace="CMYK", outcolorspace="YCCK"))
         # Stored as RGB (no YCbCr transform).
         rgb = crop(rng, img)

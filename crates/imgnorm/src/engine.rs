@@ -657,18 +657,8 @@ impl Engine {
             return Ok(Some((format, warning, d)));
         }
         let mut limits = Limits::default();
-        // Room for the largest allowed image at 4 channels x 16 bit, plus slack.
-        // With a memory budget, no single decoder allocation may exceed it.
-        let room = self
-            .opts
-            .max_pixels
-            .saturating_mul(8)
-            .saturating_add(1 << 26);
-        limits.max_alloc = Some(match &self.budget {
-            Some(b) => room.min(b.capacity()),
-            None => room,
-        });
-        let max_alloc = limits.max_alloc.unwrap_or(u64::MAX);
+        let max_alloc = self.decoder_room();
+        limits.max_alloc = Some(max_alloc);
         let mut decoder: Box<dyn ImageDecoder + '_> = match format {
             ImageFormat::Tiff => {
                 let d = crate::decode::tiff::TiffDecoder::new(data, max_alloc)?;
@@ -693,18 +683,7 @@ impl Engine {
             }
         };
         let (width, height) = decoder.dimensions();
-        let pixels = u64::from(width) * u64::from(height);
-        if pixels > self.opts.max_pixels {
-            return Err(Problem::TooLarge {
-                width,
-                height,
-                pixels,
-                limit: self.opts.max_pixels,
-            });
-        }
-        if pixels == 0 {
-            return Err(Problem::ZeroSize);
-        }
+        self.check_size(width, height)?;
         let color = decoder.color_type();
         let (channels, sixteen) = match color {
             ColorType::L8 => (1, false),
@@ -763,30 +742,22 @@ impl Engine {
         Ok(Some((format, warning, decoded)))
     }
 
-    /// JPEG through libjpeg-turbo's decoder ([`crate::jpeg`]): pixels
-    /// identical to OpenCV's. The header is checked against the pixel limit
-    /// and the memory budget before anything image-sized is allocated.
-    /// libjpeg's warnings (corrupt data it skipped) become the row's warning.
-    fn decode_jpeg(
-        &mut self,
-        data: &[u8],
-        warning: &mut Option<String>,
-    ) -> Result<Decoded, Problem> {
-        let apply = self.opts.orientation == Orientation::Apply;
-        // Room for the largest allowed image at 4 components x 16-bit
-        // coefficients, plus slack; with a budget, never more than it.
+    /// The most one decoder allocation may take: room for the largest
+    /// allowed image at 4 channels x 16 bit (or 4 JPEG components of 16-bit
+    /// coefficients), plus slack; with a memory budget, never more than it.
+    fn decoder_room(&self) -> u64 {
         let room = self
             .opts
             .max_pixels
             .saturating_mul(8)
             .saturating_add(1 << 26);
-        let room = self
-            .budget
+        self.budget
             .as_ref()
-            .map_or(room, |b| room.min(b.capacity()));
-        let reader = crate::jpeg::Reader::new(data, apply, room)?;
-        let h = reader.header();
-        let (width, height, channels) = (h.width, h.height, h.channels());
+            .map_or(room, |b| room.min(b.capacity()))
+    }
+
+    /// Refuses an image by its header's size: over `--max-pixels`, or empty.
+    fn check_size(&self, width: u32, height: u32) -> Result<(), Problem> {
         let pixels = u64::from(width) * u64::from(height);
         if pixels > self.opts.max_pixels {
             return Err(Problem::TooLarge {
@@ -799,6 +770,23 @@ impl Engine {
         if pixels == 0 {
             return Err(Problem::ZeroSize);
         }
+        Ok(())
+    }
+
+    /// JPEG through libjpeg-turbo's decoder ([`crate::jpeg`]): pixels
+    /// identical to OpenCV's. The header is checked against the pixel limit
+    /// and the memory budget before anything image-sized is allocated.
+    /// libjpeg's warnings (corrupt data it skipped) become the row's warning.
+    fn decode_jpeg(
+        &mut self,
+        data: &[u8],
+        warning: &mut Option<String>,
+    ) -> Result<Decoded, Problem> {
+        let apply = self.opts.orientation == Orientation::Apply;
+        let reader = crate::jpeg::Reader::new(data, apply, self.decoder_room())?;
+        let h = reader.header();
+        let (width, height, channels) = (h.width, h.height, h.channels());
+        self.check_size(width, height)?;
         let orientation = h
             .exif
             .as_deref()

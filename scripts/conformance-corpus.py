@@ -68,7 +68,7 @@ EXPECTED = REPO / "tests" / "python" / "conformance_expected.json"
 OK_VERDICTS = {"match", "both-fail", "ours-only", "lossy"}
 # Written into the cached corpus; a cache with another version is rebuilt
 # (bump it whenever generate() changes).
-CORPUS_VERSION = "2: BMP variants, GIF without a color table\n"
+CORPUS_VERSION = "3: BMP variants, GIF without a color table, palette TIFFs\n"
 
 
 def cache_dir() -> Path:
@@ -179,6 +179,15 @@ def generate(dest: Path) -> None:
     tifffile.imwrite(t / "bilevel_miniswhite.tif", bits, photometric="miniswhite")
     tifffile.imwrite(t / "bilevel_minisblack.tif", bits, photometric="minisblack")
     tifffile.imwrite(t / "cmyk8.tif", rgba8, photometric="separated")
+    # Palette pages (OpenCV: RGB through libtiff's RGBA interface): 16-bit
+    # and 8-bit color maps, strips and tiles. (1-bit palettes, which OpenCV
+    # gives as one gray channel, are in Pillow's multipage*.tiff.)
+    cmap16 = rng.integers(0, 65536, (3, 256), dtype=np.uint16)
+    tifffile.imwrite(t / "palette8.tif", rgb8[:, :, 0], photometric="palette", colormap=cmap16)
+    tifffile.imwrite(t / "palette8_cmap8bit.tif", rgb8[:, :, 1], photometric="palette",
+                     colormap=(cmap16 >> 8).astype(np.uint16), compression="lzw")
+    tifffile.imwrite(t / "palette8_tiled.tif", rgb8[:, :, 2], photometric="palette",
+                     colormap=cmap16, tile=(16, 16))
     tifffile.imwrite(t / "float32.tif", rgb8.astype(np.float32) / 7)
     tifffile.imwrite(t / "int16.tif", gray16.astype(np.int16))
     tifffile.imwrite(t / "uint32.tif", gray16.astype(np.uint32) * 3)

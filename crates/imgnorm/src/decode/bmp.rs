@@ -100,7 +100,7 @@ impl<'a> Reader<'a> {
 
 /// OpenCV's integer BGR to gray: weights 0.299, 0.587, 0.114 in 14-bit fixed
 /// point, rounded.
-fn gray(b: u8, g: u8, r: u8) -> u8 {
+pub(crate) fn gray(b: u8, g: u8, r: u8) -> u8 {
     const R: u32 = 4899;
     const G: u32 = 9617;
     const B: u32 = (1 << 14) - R - G;

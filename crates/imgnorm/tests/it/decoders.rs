@@ -21,6 +21,8 @@ struct Page<'a> {
     planar: bool,
     tile: Option<(u32, u32)>,
     fill_order: u16,
+    /// ColorMap tag values (photometric 3); empty for none.
+    colormap: &'a [u16],
     /// Interleaved samples, row-major.
     samples: &'a [u16],
 }
@@ -96,6 +98,9 @@ fn tiff(pages: &[Page]) -> Vec<u8> {
         ];
         if p.fill_order != 1 {
             entries.push((266, 3, vec![u32::from(p.fill_order)]));
+        }
+        if !p.colormap.is_empty() {
+            entries.push((320, 3, p.colormap.iter().map(|&v| u32::from(v)).collect()));
         }
         match p.tile {
             Some((a, b)) => entries.extend([
@@ -222,6 +227,7 @@ fn write_corpus(dir: &Path) -> Vec<(&'static str, Vec<usize>, Vec<u16>)> {
             planar,
             tile,
             fill_order: 1,
+            colormap: &[],
             samples,
         };
         put(
@@ -241,6 +247,7 @@ fn write_corpus(dir: &Path) -> Vec<(&'static str, Vec<usize>, Vec<u16>)> {
         planar: false,
         tile: None,
         fill_order,
+        colormap: &[],
         samples: &gray16,
     };
     put(
@@ -266,6 +273,7 @@ fn write_corpus(dir: &Path) -> Vec<(&'static str, Vec<usize>, Vec<u16>)> {
         planar: false,
         tile: None,
         fill_order: 1,
+        colormap: &[],
         samples: &bits,
     };
     let want: Vec<u16> = bits.iter().map(|&b| if b == 0 { 255 } else { 0 }).collect();
@@ -275,6 +283,30 @@ fn write_corpus(dir: &Path) -> Vec<(&'static str, Vec<usize>, Vec<u16>)> {
         vec![3, 10, 1],
         want,
     );
+    // Palette TIFF, 8-bit indices, 16-bit color map: RGB from the high
+    // byte of each map value (libtiff's RGBA interface, OpenCV's path).
+    let indices: Vec<u16> = (0..6 * 4).map(|i| (i * 37 % 256) as u16).collect();
+    let colormap: Vec<u16> = (0..3 * 256u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 16) as u16)
+        .collect();
+    let palette_page = Page {
+        width: 6,
+        height: 4,
+        bits: 8,
+        spp: 1,
+        photometric: 3,
+        planar: false,
+        tile: None,
+        fill_order: 1,
+        colormap: &colormap,
+        samples: &indices,
+    };
+    let map = &colormap;
+    let want: Vec<u16> = indices
+        .iter()
+        .flat_map(|&i| (0..3).map(move |c| map[c * 256 + usize::from(i)] >> 8))
+        .collect();
+    put("palette.tif", tiff(&[palette_page]), vec![4, 6, 3], want);
     put(
         "gray.pgm",
         b"P5\n3 2\n200\n\x00\x10\x20\x30\x40\xc8".to_vec(),

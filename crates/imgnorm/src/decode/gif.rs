@@ -416,7 +416,7 @@ mod tests {
         let size = u32::from(min) + 1;
         let mut symbols = Vec::new();
         for (i, &c) in codes.iter().enumerate() {
-            if i as u32 % (clear - 2) == 0 {
+            if (i as u32).is_multiple_of(clear - 2) {
                 symbols.push(clear);
             }
             symbols.push(u32::from(c));

@@ -68,7 +68,7 @@ EXPECTED = REPO / "tests" / "python" / "conformance_expected.json"
 OK_VERDICTS = {"match", "both-fail", "ours-only", "lossy"}
 # Written into the cached corpus; a cache with another version is rebuilt
 # (bump it whenever generate() changes).
-CORPUS_VERSION = "3: BMP variants, GIF without a color table, palette TIFFs\n"
+CORPUS_VERSION = "4: BMP variants, GIF without a color table, palette TIFFs\n"
 
 
 def cache_dir() -> Path:
@@ -179,15 +179,17 @@ def generate(dest: Path) -> None:
     tifffile.imwrite(t / "bilevel_miniswhite.tif", bits, photometric="miniswhite")
     tifffile.imwrite(t / "bilevel_minisblack.tif", bits, photometric="minisblack")
     tifffile.imwrite(t / "cmyk8.tif", rgba8, photometric="separated")
-    # Palette pages (OpenCV: RGB through libtiff's RGBA interface): 16-bit
-    # and 8-bit color maps, strips and tiles. (1-bit palettes, which OpenCV
-    # gives as one gray channel, are in Pillow's multipage*.tiff.)
+    # Palette pages (OpenCV: RGB through libtiff's RGBA interface; 1-bit:
+    # one gray channel): 16-bit and 8-bit color maps, strips and tiles,
+    # 8-, 4- and 1-bit indices.
     cmap16 = rng.integers(0, 65536, (3, 256), dtype=np.uint16)
     tifffile.imwrite(t / "palette8.tif", rgb8[:, :, 0], photometric="palette", colormap=cmap16)
     tifffile.imwrite(t / "palette8_cmap8bit.tif", rgb8[:, :, 1], photometric="palette",
                      colormap=(cmap16 >> 8).astype(np.uint16), compression="lzw")
     tifffile.imwrite(t / "palette8_tiled.tif", rgb8[:, :, 2], photometric="palette",
                      colormap=cmap16, tile=(16, 16))
+    tiff_palette_packed(t / "palette4.tif", rgb8[:, :, 0] >> 4, 4, cmap16[:, :16])
+    tiff_palette_packed(t / "palette1.tif", bits.astype(np.uint8), 1, cmap16[:, :2])
     tifffile.imwrite(t / "float32.tif", rgb8.astype(np.float32) / 7)
     tifffile.imwrite(t / "int16.tif", gray16.astype(np.int16))
     tifffile.imwrite(t / "uint32.tif", gray16.astype(np.uint32) * 3)
@@ -240,6 +242,34 @@ def generate(dest: Path) -> None:
                  table=bytes(rng.integers(0, 256, 24, dtype=np.uint8)))
 
     bmp_variants(dest / "bmp", rng)
+
+
+def tiff_palette_packed(path: Path, idx: np.ndarray, bits: int, cmap: np.ndarray) -> None:
+    """A one-strip little-endian palette TIFF with `bits`-bit indices (which
+    tifffile does not pack)."""
+    import struct
+
+    h, w = idx.shape
+    per = 8 // bits
+    rows = []
+    for row in idx:
+        padded = np.concatenate([row, np.zeros(-w % per, np.uint8)])
+        packed = np.zeros(len(padded) // per, np.uint8)
+        for k in range(per):
+            packed |= (padded[k::per] << (8 - bits * (k + 1))).astype(np.uint8)
+        rows.append(packed.tobytes())
+    data = b"".join(rows)
+    cmap_bytes = cmap.astype("<u2").tobytes()
+    entries = [(256, 3, 1, w), (257, 3, 1, h), (258, 3, 1, bits), (259, 3, 1, 1),
+               (262, 3, 1, 3), (273, 4, 1, 8), (277, 3, 1, 1), (278, 3, 1, h),
+               (279, 4, 1, len(data)), (320, 3, cmap.size, 8 + len(data))]
+    ifd_at = 8 + len(data) + len(cmap_bytes)
+    out = b"II*\0" + struct.pack("<I", ifd_at) + data + cmap_bytes
+    out += struct.pack("<H", len(entries))
+    for tag, typ, count, value in entries:
+        field = struct.pack("<H", value) + b"\0\0" if typ == 3 and count == 1 else struct.pack("<I", value)
+        out += struct.pack("<HHI", tag, typ, count) + field
+    path.write_bytes(out + b"\0\0\0\0")
 
 
 def gif_lzw(codes: np.ndarray, min_size: int) -> bytes:

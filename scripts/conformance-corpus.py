@@ -66,6 +66,9 @@ END = "<!-- end of conformance table -->"
 REPO = Path(__file__).resolve().parent.parent
 EXPECTED = REPO / "tests" / "python" / "conformance_expected.json"
 OK_VERDICTS = {"match", "both-fail", "ours-only", "lossy"}
+# Written into the cached corpus; a cache with another version is rebuilt
+# (bump it whenever generate() changes).
+CORPUS_VERSION = "3: BMP variants, GIF without a color table, palette TIFFs\n"
 
 
 def cache_dir() -> Path:
@@ -176,6 +179,15 @@ def generate(dest: Path) -> None:
     tifffile.imwrite(t / "bilevel_miniswhite.tif", bits, photometric="miniswhite")
     tifffile.imwrite(t / "bilevel_minisblack.tif", bits, photometric="minisblack")
     tifffile.imwrite(t / "cmyk8.tif", rgba8, photometric="separated")
+    # Palette pages (OpenCV: RGB through libtiff's RGBA interface): 16-bit
+    # and 8-bit color maps, strips and tiles. (1-bit palettes, which OpenCV
+    # gives as one gray channel, are in Pillow's multipage*.tiff.)
+    cmap16 = rng.integers(0, 65536, (3, 256), dtype=np.uint16)
+    tifffile.imwrite(t / "palette8.tif", rgb8[:, :, 0], photometric="palette", colormap=cmap16)
+    tifffile.imwrite(t / "palette8_cmap8bit.tif", rgb8[:, :, 1], photometric="palette",
+                     colormap=(cmap16 >> 8).astype(np.uint16), compression="lzw")
+    tifffile.imwrite(t / "palette8_tiled.tif", rgb8[:, :, 2], photometric="palette",
+                     colormap=cmap16, tile=(16, 16))
     tifffile.imwrite(t / "float32.tif", rgb8.astype(np.float32) / 7)
     tifffile.imwrite(t / "int16.tif", gray16.astype(np.int16))
     tifffile.imwrite(t / "uint32.tif", gray16.astype(np.uint32) * 3)
@@ -218,19 +230,249 @@ def generate(dest: Path) -> None:
     pal.save(f / "palette_trns.gif", transparency=3)
     frames = [Image.fromarray(gray8 // 32 + k).convert("P") for k in range(3)]
     frames[0].save(f / "animated.gif", save_all=True, append_images=frames[1:], duration=50)
+    # A transparent first frame under an opaque last one: OpenCV's channels
+    # follow the last graphic control extension.
+    Image.fromarray(gray8 // 32).convert("P").save(
+        f / "first_transparent.gif", save_all=True, transparency=2, duration=50,
+        append_images=[Image.fromarray(gray8[::-1] // 32).convert("P")], disposal=2)
+    gif_no_table(f / "no_color_table.gif", gray8 % 4)
+    gif_no_table(f / "interlaced_local_table.gif", gray8 % 8, interlace=True,
+                 table=bytes(rng.integers(0, 256, 24, dtype=np.uint8)))
+
+    bmp_variants(dest / "bmp", rng)
+
+
+def gif_lzw(codes: np.ndarray, min_size: int) -> bytes:
+    """Uncompressed LZW (a clear code every few symbols, so the code size
+    never grows) in sub-blocks."""
+    clear, size = 1 << min_size, min_size + 1
+    bits, nbits, out = 0, 0, bytearray()
+    symbols = []
+    for i, c in enumerate(codes.ravel().tolist()):
+        if i % (clear - 2) == 0:
+            symbols.append(clear)
+        symbols.append(int(c))
+    symbols.append(clear + 1)
+    for s in symbols:
+        bits |= s << nbits
+        nbits += size
+        while nbits >= 8:
+            out.append(bits & 0xFF)
+            bits >>= 8
+            nbits -= 8
+    if nbits:
+        out.append(bits & 0xFF)
+    blocks = bytearray([min_size])
+    for i in range(0, len(out), 255):
+        chunk = out[i:i + 255]
+        blocks += bytes([len(chunk)]) + chunk
+    return bytes(blocks + b"\0")
+
+
+def gif_no_table(path: Path, codes: np.ndarray, interlace: bool = False,
+                 table: bytes | None = None) -> None:
+    """A one-frame GIF without a global color table (and with a local one
+    when given), rows stored interlaced when asked."""
+    h, w = codes.shape
+    rows = list(range(h))
+    if interlace:
+        rows = [*range(0, h, 8), *range(4, h, 8), *range(2, h, 4), *range(1, h, 2)]
+    flags = (0x40 if interlace else 0) | (0x80 | 2 if table else 0)
+    data = (b"GIF89a" + w.to_bytes(2, "little") + h.to_bytes(2, "little") + b"\0\0\0"
+            + b"\x2c\0\0\0\0" + w.to_bytes(2, "little") + h.to_bytes(2, "little")
+            + bytes([flags]) + (table or b"") + gif_lzw(codes[rows], 3) + b"\x3b")
+    path.write_bytes(data)
+
+
+def bmp_file(w: int, h: int, bpp: int, pixels: bytes, *, compression: int = 0,
+             header: int = 40, palette: bytes = b"", masks: bytes = b"", planes: int = 1,
+             colors: int = 0) -> bytes:
+    """A BMP with any header size (12: OS/2 1.x; 40; 52/56/64/108/124 with
+    the masks, when given, inside the header) and a raw pixel array."""
+    import struct
+
+    if header == 12:
+        info = struct.pack("<IHHHH", 12, w, h, planes, bpp)
+    else:
+        info = struct.pack("<IiiHHIIiiII", header, w, h, planes, bpp, compression,
+                           len(pixels), 2835, 2835, colors, 0)
+        if header > 40:
+            info += masks.ljust(header - 40, b"\0")[:header - 40]
+            masks = b""
+    body = info + masks + palette
+    offset = 14 + len(body)
+    return b"BM" + struct.pack("<IHHI", offset + len(pixels), 0, 0, offset) + body + pixels
+
+
+def bmp_rows(rows: list[bytes]) -> bytes:
+    """Rows (bottom first) padded to 4 bytes."""
+    return b"".join(r + b"\0" * (-len(r) % 4) for r in rows)
+
+
+def bmp_pack(idx: np.ndarray, bits: int) -> list[bytes]:
+    """Palette indices packed MSB first, one bytes object per row, bottom
+    row first."""
+    per = 8 // bits
+    out = []
+    for row in idx[::-1]:
+        padded = np.concatenate([row, np.zeros(-len(row) % per, row.dtype)])
+        packed = np.zeros(len(padded) // per, np.uint8)
+        for k in range(per):
+            packed |= (padded[k::per].astype(np.uint8) << (8 - bits * (k + 1))).astype(np.uint8)
+        out.append(packed.tobytes())
+    return out
+
+
+def rle_encode(idx: np.ndarray, bits: int, *, skip: bool = False, down: bool = False,
+               early_eof: bool = False, top_down: bool = False) -> bytes:
+    """RLE8 (`bits` 8) or RLE4 (4) of the index rows: runs of repeated
+    values, literal stretches, an end-of-line per row and an end-of-file.
+    With `skip`: a delta over part of some rows (down a row too with
+    `down`) and rows cut short by an end-of-line; with `early_eof`, an
+    end-of-file two rows early."""
+    h, w = idx.shape
+    rows = list(idx if top_down else idx[::-1])
+    out = bytearray()
+
+    def literal(vals):
+        n = len(vals)
+        if bits == 8:
+            data = bytes(vals)
+        else:
+            v = list(vals) + [0] * (n % 2)
+            data = bytes((v[i] << 4) | v[i + 1] for i in range(0, len(v), 2))
+        data += b"\0" * (len(data) % 2)
+        return bytes([0, n]) + data
+
+    def encode(vals):
+        i, n = 0, len(vals)
+        while i < n:
+            j = i
+            while j < n and vals[j] == vals[i] and j - i < 255:
+                j += 1
+            k = i
+            while k < n and k - i < 255 and not (
+                    k + 2 < n and vals[k] == vals[k + 1] == vals[k + 2]):
+                k += 1
+            if j - i >= 3 or k - i < 3:
+                out.extend([j - i, vals[i] if bits == 8 else (vals[i] << 4) | vals[i]])
+                i = j
+            else:
+                out.extend(literal(vals[i:k]))
+                i = k
+
+    y = 0
+    while y < h:
+        row = [int(v) for v in rows[y]]
+        if early_eof and y == h - 2:
+            out.extend([0, 1])  # end of file: the last two rows stay skipped
+            return bytes(out)
+        if skip and y % 5 == 1:
+            a, b = w // 4, w // 2
+            encode(row[:a])
+            dy = 1 if down and y + 1 < h - 2 else 0
+            out.extend([0, 2, b - a, dy])
+            if dy:
+                y += 1
+                row = [int(v) for v in rows[y]]
+            encode(row[b:])
+        elif skip and y % 5 == 3:
+            encode(row[: w // 3])  # the rest of the row is skipped
+        else:
+            encode(row)
+        out.extend([0, 0])
+        y += 1
+    out.extend([0, 1])
+    return bytes(out)
+
+
+def bmp_variants(b: Path, rng) -> None:
+    """BMP variants of each feature OpenCV's decoder handles."""
+    import struct
+
+    b.mkdir(parents=True, exist_ok=True)
+    w, h = 37, 23
+    rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    gray_pal = lambda n: b"".join(bytes([v, v, v, 0]) for v in np.linspace(0, 255, n).astype(int))
+    color_pal = lambda n: bytes(rng.integers(0, 256, (n, 4), dtype=np.uint8).ravel())
+    for bits in (1, 4, 8):
+        n = 1 << bits
+        idx = rng.integers(0, n, (h, w))
+        px = bmp_rows(bmp_pack(idx, bits))
+        (b / f"pal{bits}_gray.bmp").write_bytes(bmp_file(w, h, bits, px, palette=gray_pal(n)))
+        (b / f"pal{bits}_color.bmp").write_bytes(bmp_file(w, h, bits, px, palette=color_pal(n)))
+    idx = rng.integers(0, 5, (h, w))
+    px = bmp_rows(bmp_pack(idx, 8))
+    (b / "pal8_short_palette.bmp").write_bytes(
+        bmp_file(w, h, 8, px, palette=color_pal(3), colors=3))
+    (b / "pal8_topdown.bmp").write_bytes(bmp_file(w, -h, 8, bmp_rows(bmp_pack(idx, 8)[::-1]),
+                                                  palette=color_pal(256)))
+    (b / "pal8_planes0.bmp").write_bytes(bmp_file(w, h, 8, px, palette=color_pal(256), planes=0))
+    (b / "pal8_header66.bmp").write_bytes(bmp_file(w, h, 8, px, palette=color_pal(256), header=66))
+    (b / "pal8_os2v2.bmp").write_bytes(bmp_file(w, h, 8, px, palette=color_pal(256), header=64))
+    os2_pal = bytes(rng.integers(0, 256, 768, dtype=np.uint8))
+    (b / "pal8_os2v1.bmp").write_bytes(bmp_file(w, h, 8, px, header=12, palette=os2_pal))
+    rgb_rows = [r[:, ::-1].tobytes() for r in rgb[::-1]]
+    (b / "rgb24.bmp").write_bytes(bmp_file(w, h, 24, bmp_rows(rgb_rows)))
+    (b / "rgb24_os2v1.bmp").write_bytes(bmp_file(w, h, 24, bmp_rows(rgb_rows), header=12))
+    v16 = rng.integers(0, 65536, (h, w), dtype=np.uint16)
+    px16 = bmp_rows([r.astype("<u2").tobytes() for r in v16[::-1]])
+    (b / "rgb16_555.bmp").write_bytes(bmp_file(w, h, 16, px16))
+    for name, m in [("565", (0xF800, 0x7E0, 0x1F)), ("555", (0x7C00, 0x3E0, 0x1F))]:
+        (b / f"rgb16_{name}_bitfields.bmp").write_bytes(
+            bmp_file(w, h, 16, px16, compression=3, masks=struct.pack("<3I", *m)))
+    v32 = rng.integers(0, 2**32, (h, w), dtype=np.uint64).astype(np.uint32)
+    px32 = bmp_rows([r.astype("<u4").tobytes() for r in v32[::-1]])
+    (b / "rgb32.bmp").write_bytes(bmp_file(w, h, 32, px32))
+    (b / "rgb32_v5.bmp").write_bytes(bmp_file(w, h, 32, px32, header=124))
+    argb = struct.pack("<4I", 0xFF0000, 0xFF00, 0xFF, 0xFF000000)
+    (b / "rgb32_bitfields_info.bmp").write_bytes(
+        bmp_file(w, h, 32, px32, compression=3, masks=argb[:12]))
+    for header in (56, 108, 124):
+        (b / f"rgba32_bitfields_h{header}.bmp").write_bytes(
+            bmp_file(w, h, 32, px32, compression=3, header=header, masks=argb))
+    for name, m in [("xrgb", (0xFF0000, 0xFF00, 0xFF, 0)),
+                    ("10bit", (0x3FF00000, 0xFFC00, 0x3FF, 0xC0000000)),
+                    ("5bit", (0x7C00, 0x3E0, 0x1F, 0x8000)),
+                    ("no_green", (0xFF0000, 0, 0xFF, 0xFF000000))]:
+        (b / f"rgb32_bitfields_{name}.bmp").write_bytes(
+            bmp_file(w, h, 32, px32, compression=3, header=124, masks=struct.pack("<4I", *m)))
+    for bits, comp in ((8, 1), (4, 2)):
+        n = 1 << bits
+        idx = np.repeat(rng.integers(0, n, (h, w // 3 + 1)), 3, axis=1)[:, :w]
+        idx[:, ::7] = rng.integers(0, n, idx[:, ::7].shape)
+        for pal_name, pal in (("color", color_pal(n)), ("gray", gray_pal(n))):
+            (b / f"rle{bits}_{pal_name}.bmp").write_bytes(
+                bmp_file(w, h, bits, rle_encode(idx, bits), compression=comp, palette=pal))
+            (b / f"rle{bits}_{pal_name}_skipped.bmp").write_bytes(
+                bmp_file(w, h, bits, rle_encode(idx, bits, skip=True, down=bits == 8,
+                                                early_eof=bits == 8),
+                         compression=comp, palette=pal))
+        # RLE4 as OpenCV reads it: a delta's rows are ignored; an early
+        # end-of-file makes OpenCV fail (imgnorm fills the rest).
+        if bits == 4:
+            (b / "rle4_delta_down.bmp").write_bytes(
+                bmp_file(w, h, 4, rle_encode(idx, 4, skip=True, down=True), compression=comp,
+                         palette=color_pal(n)))
+            (b / "rle4_early_eof.bmp").write_bytes(
+                bmp_file(w, h, 4, rle_encode(idx, 4, early_eof=True), compression=comp,
+                         palette=color_pal(n)))
+        (b / f"rle{bits}_topdown.bmp").write_bytes(
+            bmp_file(w, -h, bits, rle_encode(idx, bits, top_down=True), compression=comp,
+                     palette=color_pal(n)))
 
 
 def build(root: Path | None = None) -> Path:
     cache = cache_dir()
     root = root or cache / f"corpus-{PILLOW_VERSION}"
     stamp = root / ".complete"
-    if stamp.exists():
+    if stamp.exists() and stamp.read_text() == CORPUS_VERSION:
         return root
     if root.exists():
         shutil.rmtree(root)
     extract_pillow(fetch_pillow(cache), root / "pillow")
     generate(root / "generated")
-    stamp.write_text("ok\n")
+    stamp.write_text(CORPUS_VERSION)
     return root
 
 

@@ -668,6 +668,8 @@ impl Engine {
                 Box::new(d)
             }
             ImageFormat::Pnm => Box::new(crate::decode::pnm::PnmDecoder::new(data)?),
+            ImageFormat::Bmp => Box::new(crate::decode::bmp::BmpDecoder::new(data)?),
+            ImageFormat::Gif => Box::new(crate::decode::gif::GifDecoder::new(data)?),
             _ => {
                 let mut reader = ImageReader::with_format(Cursor::new(data), format);
                 reader.limits(limits);

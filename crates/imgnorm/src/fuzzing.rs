@@ -11,6 +11,11 @@
 //!   behind the C shim). Any input must come back as a header error, a
 //!   decode error or pixels, never a crash; decoding must write every output
 //!   byte and give the same pixels twice.
+//! - [`bmp_gif_decode`]: the bytes after the first (whose parity picks the
+//!   format) are a BMP for [`crate::decode::bmp`] or a GIF for
+//!   [`crate::decode::gif`], this project's own readers. Any input must come
+//!   back as an error or pixels, never a crash; images over the pixel limit
+//!   stop after the header; decoding must write every output byte.
 //! - [`validate_result`]: the bytes are read as a worker's result (row,
 //!   statistics, lease claim) against a job; the master's checks must never
 //!   panic and never accept an output that is not `<path>.npy` inside the
@@ -417,6 +422,44 @@ pub fn jpeg_decode(data: &[u8]) {
     );
 }
 
+/// Fuzz body of `bmp_gif_decode`: `data[0]` even picks the BMP reader, odd
+/// the GIF reader; `data[1..]` is the file. Images over [`FUZZ_MAX_PIXELS`]
+/// stop after the header, as the engine's would. Decoding into a buffer of
+/// zeros and into one of 0xFF must give the same bytes: every sample is
+/// written, none is left from the buffer's previous contents.
+pub fn bmp_gif_decode(data: &[u8]) {
+    use image::ImageDecoder;
+    let Some((&k, file)) = data.split_first() else {
+        return;
+    };
+    let decode = |fill: u8| {
+        let dec: Box<dyn ImageDecoder + '_> = if k % 2 == 0 {
+            Box::new(crate::decode::bmp::BmpDecoder::new(file).ok()?)
+        } else {
+            Box::new(crate::decode::gif::GifDecoder::new(file).ok()?)
+        };
+        let (w, h) = dec.dimensions();
+        assert!(w > 0 && h > 0, "a reader accepted an empty image");
+        if u64::from(w) * u64::from(h) > FUZZ_MAX_PIXELS {
+            return None;
+        }
+        let mut out = vec![fill; usize::try_from(dec.total_bytes()).ok()?];
+        dec.read_image_boxed(&mut out).ok()?;
+        Some(out)
+    };
+    let zeros = decode(0);
+    let ones = decode(0xFF);
+    assert_eq!(
+        zeros.is_some(),
+        ones.is_some(),
+        "same input, different outcome"
+    );
+    assert!(
+        zeros == ones,
+        "output depends on the buffer's previous contents"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -435,6 +478,7 @@ mod tests {
         for data in [&b""[..], b"\0", b"\x07\x89PNG", &[0xFF; 300]] {
             decode_normalize(data);
             validate_result(data);
+            bmp_gif_decode(data);
         }
     }
 }

@@ -1,8 +1,10 @@
 //! Which format a file's content is, and the decoders that make every
 //! non-JPEG format come out as OpenCV's `IMREAD_UNCHANGED` does: this
-//! project's own TIFF (chunk by chunk) and Netpbm readers, PNG with OpenCV's
-//! channel rules, and the `image` crate for the rest. Each decoder is an
+//! project's own TIFF (chunk by chunk), Netpbm, BMP and GIF readers, PNG
+//! with OpenCV's channel rules, and the `image` crate for the rest. Each decoder is an
 //! [`image::ImageDecoder`], so the engine treats them all alike.
+pub mod bmp;
+pub mod gif;
 pub mod pnm;
 pub mod tiff;
 

@@ -4,8 +4,12 @@
 //! the crate's whole-image path (which asserts on tiled planar files) is never
 //! called. Adds what the crate leaves out and OpenCV (libtiff) does:
 //! `FillOrder=2` (bits reversed in every byte of the raw chunks), 1-bit
-//! images as 0/255, 12-bit samples widened like OpenCV, and the first page of
-//! a multi-page file with a warning.
+//! images as 0/255, 12-bit samples widened like OpenCV, the first page of
+//! a multi-page file with a warning (also when the page chain loops back, where
+//! libtiff stops), and palette images (`PhotometricInterpretation=3`, which the
+//! crate refuses: read as gray indices from a copy whose photometric tag says
+//! so, then expanded as libtiff's RGBA interface does for OpenCV: 4- and
+//! 8-bit to RGB, 1-bit to one gray channel).
 use std::io::Cursor;
 
 use image::error::{DecodingError, ImageFormatHint, LimitError, LimitErrorKind};
@@ -22,6 +26,8 @@ pub struct TiffDecoder<'a> {
     layout: Layout,
     pages: bool,
     orientation: u16,
+    /// Palette image: the color of each index (8-bit, as libtiff makes it).
+    palette: Option<Vec<[u8; 3]>>,
 }
 
 /// How the decoded chunk samples map to output samples.
@@ -41,6 +47,8 @@ struct Layout {
     bits: u8,
     /// Separate planes.
     planar: bool,
+    /// Palette indices: 1- and 4-bit samples kept as numbers (not 0/255).
+    index: bool,
 }
 
 fn err(msg: impl Into<String>) -> ImageError {
@@ -72,18 +80,79 @@ impl<'a> TiffDecoder<'a> {
                 .map(|d| d.with_limits(limits))
                 .map_err(tiff_err)
         };
-        let mut dec = open(std::borrow::Cow::Borrowed(data))?;
+        let mut copy: Option<Vec<u8>> = None;
+        let mut dec = match open(std::borrow::Cow::Borrowed(data)) {
+            Ok(d) => d,
+            Err(e) => {
+                // A first page whose next-page pointer points back to it:
+                // libtiff stops there and reads the page; so do we, from a
+                // copy that ends the chain.
+                let Some(fixed) = ifd::end_chain(data) else {
+                    return Err(e);
+                };
+                let d = open(std::borrow::Cow::Owned(fixed.clone()))?;
+                copy = Some(fixed);
+                d
+            }
+        };
+        let photometric = dec
+            .find_tag_unsigned::<u16>(Tag::PhotometricInterpretation)
+            .map_err(tiff_err)?;
+        let mut palette = None;
+        if photometric == Some(3) {
+            let bits = dec
+                .find_tag_unsigned_vec::<u16>(Tag::BitsPerSample)
+                .map_err(tiff_err)?
+                .and_then(|v| v.first().copied())
+                .unwrap_or(1);
+            if !matches!(bits, 1 | 4 | 8) {
+                return Err(err(format!(
+                    "palette TIFF with {bits}-bit indices (OpenCV reads 1, 4 and 8)"
+                )));
+            }
+            let map = dec
+                .find_tag_unsigned_vec::<u16>(Tag::ColorMap)
+                .map_err(tiff_err)?
+                .unwrap_or_default();
+            let n = 1usize << bits;
+            if map.len() != 3 * n {
+                return Err(err(format!(
+                    "palette TIFF: ColorMap has {} values, {}-bit indices need {}",
+                    map.len(),
+                    bits,
+                    3 * n
+                )));
+            }
+            // libtiff's RGBA interface takes a map with no value over 255
+            // as 8-bit, else keeps the high byte of each 16-bit value.
+            let eight = map.iter().all(|&v| v < 256);
+            let c = |v: u16| if eight { v as u8 } else { (v >> 8) as u8 };
+            palette = Some(
+                (0..n)
+                    .map(|i| [c(map[i]), c(map[n + i]), c(map[2 * n + i])])
+                    .collect::<Vec<_>>(),
+            );
+            // The crate refuses palette images: read the indices as gray.
+            let base = copy.as_deref().unwrap_or(data);
+            let fixed = ifd::set_photometric(base, 1)
+                .ok_or_else(|| err("palette TIFF: PhotometricInterpretation tag not found"))?;
+            dec = open(std::borrow::Cow::Owned(fixed.clone()))?;
+            copy = Some(fixed);
+        }
         let fill_order = dec
             .find_tag_unsigned::<u16>(Tag::FillOrder)
             .map_err(tiff_err)?;
         if fill_order == Some(2) {
             // libtiff reverses the bits of every raw byte before decompressing;
             // the tiff crate ignores the tag: do it on a copy of the file.
-            let copy = reverse_chunk_bits(&mut dec, data)?;
-            dec = open(std::borrow::Cow::Owned(copy))?;
+            let reversed = reverse_chunk_bits(&mut dec, copy.as_deref().unwrap_or(data))?;
+            dec = open(std::borrow::Cow::Owned(reversed))?;
         }
         let (width, height) = dec.dimensions().map_err(tiff_err)?;
-        let layout = layout_of(&mut dec)?;
+        let layout = match &palette {
+            Some(_) => palette_layout(&mut dec)?,
+            None => layout_of(&mut dec)?,
+        };
         let orientation = dec
             .find_tag_unsigned::<u16>(Tag::Orientation)
             .ok()
@@ -97,6 +166,7 @@ impl<'a> TiffDecoder<'a> {
             layout,
             pages,
             orientation,
+            palette,
         })
     }
 
@@ -106,6 +176,30 @@ impl<'a> TiffDecoder<'a> {
     }
 
     fn decode_into(mut self, buf: &mut [u8]) -> ImageResult<()> {
+        if let Some(palette) = self.palette.take() {
+            let (w, h) = (self.width as usize, self.height as usize);
+            let bits = self.layout.bits;
+            let mut indices = vec![0u8; w * h];
+            self.decode_into(&mut indices)?;
+            let n = palette.len();
+            if bits == 1 {
+                let out = buf
+                    .get_mut(..w * h)
+                    .ok_or_else(|| err("TIFF output buffer too small"))?;
+                for (o, &i) in out.iter_mut().zip(&indices) {
+                    let [r, g, b] = palette[usize::from(i) % n];
+                    *o = super::bmp::gray(b, g, r);
+                }
+            } else {
+                let out = buf
+                    .get_mut(..w * h * 3)
+                    .ok_or_else(|| err("TIFF output buffer too small"))?;
+                for (o, &i) in out.chunks_exact_mut(3).zip(&indices) {
+                    o.copy_from_slice(&palette[usize::from(i) % n]);
+                }
+            }
+            return Ok(());
+        }
         let Layout {
             samples,
             channels,
@@ -113,6 +207,7 @@ impl<'a> TiffDecoder<'a> {
             raw_white16,
             bits,
             planar,
+            index: palette_indices,
         } = self.layout;
         let (w, h) = (self.width as usize, self.height as usize);
         let (cw, ch) = self.dec.chunk_dimensions();
@@ -159,6 +254,7 @@ impl<'a> TiffDecoder<'a> {
                     channels,
                     bytes_per,
                     bits,
+                    index: palette_indices,
                 };
                 place.copy(&chunk, buf)?;
             }
@@ -217,6 +313,7 @@ struct Place {
     channels: usize,
     bytes_per: usize,
     bits: u8,
+    index: bool,
 }
 
 impl Place {
@@ -227,7 +324,7 @@ impl Place {
         if take == 0 {
             return Ok(());
         }
-        if take == self.channels && self.chunk_spp == self.channels && self.bits != 1 {
+        if take == self.channels && self.chunk_spp == self.channels && self.bits >= 8 {
             return self.copy_rows(chunk, buf);
         }
         for y in 0..self.dh {
@@ -275,6 +372,15 @@ impl Place {
     fn sample(&self, chunk: &DecodingResult, y: usize, x: usize, s: usize) -> ImageResult<u16> {
         let missing = || err("TIFF strip or tile is shorter than its size");
         match (chunk, self.bits) {
+            (DecodingResult::U8(v), bits @ (1 | 2 | 4)) if self.index => {
+                let bits = usize::from(bits);
+                let row = (self.stride_px * self.chunk_spp * bits).div_ceil(8);
+                let at = (x * self.chunk_spp + s) * bits;
+                let byte = *v.get(y * row + at / 8).ok_or_else(missing)?;
+                Ok(u16::from(
+                    byte >> (8 - bits - at % 8) & ((1 << bits) - 1) as u8,
+                ))
+            }
             (DecodingResult::U8(v), 1) => {
                 let row = (self.stride_px * self.chunk_spp).div_ceil(8);
                 let bit = x * self.chunk_spp + s;
@@ -362,7 +468,155 @@ fn layout_of<R: std::io::Read + std::io::Seek>(dec: &mut Decoder<R>) -> ImageRes
         raw_white16,
         bits,
         planar: planar && samples > 1,
+        index: false,
     })
+}
+
+/// The layout of a palette page: one index per pixel (the first sample;
+/// extra samples are skipped), 1, 4 or 8 bits.
+fn palette_layout<R: std::io::Read + std::io::Seek>(dec: &mut Decoder<R>) -> ImageResult<Layout> {
+    let samples = dec
+        .find_tag_unsigned::<u16>(Tag::SamplesPerPixel)
+        .map_err(tiff_err)?
+        .unwrap_or(1);
+    let bits = dec
+        .find_tag_unsigned_vec::<u16>(Tag::BitsPerSample)
+        .map_err(tiff_err)?
+        .and_then(|v| v.first().copied())
+        .unwrap_or(1);
+    let planar = dec
+        .find_tag_unsigned::<u16>(Tag::PlanarConfiguration)
+        .map_err(tiff_err)?
+        == Some(2);
+    let format = dec
+        .find_tag_unsigned_vec::<u16>(Tag::SampleFormat)
+        .map_err(tiff_err)?
+        .and_then(|v| v.first().copied())
+        .unwrap_or(1);
+    if format != 1 || samples == 0 {
+        return Err(err("palette TIFF with signed or no samples"));
+    }
+    Ok(Layout {
+        samples: usize::from(samples),
+        channels: 1,
+        ycbcr: false,
+        raw_white16: false,
+        bits: bits as u8,
+        planar: planar && samples > 1,
+        index: true,
+    })
+}
+
+/// Edits of a TIFF's first IFD, on a copy of the file.
+mod ifd {
+    /// The first IFD: byte order, BigTIFF, where it starts.
+    fn first(data: &[u8]) -> Option<(bool, bool, usize)> {
+        let le = match data.get(..2)? {
+            b"II" => true,
+            b"MM" => false,
+            _ => return None,
+        };
+        let u16_at = |at: usize| -> Option<u16> {
+            let b = data.get(at..at + 2)?;
+            Some(if le {
+                u16::from_le_bytes([b[0], b[1]])
+            } else {
+                u16::from_be_bytes([b[0], b[1]])
+            })
+        };
+        let big = u16_at(2)? == 43;
+        let at = if big {
+            let b: [u8; 8] = data.get(8..16)?.try_into().ok()?;
+            if le {
+                u64::from_le_bytes(b)
+            } else {
+                u64::from_be_bytes(b)
+            }
+        } else {
+            let b: [u8; 4] = data.get(4..8)?.try_into().ok()?;
+            u64::from(if le {
+                u32::from_le_bytes(b)
+            } else {
+                u32::from_be_bytes(b)
+            })
+        };
+        Some((le, big, usize::try_from(at).ok()?))
+    }
+
+    /// Entry positions of the first IFD and the position of its next-IFD
+    /// pointer.
+    fn entries(data: &[u8]) -> Option<(bool, bool, Vec<usize>, usize)> {
+        let (le, big, at) = first(data)?;
+        let (count, head, size) = if big {
+            let b: [u8; 8] = data.get(at..at + 8)?.try_into().ok()?;
+            let n = if le {
+                u64::from_le_bytes(b)
+            } else {
+                u64::from_be_bytes(b)
+            };
+            (usize::try_from(n).ok()?, 8, 20)
+        } else {
+            let b: [u8; 2] = data.get(at..at + 2)?.try_into().ok()?;
+            let n = if le {
+                u16::from_le_bytes(b)
+            } else {
+                u16::from_be_bytes(b)
+            };
+            (usize::from(n), 2, 12)
+        };
+        let next = at
+            .checked_add(head)?
+            .checked_add(count.checked_mul(size)?)?;
+        let ptr = if big { 8 } else { 4 };
+        data.get(next..next + ptr)?;
+        Some((
+            le,
+            big,
+            (0..count).map(|i| at + head + i * size).collect(),
+            next,
+        ))
+    }
+
+    /// A copy whose first page's PhotometricInterpretation (a SHORT) is `v`.
+    pub fn set_photometric(data: &[u8], v: u16) -> Option<Vec<u8>> {
+        let (le, big, entries, _) = entries(data)?;
+        let tag = |at: usize| {
+            let b = [data[at], data[at + 1]];
+            if le {
+                u16::from_le_bytes(b)
+            } else {
+                u16::from_be_bytes(b)
+            }
+        };
+        let at = *entries
+            .iter()
+            .find(|&&e| tag(e) == 262 && tag(e + 2) == 3)?;
+        let value = at + if big { 12 } else { 8 };
+        let mut copy = data.to_vec();
+        copy[value..value + 2].copy_from_slice(&if le { v.to_le_bytes() } else { v.to_be_bytes() });
+        Some(copy)
+    }
+
+    /// A copy whose first page is the last (its next-IFD pointer zeroed),
+    /// when that pointer leads back to the first page.
+    pub fn end_chain(data: &[u8]) -> Option<Vec<u8>> {
+        let (_, big, _, next) = entries(data)?;
+        let (_, _, first_at) = first(data)?;
+        let n = if big { 8 } else { 4 };
+        let ptr = &data[next..next + n];
+        let le = data.starts_with(b"II");
+        let target = ptr
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| u64::from(b) << (8 * if le { i } else { n - 1 - i }))
+            .sum::<u64>();
+        if target != first_at as u64 {
+            return None;
+        }
+        let mut copy = data.to_vec();
+        copy[next..next + n].fill(0);
+        Some(copy)
+    }
 }
 
 /// A copy of `data` with the bits of every byte of every strip or tile
@@ -402,6 +656,13 @@ impl ImageDecoder for TiffDecoder<'_> {
     }
 
     fn color_type(&self) -> ColorType {
+        if self.palette.is_some() {
+            return if self.layout.bits == 1 {
+                ColorType::L8
+            } else {
+                ColorType::Rgb8
+            };
+        }
         match (self.layout.channels, self.layout.bits > 8) {
             (1, false) => ColorType::L8,
             (2, false) => ColorType::La8,

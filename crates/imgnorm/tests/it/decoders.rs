@@ -1,8 +1,9 @@
 //! Real-world layouts of the non-JPEG formats, each with the array OpenCV
 //! (`IMREAD_UNCHANGED`) gives: tiled and stripped TIFFs with separate planes
 //! (the `tiff` crate asserts on the tiled ones), `FillOrder=2`, WhiteIsZero
-//! bitmaps, a multi-page file, gray PNGs with `tRNS`, the Netpbm family and
-//! formats recognised but not read. `centralized`, `run` over shared storage
+//! bitmaps, a multi-page file, gray PNGs with `tRNS`, the Netpbm family,
+//! BMPs (gray palette, RLE8 with skipped pixels, bit-field masks), a GIF
+//! with a transparent color, and formats recognised but not read. `centralized`, `run` over shared storage
 //! and `run --transfer stream` give the same manifest for all of them.
 use std::path::Path;
 
@@ -20,6 +21,8 @@ struct Page<'a> {
     planar: bool,
     tile: Option<(u32, u32)>,
     fill_order: u16,
+    /// ColorMap tag values (photometric 3); empty for none.
+    colormap: &'a [u16],
     /// Interleaved samples, row-major.
     samples: &'a [u16],
 }
@@ -95,6 +98,9 @@ fn tiff(pages: &[Page]) -> Vec<u8> {
         ];
         if p.fill_order != 1 {
             entries.push((266, 3, vec![u32::from(p.fill_order)]));
+        }
+        if !p.colormap.is_empty() {
+            entries.push((320, 3, p.colormap.iter().map(|&v| u32::from(v)).collect()));
         }
         match p.tile {
             Some((a, b)) => entries.extend([
@@ -221,6 +227,7 @@ fn write_corpus(dir: &Path) -> Vec<(&'static str, Vec<usize>, Vec<u16>)> {
             planar,
             tile,
             fill_order: 1,
+            colormap: &[],
             samples,
         };
         put(
@@ -240,6 +247,7 @@ fn write_corpus(dir: &Path) -> Vec<(&'static str, Vec<usize>, Vec<u16>)> {
         planar: false,
         tile: None,
         fill_order,
+        colormap: &[],
         samples: &gray16,
     };
     put(
@@ -265,6 +273,7 @@ fn write_corpus(dir: &Path) -> Vec<(&'static str, Vec<usize>, Vec<u16>)> {
         planar: false,
         tile: None,
         fill_order: 1,
+        colormap: &[],
         samples: &bits,
     };
     let want: Vec<u16> = bits.iter().map(|&b| if b == 0 { 255 } else { 0 }).collect();
@@ -274,6 +283,30 @@ fn write_corpus(dir: &Path) -> Vec<(&'static str, Vec<usize>, Vec<u16>)> {
         vec![3, 10, 1],
         want,
     );
+    // Palette TIFF, 8-bit indices, 16-bit color map: RGB from the high
+    // byte of each map value (libtiff's RGBA interface, OpenCV's path).
+    let indices: Vec<u16> = (0..6 * 4).map(|i| (i * 37 % 256) as u16).collect();
+    let colormap: Vec<u16> = (0..3 * 256u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 16) as u16)
+        .collect();
+    let palette_page = Page {
+        width: 6,
+        height: 4,
+        bits: 8,
+        spp: 1,
+        photometric: 3,
+        planar: false,
+        tile: None,
+        fill_order: 1,
+        colormap: &colormap,
+        samples: &indices,
+    };
+    let map = &colormap;
+    let want: Vec<u16> = indices
+        .iter()
+        .flat_map(|&i| (0..3).map(move |c| map[c * 256 + usize::from(i)] >> 8))
+        .collect();
+    put("palette.tif", tiff(&[palette_page]), vec![4, 6, 3], want);
     put(
         "gray.pgm",
         b"P5\n3 2\n200\n\x00\x10\x20\x30\x40\xc8".to_vec(),
@@ -304,6 +337,52 @@ fn write_corpus(dir: &Path) -> Vec<(&'static str, Vec<usize>, Vec<u16>)> {
         vec![2, 3, 1],
         vec![0, 7, 100, 200, 7, 9],
     );
+    // BMP, 4x3 RLE8 with a gray palette (entry 0 is 7): a run, a delta to
+    // the last pixel of the next row, a literal, end of line, end of file.
+    // Skipped pixels take palette entry 0 and the output is 1 channel.
+    put(
+        "rle8_skipped.bmp",
+        bmp(
+            4,
+            3,
+            8,
+            1,
+            &[7, 7, 7, 0, 10, 10, 10, 0, 20, 20, 20, 0, 30, 30, 30, 0],
+            &[2, 1, 0, 2, 1, 1, 1, 3, 0, 0, 0, 1],
+        ),
+        vec![3, 4, 1],
+        vec![7, 7, 7, 7, 7, 7, 7, 30, 10, 10, 7, 7],
+    );
+    // 32-bit BI_BITFIELDS with 5-bit masks in a 124-byte header: RGBA,
+    // fields scaled to 8 bits as OpenCV does.
+    let masks: Vec<u8> = [0x7c00u32, 0x3e0, 0x1f, 0x8000]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let px: Vec<u8> = [0xffffu32, 0x7fff, 0x0421, 0x8421]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    put(
+        "bitfields.bmp",
+        bmp(2, 2, 32, 3, &masks, &px),
+        vec![2, 2, 4],
+        vec![
+            8, 8, 8, 0, 8, 8, 8, 255, 255, 255, 255, 255, 255, 255, 255, 0,
+        ],
+    );
+    // GIF 3x2, background index 2, a 2x2 frame at x=1 whose index 1 is
+    // transparent: RGBA, uncovered and transparent pixels the background
+    // color with alpha 0.
+    put(
+        "transparent.gif",
+        transparent_gif(),
+        vec![2, 3, 4],
+        vec![
+            70, 80, 90, 0, 10, 20, 30, 255, 70, 80, 90, 0, 70, 80, 90, 0, 100, 110, 120, 255, 70,
+            80, 90, 255,
+        ],
+    );
     put(
         "float.pfm",
         b"Pf\n1 1\n-1.0\n\0\0\x80\x3f".to_vec(),
@@ -323,6 +402,63 @@ fn write_corpus(dir: &Path) -> Vec<(&'static str, Vec<usize>, Vec<u16>)> {
         vec![],
     );
     expected
+}
+
+/// A BMP with a 124-byte header (`extra`: the palette for up to 8 bits per
+/// pixel, else the R, G, B, A masks, which go inside the header).
+fn bmp(w: i32, h: i32, bpp: u16, compression: u32, extra: &[u8], px: &[u8]) -> Vec<u8> {
+    let mut info = Vec::new();
+    info.extend(124u32.to_le_bytes());
+    info.extend(w.to_le_bytes());
+    info.extend(h.to_le_bytes());
+    info.extend(1u16.to_le_bytes());
+    info.extend(bpp.to_le_bytes());
+    info.extend(compression.to_le_bytes());
+    info.extend([0; 12]);
+    let colors = if bpp <= 8 { extra.len() as u32 / 4 } else { 0 };
+    info.extend(colors.to_le_bytes());
+    info.extend([0; 4]);
+    if bpp > 8 {
+        info.extend(extra);
+    }
+    info.resize(124, 0);
+    if bpp <= 8 {
+        info.extend(extra);
+    }
+    let offset = 14 + info.len() as u32;
+    let mut out = b"BM".to_vec();
+    out.extend((offset + px.len() as u32).to_le_bytes());
+    out.extend([0; 4]);
+    out.extend(offset.to_le_bytes());
+    out.extend(info);
+    out.extend(px);
+    out
+}
+
+/// See the `transparent.gif` entry of [`write_corpus`]. The LZW data (code
+/// size 3) is: clear, 0, 1, clear, 3, 2, end (the second clear keeps the
+/// code size at 3 bits).
+fn transparent_gif() -> Vec<u8> {
+    let mut d = b"GIF89a\x03\x00\x02\x00\x81\x02\x00".to_vec();
+    d.extend([10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110, 120]);
+    d.extend([0x21, 0xF9, 4, 1, 0, 0, 1, 0]);
+    d.extend([0x2C, 1, 0, 0, 0, 2, 0, 2, 0, 0]);
+    let (mut bits, mut n, mut lzw) = (0u32, 0u32, Vec::new());
+    for code in [4u32, 0, 1, 4, 3, 2, 5] {
+        bits |= code << n;
+        n += 3;
+        while n >= 8 {
+            lzw.push(bits as u8);
+            bits >>= 8;
+            n -= 8;
+        }
+    }
+    lzw.push(bits as u8);
+    d.push(2);
+    d.push(lzw.len() as u8);
+    d.extend(lzw);
+    d.extend([0, 0x3B]);
+    d
 }
 
 /// A 3x2 8-bit gray PNG whose `tRNS` chunk makes value 7 transparent.

@@ -5,7 +5,7 @@
 //! what the fuzzer once found stays fixed, without `cargo fuzz`.
 use std::path::{Path, PathBuf};
 
-use imgnorm::fuzzing::{decode_normalize, jpeg_decode, validate_result, zip_read};
+use imgnorm::fuzzing::{bmp_gif_decode, decode_normalize, jpeg_decode, validate_result, zip_read};
 
 fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -123,6 +123,27 @@ fn zip_read_target_passes_its_corpus_every_cut_and_random_flips() {
             let at = usize::from(pair[0]) * bad.len() / 256;
             bad[at] ^= pair[1] | 1;
             zip_read(&bad);
+        }
+    }
+}
+
+#[test]
+fn bmp_gif_decode_target_passes_its_corpus_every_cut_and_random_flips() {
+    let seeds = corpus("bmp_gif_decode");
+    for (path, bytes) in &seeds {
+        eprintln!("{}", path.display());
+        bmp_gif_decode(bytes);
+    }
+    for (i, (_, bytes)) in seeds.iter().enumerate() {
+        for n in (0..bytes.len()).step_by(bytes.len() / 60 + 1) {
+            bmp_gif_decode(&bytes[..n]);
+        }
+        let flips = noise(i as u64 + 7, 400);
+        for pair in flips.chunks(2) {
+            let mut bad = bytes.clone();
+            let at = 1 + usize::from(pair[0]) * (bad.len() - 1) / 256;
+            bad[at] ^= pair[1] | 1;
+            bmp_gif_decode(&bad);
         }
     }
 }

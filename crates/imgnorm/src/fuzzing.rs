@@ -20,6 +20,11 @@
 //!   statistics, lease claim) against a job; the master's checks must never
 //!   panic and never accept an output that is not `<path>.npy` inside the
 //!   output root, nor a claim about a lease that is not the worker's.
+//! - [`zip_read`]: the bytes are a zip archive for the upload reader
+//!   ([`crate::http::zipread`]). It must never panic, never hand out more
+//!   entries than the archive declares, nor more bytes of an entry than its
+//!   declared size, whatever the directory, local headers, ZIP64 fields or
+//!   deflate streams say.
 use std::sync::Arc;
 
 use imgnorm_core::dataset::{RawChannel, RawStats};
@@ -476,4 +481,80 @@ mod tests {
             bmp_gif_decode(data);
         }
     }
+}
+
+/// Entries [`zip_read`] accepts before it stops, like an upload's file limit.
+const FUZZ_ZIP_ENTRIES: u64 = 4096;
+
+/// Largest entry [`zip_read`] reads, like an upload's per-file limit.
+const FUZZ_ZIP_ENTRY_BYTES: u64 = 1 << 20;
+
+/// Fuzz body: `data` as an uploaded zip archive, read the way the upload
+/// path reads it (the entry count checked first, each entry's size checked
+/// before its data is read). Panics when the reader hands out an entry the
+/// directory does not declare, or more bytes than an entry's declared size.
+pub fn zip_read(data: &[u8]) {
+    use std::cell::Cell;
+    use std::io::Read;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use crate::http::zipread::{self, ZipError};
+
+    /// Why the walk stopped: the archive, or one of our limits.
+    enum Stop {
+        Zip,
+        Limit,
+    }
+    impl From<ZipError> for Stop {
+        fn from(_: ZipError) -> Stop {
+            Stop::Zip
+        }
+    }
+
+    static N: AtomicU64 = AtomicU64::new(0);
+    let path = std::env::temp_dir().join(format!(
+        "imgnorm-fuzz-zip.{}.{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    if std::fs::write(&path, data).is_err() {
+        return;
+    }
+    let declared = Cell::new(0u64);
+    let mut seen = 0u64;
+    let before = |d: &zipread::Directory| {
+        declared.set(d.declared);
+        if d.declared > FUZZ_ZIP_ENTRIES {
+            return Err(Stop::Limit);
+        }
+        Ok(())
+    };
+    let each = |e: &zipread::Entry, r: Option<&mut dyn Read>| -> Result<(), Stop> {
+        seen += 1;
+        assert!(
+            seen <= declared.get(),
+            "entry {seen} of an archive that declares {}",
+            declared.get()
+        );
+        let Some(r) = r else {
+            assert!(e.is_dir, "a file entry without a reader");
+            return Ok(());
+        };
+        if e.size > FUZZ_ZIP_ENTRY_BYTES {
+            return Err(Stop::Limit);
+        }
+        let (mut n, mut buf) = (0u64, [0u8; 8192]);
+        loop {
+            match r.read(&mut buf) {
+                Ok(0) | Err(_) => return Ok(()),
+                Ok(k) => {
+                    n += k as u64;
+                    assert!(n <= e.size, "read {n} bytes of an entry of {}", e.size);
+                }
+            }
+        }
+    };
+    // Either way of stopping is an answer; only the asserts above are bugs.
+    let _: Result<(), Stop> = zipread::for_each_entry(&path, before, each);
+    let _ = std::fs::remove_file(&path);
 }

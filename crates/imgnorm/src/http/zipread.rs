@@ -256,11 +256,31 @@ pub struct EntryReader<'a> {
     size: u64,
     want_crc: u32,
     name: String,
+    /// The stream went on past the declared size (sticky).
+    overlong: bool,
 }
 
 impl Read for EntryReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
+        // Never more than the declared size; at the end, one probe byte
+        // tells a longer stream (an error, never data) from the real end.
+        let room = usize::try_from(self.size - self.read).unwrap_or(usize::MAX);
+        if room == 0 && !buf.is_empty() {
+            let mut probe = [0u8; 1];
+            if !self.overlong && self.inner.read(&mut probe)? == 0 {
+                return Ok(0);
+            }
+            self.overlong = true;
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "entry {:?} is longer than its declared size of {} bytes",
+                    self.name, self.size
+                ),
+            ));
+        }
+        let cap = buf.len().min(room);
+        let n = self.inner.read(&mut buf[..cap])?;
         self.crc.update(&buf[..n]);
         self.read += n as u64;
         Ok(n)
@@ -270,7 +290,12 @@ impl Read for EntryReader<'_> {
 impl EntryReader<'_> {
     /// Reads what the caller left and checks size and CRC-32.
     fn finish(&mut self) -> Result<(), ZipError> {
-        std::io::copy(self, &mut std::io::sink())?;
+        match std::io::copy(self, &mut std::io::sink()) {
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                return Err(invalid(e.to_string()));
+            }
+            r => r?,
+        };
         if self.read != self.size || self.crc.sum() != self.want_crc {
             return Err(invalid(format!(
                 "entry {:?} is damaged (size or CRC-32 differs from the directory)",
@@ -317,6 +342,7 @@ fn open_entry<'a>(data: &'a mut File, e: &Entry) -> Result<EntryReader<'a>, ZipE
         size: e.size,
         want_crc: e.crc,
         name: e.name.clone(),
+        overlong: false,
     })
 }
 
@@ -376,6 +402,41 @@ mod tests {
             assert_eq!(got[1].2, big);
             assert_eq!((got[2].0.as_str(), got[2].2.len()), ("e.txt", 0));
         }
+    }
+
+    #[test]
+    fn an_entry_longer_than_declared_hands_out_no_extra_byte() {
+        // Found by the zip_read fuzz target: the reader let the caller read
+        // one byte past the declared size (the byte it reads to detect a
+        // longer stream) before the entry was refused.
+        let z = zip_of(&[("a.bin", &[7u8; 100])], zip::CompressionMethod::Stored);
+        let cd = (0..z.len() - 4)
+            .find(|&i| u32_at(&z, i) == CENTRAL_SIG)
+            .unwrap();
+        let mut short = z.clone();
+        short[cd + 24..cd + 28].copy_from_slice(&99u32.to_le_bytes());
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.zip");
+        std::fs::write(&p, &short).unwrap();
+        let mut handed = 0usize;
+        let r = for_each_entry::<ZipError>(
+            &p,
+            |_| Ok(()),
+            |_, r| {
+                let mut buf = [0u8; 16];
+                let r = r.unwrap();
+                while let Ok(n) = r.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    handed += n;
+                }
+                Ok(())
+            },
+        );
+        assert_eq!(handed, 99);
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains("longer than its declared size"), "{e}");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! what the fuzzer once found stays fixed, without `cargo fuzz`.
 use std::path::{Path, PathBuf};
 
-use imgnorm::fuzzing::{bmp_gif_decode, decode_normalize, jpeg_decode, validate_result};
+use imgnorm::fuzzing::{bmp_gif_decode, decode_normalize, jpeg_decode, validate_result, zip_read};
 
 fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -102,6 +102,27 @@ fn jpeg_decode_target_passes_its_corpus_every_cut_and_random_flips() {
             let at = 2 + usize::from(pair[0]) * (bad.len() - 2) / 256;
             bad[at] ^= pair[1] | 1;
             jpeg_decode(&bad);
+        }
+    }
+}
+
+#[test]
+fn zip_read_target_passes_its_corpus_every_cut_and_random_flips() {
+    let seeds = corpus("zip_read");
+    for (path, bytes) in &seeds {
+        eprintln!("{}", path.display());
+        zip_read(bytes);
+    }
+    for (i, (_, bytes)) in seeds.iter().enumerate() {
+        for n in 0..bytes.len() {
+            zip_read(&bytes[..n]);
+        }
+        let flips = noise(i as u64 + 7, 256);
+        for pair in flips.chunks(2) {
+            let mut bad = bytes.clone();
+            let at = usize::from(pair[0]) * bad.len() / 256;
+            bad[at] ^= pair[1] | 1;
+            zip_read(&bad);
         }
     }
 }

@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::time::Instant;
 
 use imgnorm_core::ids::WorkerId;
+use imgnorm_core::jobs::ImageResult;
 use imgnorm_proto::PROTOCOL_VERSION;
 use imgnorm_proto::v1 as pb;
 use imgnorm_proto::v1::coordinator_server::{Coordinator, CoordinatorServer};
@@ -284,12 +285,23 @@ async fn handle(
             let result = {
                 let mut st = master.lock();
                 st.touch(id, now);
-                let stats = d.stats.map(wire::stats_from_pb);
-                let raw = d.raw.map(wire::raw_from_pb);
-                st.image_done(
-                    id, &d.job_id, d.lease_id, d.attempt, d.index, record, stats, raw, now,
-                )
-                .map(|fx| (fx, st.output_of(&d.job_id)))
+                match super::convert::phase_job(&d.job_id) {
+                    None => Err(Rejected::Stale(format!("unknown job {:?}", d.job_id))),
+                    Some(job) => {
+                        let r = ImageResult {
+                            worker: id,
+                            job,
+                            lease: d.lease_id,
+                            attempt: d.attempt,
+                            index: d.index,
+                            record,
+                            stats: d.stats.map(wire::stats_from_pb),
+                            raw: d.raw.map(wire::raw_from_pb),
+                        };
+                        st.image_done(r, now)
+                            .map(|fx| (fx, st.output_of(&d.job_id)))
+                    }
+                }
             };
             match result {
                 Err(Rejected::Refused(r)) => {

@@ -15,9 +15,10 @@ use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
-use imgnorm_core::dataset::{DatasetParams, RawStats};
+use imgnorm_core::dataset::DatasetParams;
+pub use imgnorm_core::jobs::ResultRow;
+use imgnorm_core::jobs::{JobKey, Phase};
 use imgnorm_core::record::Record;
-use imgnorm_core::stats::ImageStats;
 use imgnorm_proto::v1 as pb;
 use prost::Message;
 use rusqlite::{Connection, params};
@@ -88,18 +89,20 @@ pub enum StoreError {
 }
 
 /// Which phase a stored result belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoredPhase {
-    /// The statistics phase of a two-phase job.
-    Stats = 1,
-    /// The writing phase (the only phase of most jobs).
-    Write = 2,
+pub type StoredPhase = Phase;
+
+/// The number a phase is stored as.
+fn phase_code(p: Phase) -> i64 {
+    match p {
+        Phase::Stats => 1,
+        Phase::Write => 2,
+    }
 }
 
 /// A job as submitted.
 pub struct NewJob {
-    /// Job number (`job-N`).
-    pub key: u64,
+    /// The job.
+    pub key: JobKey,
     /// Input root.
     pub input: String,
     /// Output root.
@@ -116,39 +119,15 @@ pub struct NewJob {
     pub submitted_unix: f64,
 }
 
-/// One accepted result.
-pub struct ResultRow {
-    /// Job number.
-    pub job: u64,
-    /// Phase.
-    pub phase: StoredPhase,
-    /// Item index.
-    pub index: u64,
-    /// The row.
-    pub record: Record,
-    /// Output statistics (writing phase, `ok`).
-    pub stats: Option<ImageStats>,
-    /// Raw statistics (statistics phase, `ok`).
-    pub raw: Option<RawStats>,
-    /// Worker name.
-    pub worker: String,
-    /// Worker id on the master that accepted it.
-    pub worker_id: u64,
-    /// Lease.
-    pub lease: u64,
-    /// Attempt.
-    pub attempt: u32,
-}
-
 enum Op {
     Job(NewJob),
     Result(Box<ResultRow>),
     Phase {
-        job: u64,
+        job: JobKey,
         params: String,
     },
     End {
-        job: u64,
+        job: JobKey,
         state: &'static str,
         error: Option<String>,
         summary: Option<String>,
@@ -324,7 +303,7 @@ impl Store {
     }
 
     /// Records that job `job`'s statistics phase fixed `params`.
-    pub fn phase_done(&self, job: u64, params: &DatasetParams) {
+    pub fn phase_done(&self, job: JobKey, params: &DatasetParams) {
         let params = serde_json::to_string(params).unwrap_or_default();
         let _ = self.tx.send(Op::Phase { job, params });
     }
@@ -332,7 +311,7 @@ impl Store {
     /// Records how a job ended (`done`, `failed`, `cancelled`).
     pub fn end(
         &self,
-        job: u64,
+        job: JobKey,
         state: &'static str,
         error: Option<String>,
         summary: Option<String>,
@@ -475,8 +454,8 @@ fn commit(
                         raw: r.raw.as_ref().map(wire::raw_to_pb),
                     };
                     put.execute(params![
-                        r.job as i64,
-                        r.phase as i64,
+                        r.job.0 as i64,
+                        phase_code(r.phase),
                         r.index as i64,
                         done.encode_to_vec(),
                         r.worker,
@@ -491,7 +470,7 @@ fn commit(
                          (key, input, output, transfer, options, files, problems, submitted, state)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'running')",
                         params![
-                            j.key as i64,
+                            j.key.0 as i64,
                             j.input,
                             j.output,
                             j.transfer,
@@ -501,12 +480,15 @@ fn commit(
                             j.submitted_unix
                         ],
                     )?;
-                    txn.execute("DELETE FROM results WHERE job = ?1", params![j.key as i64])?;
+                    txn.execute(
+                        "DELETE FROM results WHERE job = ?1",
+                        params![j.key.0 as i64],
+                    )?;
                 }
                 Op::Phase { job, params } => {
                     txn.execute(
                         "UPDATE jobs SET params = ?2 WHERE key = ?1",
-                        params![job as i64, params],
+                        params![job.0 as i64, params],
                     )?;
                 }
                 Op::End {
@@ -519,10 +501,10 @@ fn commit(
                     txn.execute(
                         "UPDATE jobs SET state = ?2, error = ?3, summary = ?4, finished = ?5
                          WHERE key = ?1",
-                        params![job as i64, state, error, summary, finished_unix],
+                        params![job.0 as i64, state, error, summary, finished_unix],
                     )?;
                     // A finished job's results are in its manifest now.
-                    txn.execute("DELETE FROM results WHERE job = ?1", params![job as i64])?;
+                    txn.execute("DELETE FROM results WHERE job = ?1", params![job.0 as i64])?;
                 }
                 Op::Flush(f) => flushes.push(f),
             }
@@ -658,8 +640,8 @@ fn load_results(conn: &Connection, path: &Path, job: u64) -> Result<Vec<ResultRo
                 wire::record_from_pb(r).map_err(|x| corrupt(format!("result {index}: {x}")))
             })?;
         out.push(ResultRow {
-            job,
-            phase: if phase == StoredPhase::Stats as i64 {
+            job: JobKey(job),
+            phase: if phase == phase_code(Phase::Stats) {
                 StoredPhase::Stats
             } else {
                 StoredPhase::Write
@@ -693,7 +675,7 @@ mod tests {
         let (store, saved) = Store::open(dir.path()).expect("open");
         assert!(saved.is_empty());
         store.job(NewJob {
-            key: 3,
+            key: JobKey(3),
             input: "/in".into(),
             output: "/out".into(),
             transfer: "shared".into(),
@@ -705,7 +687,7 @@ mod tests {
         let mut r = Record::bare("a.png", Status::Ok, None);
         r.width = Some(3);
         store.result(ResultRow {
-            job: 3,
+            job: JobKey(3),
             phase: StoredPhase::Write,
             index: 0,
             record: r.clone(),
@@ -716,7 +698,7 @@ mod tests {
             lease: 9,
             attempt: 2,
         });
-        store.phase_done(3, &DatasetParams::default());
+        store.phase_done(JobKey(3), &DatasetParams::default());
         store.flush();
         drop(store);
         let (store, saved) = Store::open(dir.path()).expect("reopen");
@@ -738,7 +720,12 @@ mod tests {
             },
             Duration::from_secs(2),
         );
-        store.end(3, "done", None, serde_json::to_string(&summary).ok());
+        store.end(
+            JobKey(3),
+            "done",
+            None,
+            serde_json::to_string(&summary).ok(),
+        );
         store.flush();
         drop(store);
         let (_store, saved) = Store::open(dir.path()).expect("reopen");

@@ -19,11 +19,10 @@ use imgnorm_core::dataset::DatasetParams;
 pub use imgnorm_core::jobs::ResultRow;
 use imgnorm_core::jobs::{JobKey, Phase};
 use imgnorm_core::record::Record;
-use imgnorm_proto::v1 as pb;
-use prost::Message;
 use rusqlite::{Connection, params};
 
-use crate::wire;
+mod rows;
+mod v1;
 
 /// The database file under the data directory.
 pub const DB_FILE: &str = "imgnorm-state.sqlite";
@@ -31,8 +30,30 @@ pub const DB_FILE: &str = "imgnorm-state.sqlite";
 pub const COMMIT_EVERY: Duration = Duration::from_millis(50);
 /// Most operations in one transaction.
 const MAX_BATCH: usize = 20_000;
-/// Schema version stored in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 1;
+/// Schema version stored in `PRAGMA user_version`. Version 1 stored each
+/// result as a protobuf `ImageDone`; version 2 stores its own row types
+/// (see [`rows`]). A version-1 database is migrated in place when opened.
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// The results table of [`SCHEMA_VERSION`]: the manifest row as JSON, the
+/// statistics as JSON of the database's own row types ([`rows`]).
+const CREATE_RESULTS: &str = "CREATE TABLE IF NOT EXISTS results (
+    job INTEGER NOT NULL,
+    phase INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    record TEXT NOT NULL,
+    stats TEXT,
+    raw TEXT,
+    worker TEXT NOT NULL,
+    worker_id INTEGER NOT NULL,
+    lease INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    PRIMARY KEY (job, phase, idx)
+);";
+
+const PUT_RESULT: &str = "INSERT OR REPLACE INTO results
+    (job, phase, idx, record, stats, raw, worker, worker_id, lease, attempt)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 
 /// Opening or reading the state database failed.
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +76,7 @@ pub enum StoreError {
     },
     /// The database was written by a newer imgnorm.
     #[error(
-        "state database {path} has schema version {found}; this imgnorm reads version {SCHEMA_VERSION}"
+        "state database {path} has schema version {found}; this imgnorm reads versions 1 to {SCHEMA_VERSION}: run the imgnorm version that wrote it, or move the data directory aside to start afresh (its unfinished jobs are then not resumed)"
     )]
     Schema {
         /// The database file.
@@ -237,6 +258,10 @@ impl Store {
         // before the first table exists; a no-op afterwards).
         conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
             .map_err(&e)?;
+        let mut conn = conn;
+        if version == 1 {
+            migrate_v1(&mut conn, &path)?;
+        }
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS jobs (
                  key INTEGER PRIMARY KEY,
@@ -252,18 +277,10 @@ impl Store {
                  params TEXT,
                  summary TEXT,
                  finished REAL
-             );
-             CREATE TABLE IF NOT EXISTS results (
-                 job INTEGER NOT NULL,
-                 phase INTEGER NOT NULL,
-                 idx INTEGER NOT NULL,
-                 result BLOB NOT NULL,
-                 worker TEXT NOT NULL,
-                 worker_id INTEGER NOT NULL,
-                 PRIMARY KEY (job, phase, idx)
              );",
         )
         .map_err(&e)?;
+        conn.execute_batch(CREATE_RESULTS).map_err(&e)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(&e)?;
         let saved = load(&conn, &path)?;
@@ -436,32 +453,10 @@ fn commit(
 ) -> rusqlite::Result<()> {
     let txn = conn.transaction()?;
     {
-        let mut put = txn.prepare(
-            "INSERT OR REPLACE INTO results (job, phase, idx, result, worker, worker_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?;
+        let mut put = txn.prepare(PUT_RESULT)?;
         for op in batch {
             match op {
-                Op::Result(r) => {
-                    let done = pb::ImageDone {
-                        job_id: String::new(),
-                        lease_id: r.lease,
-                        attempt: r.attempt,
-                        index: r.index,
-                        record: Some(wire::record_to_pb(&r.record)),
-                        output: Vec::new(),
-                        stats: r.stats.as_ref().map(wire::stats_to_pb),
-                        raw: r.raw.as_ref().map(wire::raw_to_pb),
-                    };
-                    put.execute(params![
-                        r.job.0 as i64,
-                        phase_code(r.phase),
-                        r.index as i64,
-                        done.encode_to_vec(),
-                        r.worker,
-                        r.worker_id as i64
-                    ])?;
-                }
+                Op::Result(r) => put_result(&mut put, &r)?,
                 Op::Job(j) => {
                     let files = serde_json::to_string(&*j.files).unwrap_or_default();
                     let problems = serde_json::to_string(&j.problems).unwrap_or_default();
@@ -610,53 +605,150 @@ fn load(conn: &Connection, path: &Path) -> Result<Vec<SavedJob>, StoreError> {
 fn load_results(conn: &Connection, path: &Path, job: u64) -> Result<Vec<ResultRow>, StoreError> {
     let e = sql(path);
     let mut stmt = conn
-        .prepare("SELECT phase, idx, result, worker, worker_id FROM results WHERE job = ?1")
+        .prepare(
+            "SELECT phase, idx, record, stats, raw, worker, worker_id, lease, attempt
+             FROM results WHERE job = ?1",
+        )
         .map_err(&e)?;
     let rows = stmt
         .query_map(params![job as i64], |r| {
             Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, Vec<u8>>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, i64>(4)?,
+                (r.get::<_, i64>(0)?, r.get::<_, i64>(1)?),
+                r.get::<_, String>(2)?,
+                (
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                ),
+                (r.get::<_, String>(5)?, r.get::<_, i64>(6)?),
+                (r.get::<_, i64>(7)?, r.get::<_, i64>(8)?),
             ))
         })
         .map_err(&e)?;
     let mut out = Vec::new();
     for row in rows {
-        let (phase, index, blob, worker, worker_id) = row.map_err(&e)?;
+        let ((phase, index), record, (stats, raw), (worker, worker_id), (lease, attempt)) =
+            row.map_err(&e)?;
         let corrupt = |what: String| StoreError::Corrupt {
             path: path.to_path_buf(),
             job,
-            what,
+            what: format!("result {index}: {what}"),
         };
-        let done = pb::ImageDone::decode(blob.as_slice())
-            .map_err(|x| corrupt(format!("result {index}: {x}")))?;
-        let record = done
-            .record
-            .ok_or_else(|| corrupt(format!("result {index} has no record")))
-            .and_then(|r| {
-                wire::record_from_pb(r).map_err(|x| corrupt(format!("result {index}: {x}")))
-            })?;
+        let record = serde_json::from_str(&record).map_err(|x| corrupt(x.to_string()))?;
+        let stats = match stats {
+            Some(s) => Some(
+                serde_json::from_str::<rows::StatsRow>(&s)
+                    .map_err(|x| corrupt(x.to_string()))?
+                    .into(),
+            ),
+            None => None,
+        };
+        let raw = match raw {
+            Some(s) => Some(
+                serde_json::from_str::<rows::RawRow>(&s)
+                    .map_err(|x| corrupt(x.to_string()))?
+                    .into(),
+            ),
+            None => None,
+        };
         out.push(ResultRow {
             job: JobKey(job),
             phase: if phase == phase_code(Phase::Stats) {
-                StoredPhase::Stats
+                Phase::Stats
             } else {
-                StoredPhase::Write
+                Phase::Write
             },
             index: index as u64,
             record,
-            stats: done.stats.map(wire::stats_from_pb),
-            raw: done.raw.map(wire::raw_from_pb),
+            stats,
+            raw,
             worker,
             worker_id: worker_id as u64,
-            lease: done.lease_id,
-            attempt: done.attempt,
+            lease: lease as u64,
+            attempt: attempt as u32,
         });
     }
     Ok(out)
+}
+
+/// Writes one result row of [`SCHEMA_VERSION`] with `put` ([`PUT_RESULT`]).
+fn put_result(put: &mut rusqlite::Statement<'_>, r: &ResultRow) -> rusqlite::Result<()> {
+    let record = serde_json::to_string(&r.record).unwrap_or_default();
+    let stats = r
+        .stats
+        .as_ref()
+        .and_then(|s| serde_json::to_string(&rows::StatsRow::from(s)).ok());
+    let raw = r
+        .raw
+        .as_ref()
+        .and_then(|s| serde_json::to_string(&rows::RawRow::from(s)).ok());
+    put.execute(params![
+        r.job.0 as i64,
+        phase_code(r.phase),
+        r.index as i64,
+        record,
+        stats,
+        raw,
+        r.worker,
+        r.worker_id as i64,
+        r.lease as i64,
+        r.attempt
+    ])?;
+    Ok(())
+}
+
+/// Migrates a schema-1 database in place, in one transaction: every stored
+/// result is decoded from its version-1 protobuf blob ([`v1`]) and written
+/// as a row of [`SCHEMA_VERSION`]. A blob that does not decode fails the
+/// open (the database is left as it was).
+fn migrate_v1(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let e = sql(path);
+    let txn = conn.transaction().map_err(&e)?;
+    txn.execute_batch("ALTER TABLE results RENAME TO results_v1;")
+        .map_err(&e)?;
+    txn.execute_batch(CREATE_RESULTS).map_err(&e)?;
+    let mut migrated = 0u64;
+    {
+        let mut get = txn
+            .prepare("SELECT job, phase, idx, result, worker, worker_id FROM results_v1")
+            .map_err(&e)?;
+        let mut put = txn.prepare(PUT_RESULT).map_err(&e)?;
+        let mut rows = get.query([]).map_err(&e)?;
+        while let Some(r) = rows.next().map_err(&e)? {
+            let job: i64 = r.get(0).map_err(&e)?;
+            let phase: i64 = r.get(1).map_err(&e)?;
+            let index: i64 = r.get(2).map_err(&e)?;
+            let blob: Vec<u8> = r.get(3).map_err(&e)?;
+            let old = v1::decode(&blob).map_err(|what| StoreError::Corrupt {
+                path: path.to_path_buf(),
+                job: job as u64,
+                what: format!("result {index} (schema version 1): {what}"),
+            })?;
+            let row = ResultRow {
+                job: JobKey(job as u64),
+                phase: if phase == phase_code(Phase::Stats) {
+                    Phase::Stats
+                } else {
+                    Phase::Write
+                },
+                index: index as u64,
+                record: old.record,
+                stats: old.stats,
+                raw: old.raw,
+                worker: r.get(4).map_err(&e)?,
+                worker_id: r.get::<_, i64>(5).map_err(&e)? as u64,
+                lease: old.lease,
+                attempt: old.attempt,
+            };
+            put_result(&mut put, &row).map_err(&e)?;
+            migrated += 1;
+        }
+    }
+    txn.execute_batch("DROP TABLE results_v1;").map_err(&e)?;
+    txn.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .map_err(&e)?;
+    txn.commit().map_err(&e)?;
+    tracing::info!(db = %path.display(), results = migrated, "state database migrated from schema version 1 to {SCHEMA_VERSION}");
+    Ok(())
 }
 
 /// The highest job number in the database (so new jobs never reuse one).
@@ -665,86 +757,4 @@ pub fn max_key(saved: &[SavedJob]) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use imgnorm_core::record::Status;
-
-    #[test]
-    fn jobs_and_results_survive_a_reopen_and_end_clears_results() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (store, saved) = Store::open(dir.path()).expect("open");
-        assert!(saved.is_empty());
-        store.job(NewJob {
-            key: JobKey(3),
-            input: "/in".into(),
-            output: "/out".into(),
-            transfer: "shared".into(),
-            options_json: "{}".into(),
-            files: Arc::new(vec!["a.png".into(), "b\nc.png".into()]),
-            problems: vec![Record::bare("x", Status::Failed, Some("loop".into()))],
-            submitted_unix: 12.5,
-        });
-        let mut r = Record::bare("a.png", Status::Ok, None);
-        r.width = Some(3);
-        store.result(ResultRow {
-            job: JobKey(3),
-            phase: StoredPhase::Write,
-            index: 0,
-            record: r.clone(),
-            stats: None,
-            raw: None,
-            worker: "w1".into(),
-            worker_id: 7,
-            lease: 9,
-            attempt: 2,
-        });
-        store.phase_done(JobKey(3), &DatasetParams::default());
-        store.flush();
-        drop(store);
-        let (store, saved) = Store::open(dir.path()).expect("reopen");
-        assert_eq!(saved.len(), 1);
-        let j = &saved[0];
-        assert!(j.unfinished());
-        assert_eq!(j.files, vec!["a.png".to_string(), "b\nc.png".to_string()]);
-        assert_eq!(j.problems.len(), 1);
-        assert!(j.params.is_some());
-        assert_eq!(j.results.len(), 1);
-        assert_eq!(j.results[0].record, r);
-        assert_eq!((j.results[0].lease, j.results[0].attempt), (9, 2));
-        let summary = crate::output::Summary::new(
-            imgnorm_core::record::Counts {
-                images: 3,
-                ok: 1,
-                failed: 2,
-                skipped: 0,
-            },
-            Duration::from_secs(2),
-        );
-        store.end(
-            JobKey(3),
-            "done",
-            None,
-            serde_json::to_string(&summary).ok(),
-        );
-        store.flush();
-        drop(store);
-        let (_store, saved) = Store::open(dir.path()).expect("reopen");
-        assert!(!saved[0].unfinished());
-        assert!(saved[0].results.is_empty());
-        assert_eq!(saved[0].images, 3, "two files and one discovery row");
-        assert_eq!(saved[0].summary.map(|s| s.failed), Some(2));
-        assert!(saved[0].finished_unix.is_some());
-        assert_eq!(max_key(&saved), 3);
-    }
-
-    #[test]
-    fn a_second_master_on_the_same_directory_is_refused() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (_store, _) = Store::open(dir.path()).expect("open");
-        let Err(err) = Store::open(dir.path()) else {
-            panic!("a second open of a locked directory succeeded");
-        };
-        assert!(matches!(err, StoreError::Locked { .. }), "{err}");
-        assert!(err.to_string().contains(&std::process::id().to_string()));
-    }
-}
+mod tests;

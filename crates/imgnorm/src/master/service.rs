@@ -18,7 +18,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::Master;
 use super::state::WorkerInfo;
-use super::state::{Rejected, StreamTarget};
+use super::state::{Effects, Rejected, StreamTarget};
 use crate::limits;
 use crate::wire::{self, Transfer};
 
@@ -234,29 +234,7 @@ async fn handle(
 ) -> Option<String> {
     let now = Instant::now();
     let fx = match m.msg {
-        Some(Msg::OutputChunk(c)) => {
-            let target = {
-                let mut st = master.lock();
-                st.touch(id, now);
-                st.stream_target(id, &c.job_id, c.lease_id, c.index)
-            };
-            return match target {
-                Ok(Some(t)) => {
-                    let stopped = Some("the output writer stopped".to_string());
-                    partials
-                        .off_runtime(stopped, move |p| p.write(&t, &c).err())
-                        .await
-                }
-                Ok(None) => {
-                    tracing::debug!(worker = %id, job = %c.job_id, lease = c.lease_id, "late output chunk dropped");
-                    None
-                }
-                Err(r) => {
-                    partials.discard(c.lease_id, c.index).await;
-                    Some(format!("output chunk: {r}"))
-                }
-            };
-        }
+        Some(Msg::OutputChunk(c)) => return output_chunk(master, id, c, partials).await,
         Some(Msg::Hello(_)) => return Some("a second Hello".into()),
         None => return Some("an empty message".into()),
         Some(Msg::Heartbeat(h)) => {
@@ -273,76 +251,122 @@ async fn handle(
             st.touch(id, now);
             st.lease_done(id, d.lease_id, now)
         }
-        Some(Msg::ImageDone(d)) => {
-            let Some(rec) = d.record else {
-                partials.discard(d.lease_id, d.index).await;
-                return Some("ImageDone without a record".into());
-            };
-            let record = match wire::record_from_pb(rec) {
-                Ok(r) => r,
-                Err(e) => {
-                    partials.discard(d.lease_id, d.index).await;
-                    return Some(format!("malformed result: {e}"));
-                }
-            };
-            let ok = record.status == imgnorm_core::record::Status::Ok;
-            let checksum = record.checksum.clone().unwrap_or_default();
-            let result = {
-                let mut st = master.lock();
-                st.touch(id, now);
-                match super::convert::phase_job(&d.job_id) {
-                    None => Err(Rejected::Stale(format!("unknown job {:?}", d.job_id))),
-                    Some(job) => {
-                        let r = ImageResult {
-                            worker: id,
-                            job,
-                            lease: d.lease_id,
-                            attempt: d.attempt,
-                            index: d.index,
-                            record,
-                            stats: d.stats.map(wire::stats_from_pb),
-                            raw: d.raw.map(wire::raw_from_pb),
-                        };
-                        st.image_done(r, now)
-                            .map(|fx| (fx, st.output_of(&d.job_id)))
-                    }
-                }
-            };
-            match result {
-                Err(Rejected::Refused(r)) => {
-                    partials.discard(d.lease_id, d.index).await;
-                    return Some(format!("result for {} item {}: {r}", d.job_id, d.index));
-                }
-                Err(Rejected::Stale(why)) => {
-                    partials.discard(d.lease_id, d.index).await;
-                    tracing::debug!(worker = %id, reason = %why, "late result discarded");
-                    return None;
-                }
-                Ok((mut fx, Some((_, Transfer::Stream))))
-                    if ok && fx.accepted && !fx.stats_result =>
-                {
-                    // Another session may deliver the job's last result
-                    // before this rename: the job then waits for this commit
-                    // before its dataset is written (`State::stream_committed`).
-                    let (lease, index) = (d.lease_id, d.index);
-                    let stopped = Err("the output writer stopped".to_string());
-                    let commit = move |p: &mut Partials| p.commit(lease, index, &checksum);
-                    let committed = match partials.off_runtime(stopped, commit).await {
-                        Ok(()) => master.lock().stream_committed(&d.job_id, d.index),
-                        Err(e) => master.lock().write_failed(&d.job_id, d.index, &e),
-                    };
-                    fx.finalize.extend(committed.finalize);
-                    fx
-                }
-                Ok((fx, _)) => {
-                    partials.discard(d.lease_id, d.index).await;
-                    fx
-                }
-            }
-        }
+        Some(Msg::ImageDone(d)) => match image_done(master, id, d, partials).await {
+            Ok(fx) => fx,
+            Err(refused) => return refused,
+        },
     };
     master.apply(fx).await;
     None
+}
+
+/// A stream-mode output chunk: written to its partial output (off the
+/// runtime). `Some(why)`: refused.
+async fn output_chunk(
+    master: &Master,
+    id: WorkerId,
+    c: pb::OutputChunk,
+    partials: &mut Partials,
+) -> Option<String> {
+    let target = {
+        let mut st = master.lock();
+        st.touch(id, Instant::now());
+        st.stream_target(id, &c.job_id, c.lease_id, c.index)
+    };
+    match target {
+        Ok(Some(t)) => {
+            let stopped = Some("the output writer stopped".to_string());
+            partials
+                .off_runtime(stopped, move |p| p.write(&t, &c).err())
+                .await
+        }
+        Ok(None) => {
+            tracing::debug!(worker = %id, job = %c.job_id, lease = c.lease_id, "late output chunk dropped");
+            None
+        }
+        Err(r) => {
+            partials.discard(c.lease_id, c.index).await;
+            Some(format!("output chunk: {r}"))
+        }
+    }
+}
+
+/// A result for one image: handed to the job logic, and in stream mode its
+/// output committed (renamed into place, off the runtime) once accepted.
+/// `Err(Some(why))`: refused; `Err(None)`: late, nothing to do.
+async fn image_done(
+    master: &Master,
+    id: WorkerId,
+    d: pb::ImageDone,
+    partials: &mut Partials,
+) -> Result<Effects, Option<String>> {
+    let now = Instant::now();
+    let Some(rec) = d.record else {
+        partials.discard(d.lease_id, d.index).await;
+        return Err(Some("ImageDone without a record".into()));
+    };
+    let record = match wire::record_from_pb(rec) {
+        Ok(r) => r,
+        Err(e) => {
+            partials.discard(d.lease_id, d.index).await;
+            return Err(Some(format!("malformed result: {e}")));
+        }
+    };
+    let ok = record.status == imgnorm_core::record::Status::Ok;
+    let checksum = record.checksum.clone().unwrap_or_default();
+    let result = {
+        let mut st = master.lock();
+        st.touch(id, now);
+        match super::convert::phase_job(&d.job_id) {
+            None => Err(Rejected::Stale(format!("unknown job {:?}", d.job_id))),
+            Some(job) => {
+                let r = ImageResult {
+                    worker: id,
+                    job,
+                    lease: d.lease_id,
+                    attempt: d.attempt,
+                    index: d.index,
+                    record,
+                    stats: d.stats.map(wire::stats_from_pb),
+                    raw: d.raw.map(wire::raw_from_pb),
+                };
+                st.image_done(r, now)
+                    .map(|fx| (fx, st.output_of(&d.job_id)))
+            }
+        }
+    };
+    match result {
+        Err(Rejected::Refused(r)) => {
+            partials.discard(d.lease_id, d.index).await;
+            Err(Some(format!(
+                "result for {} item {}: {r}",
+                d.job_id, d.index
+            )))
+        }
+        Err(Rejected::Stale(why)) => {
+            partials.discard(d.lease_id, d.index).await;
+            tracing::debug!(worker = %id, reason = %why, "late result discarded");
+            Err(None)
+        }
+        Ok((mut fx, Some((_, Transfer::Stream)))) if ok && fx.accepted && !fx.stats_result => {
+            // Another session may deliver the job's last result before
+            // this rename: the job then waits for this commit before its
+            // dataset is written (`State::stream_committed`).
+            let (lease, index) = (d.lease_id, d.index);
+            let stopped = Err("the output writer stopped".to_string());
+            let commit = move |p: &mut Partials| p.commit(lease, index, &checksum);
+            let committed = match partials.off_runtime(stopped, commit).await {
+                Ok(()) => master.lock().stream_committed(&d.job_id, d.index),
+                Err(e) => master.lock().write_failed(&d.job_id, d.index, &e),
+            };
+            fx.finalize.extend(committed.finalize);
+            Ok(fx)
+        }
+        Ok((fx, _)) => {
+            partials.discard(d.lease_id, d.index).await;
+            Ok(fx)
+        }
+    }
 }
 
 /// Stream-mode outputs being received on one session: written to a

@@ -32,7 +32,7 @@ pub const COMMIT_EVERY: Duration = Duration::from_millis(50);
 const MAX_BATCH: usize = 20_000;
 /// Schema version stored in `PRAGMA user_version`. Version 1 stored each
 /// result as a protobuf `ImageDone`; version 2 stores its own row types
-/// (see [`rows`]). A version-1 database is migrated in place when opened.
+/// (`store/rows.rs`). A version-1 database is migrated in place when opened.
 pub const SCHEMA_VERSION: i64 = 2;
 
 /// The results table of [`SCHEMA_VERSION`]: the manifest row as JSON, the

@@ -7,6 +7,7 @@
 pub mod autoscale;
 pub mod dataset;
 pub mod ids;
+pub mod jobs;
 pub mod normalize;
 pub mod options;
 pub mod paths;

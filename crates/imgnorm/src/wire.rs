@@ -17,39 +17,13 @@ pub enum WireError {
     #[error("invalid engine options: {0}")]
     Options(String),
     /// A transfer mode other than shared/stream.
-    #[error("unknown transfer mode {0:?} (expected shared or stream)")]
-    Transfer(String),
+    #[error(transparent)]
+    Transfer(#[from] imgnorm_core::jobs::UnknownTransfer),
 }
 
-/// How images and arrays travel between master and workers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Transfer {
-    /// Workers read inputs and write outputs by path (shared filesystem).
-    #[default]
-    Shared,
-    /// The master sends image bytes and writes the arrays workers send back.
-    Stream,
-}
-
-impl Transfer {
-    /// The protocol's name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Transfer::Shared => "shared",
-            Transfer::Stream => "stream",
-        }
-    }
-
-    /// Parses the protocol's name; empty means shared.
-    pub fn parse(s: &str) -> Result<Transfer, WireError> {
-        match s {
-            "" | "shared" => Ok(Transfer::Shared),
-            "stream" => Ok(Transfer::Stream),
-            other => Err(WireError::Transfer(other.to_string())),
-        }
-    }
-}
+/// How images and arrays travel between master and workers (defined with
+/// the job logic, [`imgnorm_core::jobs`]).
+pub use imgnorm_core::jobs::Transfer;
 
 fn opt_str(s: &str) -> Option<String> {
     (!s.is_empty()).then(|| s.to_string())

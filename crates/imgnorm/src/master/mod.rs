@@ -2,8 +2,8 @@
 //! runs the reaper that expires silent workers, accepts jobs (discovering their
 //! files), and writes each finished job's dataset. `Master::serve` takes an
 //! already bound listener and a shutdown future, so tests bind port 0.
-pub mod history;
-pub mod phase_job;
+pub mod convert;
+pub use imgnorm_core::jobs::history;
 pub mod resume;
 pub mod service;
 pub mod state;
@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use imgnorm_core::ids::JobId;
+use imgnorm_core::jobs::{JobKey, NewJob};
 use imgnorm_core::options::EngineOptions;
 use imgnorm_core::record::Record;
 use imgnorm_core::scheduler::{Scheduler, SchedulerConfig};
@@ -287,9 +288,7 @@ impl Master {
             let fx = {
                 let mut st = self.lock();
                 let fx = st.restore_job(job, options, transfer, submitted, now).1;
-                if let Some(j) = st.jobs.get_mut(&key) {
-                    j.claim = Some(claim);
-                }
+                st.claims.insert(JobKey(key), claim);
                 fx
             };
             self.inner.changed.send_modify(|v| *v += 1);
@@ -428,7 +427,7 @@ impl Master {
     /// Writes a completed job's dataset on a blocking thread, then marks
     /// it done (or failed) and starts what waited for it. (A named future
     /// type: `apply` spawns it and it awaits `apply`.)
-    fn finalize(&self, key: u64) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+    fn finalize(&self, key: JobKey) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
         let m = self.clone();
         Box::pin(async move {
             let writer = m.clone();
@@ -445,7 +444,7 @@ impl Master {
     }
 
     /// Writes manifest, provenance and stats of a completed job.
-    fn write_dataset(&self, key: u64) -> Result<Summary, String> {
+    fn write_dataset(&self, key: JobKey) -> Result<Summary, String> {
         // Every result is committed before the job counts as done, so the
         // job's time includes the state database keeping up.
         self.flush_state();
@@ -465,7 +464,7 @@ impl Master {
         ) = {
             let mut st = self.lock();
             let workers = st.workers_seen();
-            let Some(j) = st.jobs.get_mut(&key) else {
+            let Some(j) = st.core.jobs.get_mut(&key) else {
                 return Err("job vanished".into());
             };
             let records: Vec<Record> = j.records.iter_mut().filter_map(Option::take).collect();
@@ -619,19 +618,20 @@ impl Master {
         tracing::info!(input = %input.display(), files = found.files.len(), "job submitted");
         let (id, fx) = {
             let mut st = self.lock();
-            let (id, fx) = st.add_job(
+            let job = NewJob {
                 input,
                 output,
                 transfer,
                 options,
-                found.files,
-                found.problems,
-                Instant::now(),
-            );
+                files: found.files,
+                problems: found.problems,
+            };
+            let (id, fx) = st.add_job(job, Instant::now());
             // Elapsed time counts discovery, as centralized's does.
-            if let Some(j) = st.jobs.values_mut().find(|j| j.id == id) {
+            if let Some(j) = st.core.jobs.values_mut().find(|j| j.id == id) {
                 j.submitted = started;
-                j.claim = Some(claim);
+                let key = j.key;
+                st.claims.insert(key, claim);
             }
             (id, fx)
         };
@@ -672,13 +672,14 @@ impl Master {
             {
                 let st = self.lock();
                 let job = st
+                    .core
                     .jobs
                     .values()
                     .find(|j| &j.id == id)
                     .ok_or_else(|| MasterError::UnknownJob(id.0.clone()))?;
                 match job.state {
                     JobState::Done => {
-                        if let Some(s) = job.summary {
+                        if let Some(s) = st.summary(job.key) {
                             return Ok(JobOutcome {
                                 id: id.0.clone(),
                                 summary: s,
@@ -706,6 +707,7 @@ impl Master {
         let st = self.lock();
         let now = Instant::now();
         let jobs = st
+            .core
             .jobs
             .values()
             .filter(|j| job.is_none_or(|id| j.id.0 == id))

@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::time::Instant;
 
 use imgnorm_core::ids::WorkerId;
+use imgnorm_core::jobs::ImageResult;
 use imgnorm_proto::PROTOCOL_VERSION;
 use imgnorm_proto::v1 as pb;
 use imgnorm_proto::v1::coordinator_server::{Coordinator, CoordinatorServer};
@@ -17,7 +18,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::Master;
 use super::state::WorkerInfo;
-use super::state::{Rejected, StreamTarget};
+use super::state::{Effects, Rejected, StreamTarget};
 use crate::limits;
 use crate::wire::{self, Transfer};
 
@@ -125,7 +126,7 @@ impl Coordinator for CoordinatorService {
                     }
                 }
             }
-            partials.discard_all();
+            partials.discard_all().await;
             let fx = master.lock().disconnect(id, Instant::now());
             master.apply(fx).await;
         });
@@ -233,24 +234,7 @@ async fn handle(
 ) -> Option<String> {
     let now = Instant::now();
     let fx = match m.msg {
-        Some(Msg::OutputChunk(c)) => {
-            let target = {
-                let mut st = master.lock();
-                st.touch(id, now);
-                st.stream_target(id, &c.job_id, c.lease_id, c.index)
-            };
-            return match target {
-                Ok(Some(t)) => partials.write(&t, &c).err(),
-                Ok(None) => {
-                    tracing::debug!(worker = %id, job = %c.job_id, lease = c.lease_id, "late output chunk dropped");
-                    None
-                }
-                Err(r) => {
-                    partials.discard(c.lease_id, c.index);
-                    Some(format!("output chunk: {r}"))
-                }
-            };
-        }
+        Some(Msg::OutputChunk(c)) => return output_chunk(master, id, c, partials).await,
         Some(Msg::Hello(_)) => return Some("a second Hello".into()),
         None => return Some("an empty message".into()),
         Some(Msg::Heartbeat(h)) => {
@@ -267,67 +251,129 @@ async fn handle(
             st.touch(id, now);
             st.lease_done(id, d.lease_id, now)
         }
-        Some(Msg::ImageDone(d)) => {
-            let Some(rec) = d.record else {
-                partials.discard(d.lease_id, d.index);
-                return Some("ImageDone without a record".into());
-            };
-            let record = match wire::record_from_pb(rec) {
-                Ok(r) => r,
-                Err(e) => {
-                    partials.discard(d.lease_id, d.index);
-                    return Some(format!("malformed result: {e}"));
-                }
-            };
-            let ok = record.status == imgnorm_core::record::Status::Ok;
-            let checksum = record.checksum.clone().unwrap_or_default();
-            let result = {
-                let mut st = master.lock();
-                st.touch(id, now);
-                let stats = d.stats.map(wire::stats_from_pb);
-                let raw = d.raw.map(wire::raw_from_pb);
-                st.image_done(
-                    id, &d.job_id, d.lease_id, d.attempt, d.index, record, stats, raw, now,
-                )
-                .map(|fx| (fx, st.output_of(&d.job_id)))
-            };
-            match result {
-                Err(Rejected::Refused(r)) => {
-                    partials.discard(d.lease_id, d.index);
-                    return Some(format!("result for {} item {}: {r}", d.job_id, d.index));
-                }
-                Err(Rejected::Stale(why)) => {
-                    partials.discard(d.lease_id, d.index);
-                    tracing::debug!(worker = %id, reason = %why, "late result discarded");
-                    return None;
-                }
-                Ok((mut fx, Some((_, Transfer::Stream))))
-                    if ok && fx.accepted && !fx.stats_result =>
-                {
-                    // Another session may deliver the job's last result
-                    // before this rename: the job then waits for this commit
-                    // before its dataset is written (`State::stream_committed`).
-                    let committed = match partials.commit(d.lease_id, d.index, &checksum) {
-                        Ok(()) => master.lock().stream_committed(&d.job_id, d.index),
-                        Err(e) => master.lock().write_failed(&d.job_id, d.index, &e),
-                    };
-                    fx.finalize.extend(committed.finalize);
-                    fx
-                }
-                Ok((fx, _)) => {
-                    partials.discard(d.lease_id, d.index);
-                    fx
-                }
-            }
-        }
+        Some(Msg::ImageDone(d)) => match image_done(master, id, d, partials).await {
+            Ok(fx) => fx,
+            Err(refused) => return refused,
+        },
     };
     master.apply(fx).await;
     None
 }
 
+/// A stream-mode output chunk: written to its partial output (off the
+/// runtime). `Some(why)`: refused.
+async fn output_chunk(
+    master: &Master,
+    id: WorkerId,
+    c: pb::OutputChunk,
+    partials: &mut Partials,
+) -> Option<String> {
+    let target = {
+        let mut st = master.lock();
+        st.touch(id, Instant::now());
+        st.stream_target(id, &c.job_id, c.lease_id, c.index)
+    };
+    match target {
+        Ok(Some(t)) => {
+            let stopped = Some("the output writer stopped".to_string());
+            partials
+                .off_runtime(stopped, move |p| p.write(&t, &c).err())
+                .await
+        }
+        Ok(None) => {
+            tracing::debug!(worker = %id, job = %c.job_id, lease = c.lease_id, "late output chunk dropped");
+            None
+        }
+        Err(r) => {
+            partials.discard(c.lease_id, c.index).await;
+            Some(format!("output chunk: {r}"))
+        }
+    }
+}
+
+/// A result for one image: handed to the job logic, and in stream mode its
+/// output committed (renamed into place, off the runtime) once accepted.
+/// `Err(Some(why))`: refused; `Err(None)`: late, nothing to do.
+async fn image_done(
+    master: &Master,
+    id: WorkerId,
+    d: pb::ImageDone,
+    partials: &mut Partials,
+) -> Result<Effects, Option<String>> {
+    let now = Instant::now();
+    let Some(rec) = d.record else {
+        partials.discard(d.lease_id, d.index).await;
+        return Err(Some("ImageDone without a record".into()));
+    };
+    let record = match wire::record_from_pb(rec) {
+        Ok(r) => r,
+        Err(e) => {
+            partials.discard(d.lease_id, d.index).await;
+            return Err(Some(format!("malformed result: {e}")));
+        }
+    };
+    let ok = record.status == imgnorm_core::record::Status::Ok;
+    let checksum = record.checksum.clone().unwrap_or_default();
+    let result = {
+        let mut st = master.lock();
+        st.touch(id, now);
+        match super::convert::phase_job(&d.job_id) {
+            None => Err(Rejected::Stale(format!("unknown job {:?}", d.job_id))),
+            Some(job) => {
+                let r = ImageResult {
+                    worker: id,
+                    job,
+                    lease: d.lease_id,
+                    attempt: d.attempt,
+                    index: d.index,
+                    record,
+                    stats: d.stats.map(wire::stats_from_pb),
+                    raw: d.raw.map(wire::raw_from_pb),
+                };
+                st.image_done(r, now)
+                    .map(|fx| (fx, st.output_of(&d.job_id)))
+            }
+        }
+    };
+    match result {
+        Err(Rejected::Refused(r)) => {
+            partials.discard(d.lease_id, d.index).await;
+            Err(Some(format!(
+                "result for {} item {}: {r}",
+                d.job_id, d.index
+            )))
+        }
+        Err(Rejected::Stale(why)) => {
+            partials.discard(d.lease_id, d.index).await;
+            tracing::debug!(worker = %id, reason = %why, "late result discarded");
+            Err(None)
+        }
+        Ok((mut fx, Some((_, Transfer::Stream)))) if ok && fx.accepted && !fx.stats_result => {
+            // Another session may deliver the job's last result before
+            // this rename: the job then waits for this commit before its
+            // dataset is written (`State::stream_committed`).
+            let (lease, index) = (d.lease_id, d.index);
+            let stopped = Err("the output writer stopped".to_string());
+            let commit = move |p: &mut Partials| p.commit(lease, index, &checksum);
+            let committed = match partials.off_runtime(stopped, commit).await {
+                Ok(()) => master.lock().stream_committed(&d.job_id, d.index),
+                Err(e) => master.lock().write_failed(&d.job_id, d.index, &e),
+            };
+            fx.finalize.extend(committed.finalize);
+            Ok(fx)
+        }
+        Ok((fx, _)) => {
+            partials.discard(d.lease_id, d.index).await;
+            Ok(fx)
+        }
+    }
+}
+
 /// Stream-mode outputs being received on one session: written to a
 /// temporary file chunk by chunk, hashed on the way, renamed into place only
-/// when the result is accepted and its checksum matches.
+/// when the result is accepted and its checksum matches. The file work runs
+/// on the blocking pool ([`Partials::off_runtime`]), never on the async
+/// runtime that also carries every session's heartbeats.
 #[derive(Default)]
 struct Partials {
     open: HashMap<(u64, u64), Partial>,
@@ -345,6 +391,48 @@ struct Partial {
 }
 
 impl Partials {
+    /// Runs `f` (file creation, writes, renames, removals) on the blocking
+    /// pool, the session waiting for it, so chunks keep their order.
+    /// `stopped`: the answer when the runtime shuts down meanwhile.
+    async fn off_runtime<R: Send + 'static>(
+        &mut self,
+        stopped: R,
+        f: impl FnOnce(&mut Partials) -> R + Send + 'static,
+    ) -> R {
+        let mut me = std::mem::take(self);
+        match tokio::task::spawn_blocking(move || {
+            let r = f(&mut me);
+            (me, r)
+        })
+        .await
+        {
+            Ok((me, r)) => {
+                *self = me;
+                r
+            }
+            Err(e) => match e.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(_) => stopped,
+            },
+        }
+    }
+
+    /// Drops a partial output (its temporary file removed off the runtime);
+    /// nothing to do, and no thread used, when none is open.
+    async fn discard(&mut self, lease: u64, index: u64) {
+        if self.open.contains_key(&(lease, index)) {
+            self.off_runtime((), move |p| p.discard_now(lease, index))
+                .await;
+        }
+    }
+
+    /// Drops every partial output (the session ended).
+    async fn discard_all(&mut self) {
+        if !self.open.is_empty() {
+            self.off_runtime((), Partials::discard_all_now).await;
+        }
+    }
+
     /// Appends a chunk. `Err`: a chunk an honest worker never sends (too
     /// many files open, past the largest output the job allows, out of
     /// order); the output is then dropped or marked broken.
@@ -352,7 +440,7 @@ impl Partials {
         use std::io::Write;
         let key = (c.lease_id, c.index);
         if c.offset == 0 {
-            self.discard(c.lease_id, c.index);
+            self.discard_now(c.lease_id, c.index);
             if self.open.len() >= limits::MAX_OPEN_OUTPUTS {
                 return Err(format!(
                     "more than {} outputs open at once",
@@ -440,15 +528,71 @@ impl Partials {
         result
     }
 
-    fn discard(&mut self, lease: u64, index: u64) {
+    fn discard_now(&mut self, lease: u64, index: u64) {
         if let Some(p) = self.open.remove(&(lease, index)) {
             let _ = std::fs::remove_file(&p.tmp);
         }
     }
 
-    fn discard_all(&mut self) {
+    fn discard_all_now(&mut self) {
         for (_, p) in self.open.drain() {
             let _ = std::fs::remove_file(&p.tmp);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stream-mode output whose file cannot be opened at once (here a
+    /// FIFO without a reader, where `open` blocks) must not stall the
+    /// runtime that also carries the sessions' heartbeats: on a
+    /// single-threaded runtime another task still runs meanwhile. (With
+    /// the file work on the runtime itself, the other task never ran.)
+    #[tokio::test(flavor = "current_thread")]
+    async fn stream_file_work_leaves_the_runtime_free() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join(format!(".{}.7.0.part", std::process::id()));
+        let c_path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).expect("path");
+        // SAFETY: mkfifo(3) on a NUL-terminated path this test owns.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        let t = StreamTarget {
+            root: dir.path().to_path_buf(),
+            rel: "x.png.npy".into(),
+            max_bytes: 1 << 20,
+        };
+        let c = pb::OutputChunk {
+            job_id: "job-1".into(),
+            lease_id: 7,
+            index: 0,
+            offset: 0,
+            data: vec![1, 2, 3],
+        };
+        // A reader that never reads (non-blocking open), after a while: the
+        // blocked open then returns, so the test fails instead of hanging
+        // when the open blocks the runtime.
+        let late = fifo.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_secs(2));
+            let _ = reader(&late);
+        });
+        let mut partials = Partials::default();
+        let write = partials.off_runtime(None, move |p| p.write(&t, &c).err());
+        let other = tokio::time::sleep(std::time::Duration::from_millis(50));
+        tokio::select! {
+            _ = write => panic!("the output opened although nothing reads the FIFO"),
+            () = other => {}
+        }
+        // Let the blocked open finish, so the runtime can shut down.
+        let _reader = reader(&fifo).expect("open the FIFO for reading");
+    }
+
+    fn reader(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
     }
 }

@@ -15,14 +15,14 @@ use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
-use imgnorm_core::dataset::{DatasetParams, RawStats};
+use imgnorm_core::dataset::DatasetParams;
+pub use imgnorm_core::jobs::ResultRow;
+use imgnorm_core::jobs::{JobKey, Phase};
 use imgnorm_core::record::Record;
-use imgnorm_core::stats::ImageStats;
-use imgnorm_proto::v1 as pb;
-use prost::Message;
 use rusqlite::{Connection, params};
 
-use crate::wire;
+mod rows;
+mod v1;
 
 /// The database file under the data directory.
 pub const DB_FILE: &str = "imgnorm-state.sqlite";
@@ -30,8 +30,30 @@ pub const DB_FILE: &str = "imgnorm-state.sqlite";
 pub const COMMIT_EVERY: Duration = Duration::from_millis(50);
 /// Most operations in one transaction.
 const MAX_BATCH: usize = 20_000;
-/// Schema version stored in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 1;
+/// Schema version stored in `PRAGMA user_version`. Version 1 stored each
+/// result as a protobuf `ImageDone`; version 2 stores its own row types
+/// (`store/rows.rs`). A version-1 database is migrated in place when opened.
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// The results table of [`SCHEMA_VERSION`]: the manifest row as JSON, the
+/// statistics as JSON of the database's own row types ([`rows`]).
+const CREATE_RESULTS: &str = "CREATE TABLE IF NOT EXISTS results (
+    job INTEGER NOT NULL,
+    phase INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    record TEXT NOT NULL,
+    stats TEXT,
+    raw TEXT,
+    worker TEXT NOT NULL,
+    worker_id INTEGER NOT NULL,
+    lease INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    PRIMARY KEY (job, phase, idx)
+);";
+
+const PUT_RESULT: &str = "INSERT OR REPLACE INTO results
+    (job, phase, idx, record, stats, raw, worker, worker_id, lease, attempt)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 
 /// Opening or reading the state database failed.
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +76,7 @@ pub enum StoreError {
     },
     /// The database was written by a newer imgnorm.
     #[error(
-        "state database {path} has schema version {found}; this imgnorm reads version {SCHEMA_VERSION}"
+        "state database {path} has schema version {found}; this imgnorm reads versions 1 to {SCHEMA_VERSION}: run the imgnorm version that wrote it, or move the data directory aside to start afresh (its unfinished jobs are then not resumed)"
     )]
     Schema {
         /// The database file.
@@ -88,18 +110,20 @@ pub enum StoreError {
 }
 
 /// Which phase a stored result belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoredPhase {
-    /// The statistics phase of a two-phase job.
-    Stats = 1,
-    /// The writing phase (the only phase of most jobs).
-    Write = 2,
+pub type StoredPhase = Phase;
+
+/// The number a phase is stored as.
+fn phase_code(p: Phase) -> i64 {
+    match p {
+        Phase::Stats => 1,
+        Phase::Write => 2,
+    }
 }
 
 /// A job as submitted.
 pub struct NewJob {
-    /// Job number (`job-N`).
-    pub key: u64,
+    /// The job.
+    pub key: JobKey,
     /// Input root.
     pub input: String,
     /// Output root.
@@ -116,39 +140,15 @@ pub struct NewJob {
     pub submitted_unix: f64,
 }
 
-/// One accepted result.
-pub struct ResultRow {
-    /// Job number.
-    pub job: u64,
-    /// Phase.
-    pub phase: StoredPhase,
-    /// Item index.
-    pub index: u64,
-    /// The row.
-    pub record: Record,
-    /// Output statistics (writing phase, `ok`).
-    pub stats: Option<ImageStats>,
-    /// Raw statistics (statistics phase, `ok`).
-    pub raw: Option<RawStats>,
-    /// Worker name.
-    pub worker: String,
-    /// Worker id on the master that accepted it.
-    pub worker_id: u64,
-    /// Lease.
-    pub lease: u64,
-    /// Attempt.
-    pub attempt: u32,
-}
-
 enum Op {
     Job(NewJob),
     Result(Box<ResultRow>),
     Phase {
-        job: u64,
+        job: JobKey,
         params: String,
     },
     End {
-        job: u64,
+        job: JobKey,
         state: &'static str,
         error: Option<String>,
         summary: Option<String>,
@@ -258,6 +258,10 @@ impl Store {
         // before the first table exists; a no-op afterwards).
         conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
             .map_err(&e)?;
+        let mut conn = conn;
+        if version == 1 {
+            migrate_v1(&mut conn, &path)?;
+        }
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS jobs (
                  key INTEGER PRIMARY KEY,
@@ -273,18 +277,10 @@ impl Store {
                  params TEXT,
                  summary TEXT,
                  finished REAL
-             );
-             CREATE TABLE IF NOT EXISTS results (
-                 job INTEGER NOT NULL,
-                 phase INTEGER NOT NULL,
-                 idx INTEGER NOT NULL,
-                 result BLOB NOT NULL,
-                 worker TEXT NOT NULL,
-                 worker_id INTEGER NOT NULL,
-                 PRIMARY KEY (job, phase, idx)
              );",
         )
         .map_err(&e)?;
+        conn.execute_batch(CREATE_RESULTS).map_err(&e)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(&e)?;
         let saved = load(&conn, &path)?;
@@ -324,7 +320,7 @@ impl Store {
     }
 
     /// Records that job `job`'s statistics phase fixed `params`.
-    pub fn phase_done(&self, job: u64, params: &DatasetParams) {
+    pub fn phase_done(&self, job: JobKey, params: &DatasetParams) {
         let params = serde_json::to_string(params).unwrap_or_default();
         let _ = self.tx.send(Op::Phase { job, params });
     }
@@ -332,7 +328,7 @@ impl Store {
     /// Records how a job ended (`done`, `failed`, `cancelled`).
     pub fn end(
         &self,
-        job: u64,
+        job: JobKey,
         state: &'static str,
         error: Option<String>,
         summary: Option<String>,
@@ -457,32 +453,10 @@ fn commit(
 ) -> rusqlite::Result<()> {
     let txn = conn.transaction()?;
     {
-        let mut put = txn.prepare(
-            "INSERT OR REPLACE INTO results (job, phase, idx, result, worker, worker_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?;
+        let mut put = txn.prepare(PUT_RESULT)?;
         for op in batch {
             match op {
-                Op::Result(r) => {
-                    let done = pb::ImageDone {
-                        job_id: String::new(),
-                        lease_id: r.lease,
-                        attempt: r.attempt,
-                        index: r.index,
-                        record: Some(wire::record_to_pb(&r.record)),
-                        output: Vec::new(),
-                        stats: r.stats.as_ref().map(wire::stats_to_pb),
-                        raw: r.raw.as_ref().map(wire::raw_to_pb),
-                    };
-                    put.execute(params![
-                        r.job as i64,
-                        r.phase as i64,
-                        r.index as i64,
-                        done.encode_to_vec(),
-                        r.worker,
-                        r.worker_id as i64
-                    ])?;
-                }
+                Op::Result(r) => put_result(&mut put, &r)?,
                 Op::Job(j) => {
                     let files = serde_json::to_string(&*j.files).unwrap_or_default();
                     let problems = serde_json::to_string(&j.problems).unwrap_or_default();
@@ -491,7 +465,7 @@ fn commit(
                          (key, input, output, transfer, options, files, problems, submitted, state)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'running')",
                         params![
-                            j.key as i64,
+                            j.key.0 as i64,
                             j.input,
                             j.output,
                             j.transfer,
@@ -501,12 +475,15 @@ fn commit(
                             j.submitted_unix
                         ],
                     )?;
-                    txn.execute("DELETE FROM results WHERE job = ?1", params![j.key as i64])?;
+                    txn.execute(
+                        "DELETE FROM results WHERE job = ?1",
+                        params![j.key.0 as i64],
+                    )?;
                 }
                 Op::Phase { job, params } => {
                     txn.execute(
                         "UPDATE jobs SET params = ?2 WHERE key = ?1",
-                        params![job as i64, params],
+                        params![job.0 as i64, params],
                     )?;
                 }
                 Op::End {
@@ -519,10 +496,10 @@ fn commit(
                     txn.execute(
                         "UPDATE jobs SET state = ?2, error = ?3, summary = ?4, finished = ?5
                          WHERE key = ?1",
-                        params![job as i64, state, error, summary, finished_unix],
+                        params![job.0 as i64, state, error, summary, finished_unix],
                     )?;
                     // A finished job's results are in its manifest now.
-                    txn.execute("DELETE FROM results WHERE job = ?1", params![job as i64])?;
+                    txn.execute("DELETE FROM results WHERE job = ?1", params![job.0 as i64])?;
                 }
                 Op::Flush(f) => flushes.push(f),
             }
@@ -628,53 +605,150 @@ fn load(conn: &Connection, path: &Path) -> Result<Vec<SavedJob>, StoreError> {
 fn load_results(conn: &Connection, path: &Path, job: u64) -> Result<Vec<ResultRow>, StoreError> {
     let e = sql(path);
     let mut stmt = conn
-        .prepare("SELECT phase, idx, result, worker, worker_id FROM results WHERE job = ?1")
+        .prepare(
+            "SELECT phase, idx, record, stats, raw, worker, worker_id, lease, attempt
+             FROM results WHERE job = ?1",
+        )
         .map_err(&e)?;
     let rows = stmt
         .query_map(params![job as i64], |r| {
             Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, Vec<u8>>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, i64>(4)?,
+                (r.get::<_, i64>(0)?, r.get::<_, i64>(1)?),
+                r.get::<_, String>(2)?,
+                (
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                ),
+                (r.get::<_, String>(5)?, r.get::<_, i64>(6)?),
+                (r.get::<_, i64>(7)?, r.get::<_, i64>(8)?),
             ))
         })
         .map_err(&e)?;
     let mut out = Vec::new();
     for row in rows {
-        let (phase, index, blob, worker, worker_id) = row.map_err(&e)?;
+        let ((phase, index), record, (stats, raw), (worker, worker_id), (lease, attempt)) =
+            row.map_err(&e)?;
         let corrupt = |what: String| StoreError::Corrupt {
             path: path.to_path_buf(),
             job,
-            what,
+            what: format!("result {index}: {what}"),
         };
-        let done = pb::ImageDone::decode(blob.as_slice())
-            .map_err(|x| corrupt(format!("result {index}: {x}")))?;
-        let record = done
-            .record
-            .ok_or_else(|| corrupt(format!("result {index} has no record")))
-            .and_then(|r| {
-                wire::record_from_pb(r).map_err(|x| corrupt(format!("result {index}: {x}")))
-            })?;
+        let record = serde_json::from_str(&record).map_err(|x| corrupt(x.to_string()))?;
+        let stats = match stats {
+            Some(s) => Some(
+                serde_json::from_str::<rows::StatsRow>(&s)
+                    .map_err(|x| corrupt(x.to_string()))?
+                    .into(),
+            ),
+            None => None,
+        };
+        let raw = match raw {
+            Some(s) => Some(
+                serde_json::from_str::<rows::RawRow>(&s)
+                    .map_err(|x| corrupt(x.to_string()))?
+                    .into(),
+            ),
+            None => None,
+        };
         out.push(ResultRow {
-            job,
-            phase: if phase == StoredPhase::Stats as i64 {
-                StoredPhase::Stats
+            job: JobKey(job),
+            phase: if phase == phase_code(Phase::Stats) {
+                Phase::Stats
             } else {
-                StoredPhase::Write
+                Phase::Write
             },
             index: index as u64,
             record,
-            stats: done.stats.map(wire::stats_from_pb),
-            raw: done.raw.map(wire::raw_from_pb),
+            stats,
+            raw,
             worker,
             worker_id: worker_id as u64,
-            lease: done.lease_id,
-            attempt: done.attempt,
+            lease: lease as u64,
+            attempt: attempt as u32,
         });
     }
     Ok(out)
+}
+
+/// Writes one result row of [`SCHEMA_VERSION`] with `put` ([`PUT_RESULT`]).
+fn put_result(put: &mut rusqlite::Statement<'_>, r: &ResultRow) -> rusqlite::Result<()> {
+    let record = serde_json::to_string(&r.record).unwrap_or_default();
+    let stats = r
+        .stats
+        .as_ref()
+        .and_then(|s| serde_json::to_string(&rows::StatsRow::from(s)).ok());
+    let raw = r
+        .raw
+        .as_ref()
+        .and_then(|s| serde_json::to_string(&rows::RawRow::from(s)).ok());
+    put.execute(params![
+        r.job.0 as i64,
+        phase_code(r.phase),
+        r.index as i64,
+        record,
+        stats,
+        raw,
+        r.worker,
+        r.worker_id as i64,
+        r.lease as i64,
+        r.attempt
+    ])?;
+    Ok(())
+}
+
+/// Migrates a schema-1 database in place, in one transaction: every stored
+/// result is decoded from its version-1 protobuf blob ([`v1`]) and written
+/// as a row of [`SCHEMA_VERSION`]. A blob that does not decode fails the
+/// open (the database is left as it was).
+fn migrate_v1(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let e = sql(path);
+    let txn = conn.transaction().map_err(&e)?;
+    txn.execute_batch("ALTER TABLE results RENAME TO results_v1;")
+        .map_err(&e)?;
+    txn.execute_batch(CREATE_RESULTS).map_err(&e)?;
+    let mut migrated = 0u64;
+    {
+        let mut get = txn
+            .prepare("SELECT job, phase, idx, result, worker, worker_id FROM results_v1")
+            .map_err(&e)?;
+        let mut put = txn.prepare(PUT_RESULT).map_err(&e)?;
+        let mut rows = get.query([]).map_err(&e)?;
+        while let Some(r) = rows.next().map_err(&e)? {
+            let job: i64 = r.get(0).map_err(&e)?;
+            let phase: i64 = r.get(1).map_err(&e)?;
+            let index: i64 = r.get(2).map_err(&e)?;
+            let blob: Vec<u8> = r.get(3).map_err(&e)?;
+            let old = v1::decode(&blob).map_err(|what| StoreError::Corrupt {
+                path: path.to_path_buf(),
+                job: job as u64,
+                what: format!("result {index} (schema version 1): {what}"),
+            })?;
+            let row = ResultRow {
+                job: JobKey(job as u64),
+                phase: if phase == phase_code(Phase::Stats) {
+                    Phase::Stats
+                } else {
+                    Phase::Write
+                },
+                index: index as u64,
+                record: old.record,
+                stats: old.stats,
+                raw: old.raw,
+                worker: r.get(4).map_err(&e)?,
+                worker_id: r.get::<_, i64>(5).map_err(&e)? as u64,
+                lease: old.lease,
+                attempt: old.attempt,
+            };
+            put_result(&mut put, &row).map_err(&e)?;
+            migrated += 1;
+        }
+    }
+    txn.execute_batch("DROP TABLE results_v1;").map_err(&e)?;
+    txn.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .map_err(&e)?;
+    txn.commit().map_err(&e)?;
+    tracing::info!(db = %path.display(), results = migrated, "state database migrated from schema version 1 to {SCHEMA_VERSION}");
+    Ok(())
 }
 
 /// The highest job number in the database (so new jobs never reuse one).
@@ -683,81 +757,4 @@ pub fn max_key(saved: &[SavedJob]) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use imgnorm_core::record::Status;
-
-    #[test]
-    fn jobs_and_results_survive_a_reopen_and_end_clears_results() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (store, saved) = Store::open(dir.path()).expect("open");
-        assert!(saved.is_empty());
-        store.job(NewJob {
-            key: 3,
-            input: "/in".into(),
-            output: "/out".into(),
-            transfer: "shared".into(),
-            options_json: "{}".into(),
-            files: Arc::new(vec!["a.png".into(), "b\nc.png".into()]),
-            problems: vec![Record::bare("x", Status::Failed, Some("loop".into()))],
-            submitted_unix: 12.5,
-        });
-        let mut r = Record::bare("a.png", Status::Ok, None);
-        r.width = Some(3);
-        store.result(ResultRow {
-            job: 3,
-            phase: StoredPhase::Write,
-            index: 0,
-            record: r.clone(),
-            stats: None,
-            raw: None,
-            worker: "w1".into(),
-            worker_id: 7,
-            lease: 9,
-            attempt: 2,
-        });
-        store.phase_done(3, &DatasetParams::default());
-        store.flush();
-        drop(store);
-        let (store, saved) = Store::open(dir.path()).expect("reopen");
-        assert_eq!(saved.len(), 1);
-        let j = &saved[0];
-        assert!(j.unfinished());
-        assert_eq!(j.files, vec!["a.png".to_string(), "b\nc.png".to_string()]);
-        assert_eq!(j.problems.len(), 1);
-        assert!(j.params.is_some());
-        assert_eq!(j.results.len(), 1);
-        assert_eq!(j.results[0].record, r);
-        assert_eq!((j.results[0].lease, j.results[0].attempt), (9, 2));
-        let summary = crate::output::Summary::new(
-            imgnorm_core::record::Counts {
-                images: 3,
-                ok: 1,
-                failed: 2,
-                skipped: 0,
-            },
-            Duration::from_secs(2),
-        );
-        store.end(3, "done", None, serde_json::to_string(&summary).ok());
-        store.flush();
-        drop(store);
-        let (_store, saved) = Store::open(dir.path()).expect("reopen");
-        assert!(!saved[0].unfinished());
-        assert!(saved[0].results.is_empty());
-        assert_eq!(saved[0].images, 3, "two files and one discovery row");
-        assert_eq!(saved[0].summary.map(|s| s.failed), Some(2));
-        assert!(saved[0].finished_unix.is_some());
-        assert_eq!(max_key(&saved), 3);
-    }
-
-    #[test]
-    fn a_second_master_on_the_same_directory_is_refused() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (_store, _) = Store::open(dir.path()).expect("open");
-        let Err(err) = Store::open(dir.path()) else {
-            panic!("a second open of a locked directory succeeded");
-        };
-        assert!(matches!(err, StoreError::Locked { .. }), "{err}");
-        assert!(err.to_string().contains(&std::process::id().to_string()));
-    }
-}
+mod tests;

@@ -133,13 +133,14 @@ impl Master {
     pub fn sample(&self, now: Instant) {
         let mut st = self.lock();
         let done: Vec<(String, u64)> = st
+            .core
             .jobs
             .values()
             .filter(|j| j.state == JobState::Running)
             .map(|j| (j.id.0.clone(), done_of(j)))
             .collect();
         for (id, d) in done {
-            st.history.sample_job(&id, d, now);
+            st.core.history.sample_job(&id, d, now);
         }
         let workers: Vec<(WorkerId, u64, Vec<u64>)> = st
             .worker_views()
@@ -148,25 +149,30 @@ impl Master {
         let held: std::collections::HashSet<u64> =
             workers.iter().flat_map(|w| w.2.iter().copied()).collect();
         for (w, d, _) in workers {
-            st.history.sample_worker(w, d, now);
+            st.core.history.sample_worker(w, d, now);
         }
-        st.history.retain_leases(|l| held.contains(&l));
+        st.core.history.retain_leases(|l| held.contains(&l));
     }
 
     /// Every job, oldest first.
     pub fn jobs_view(&self) -> Vec<JobSummaryView> {
         let st = self.lock();
         let now = Instant::now();
-        st.jobs.values().map(|j| summary(&st, j, now)).collect()
+        st.core
+            .jobs
+            .values()
+            .map(|j| summary(&st, j, now))
+            .collect()
     }
 
     /// One job in detail.
     pub fn job_view(&self, id: &str) -> Option<JobDetailView> {
         let st = self.lock();
         let now = Instant::now();
-        let j = st.jobs.values().find(|j| j.id.0 == id)?;
+        let j = st.core.jobs.values().find(|j| j.id.0 == id)?;
         let summary = summary(&st, j, now);
         let samples = st
+            .core
             .history
             .job_samples(id)
             .iter()
@@ -177,7 +183,7 @@ impl Master {
                 ]
             })
             .collect();
-        let per_job = st.history.job_workers(id);
+        let per_job = st.core.history.job_workers(id);
         let workers = workers(&st, now)
             .into_iter()
             .filter_map(|mut w| {
@@ -191,7 +197,7 @@ impl Master {
             })
             .collect();
         // Discovery problems were recorded first (see `State::add_job`).
-        let (first, failures_total) = st.history.failures(id);
+        let (first, failures_total) = st.core.history.failures(id);
         let mut failures = first.to_vec();
         failures.truncate(MAX_FAILURES_SHOWN);
         Some(JobDetailView {
@@ -231,7 +237,7 @@ fn summary(st: &State, j: &JobRun, now: Instant) -> JobSummaryView {
     let elapsed = end.saturating_duration_since(j.submitted).as_secs_f64();
     let running = j.state == JobState::Running;
     let images_per_s = if running {
-        st.history.job_rate(&j.id.0)
+        st.core.history.job_rate(&j.id.0)
     } else if elapsed > 0.0 {
         done as f64 / elapsed
     } else {
@@ -281,7 +287,7 @@ fn workers(st: &State, now: Instant) -> Vec<WorkerDashView> {
                     .leases
                     .iter()
                     .filter_map(|l| {
-                        st.history.lease(l.0).map(|i| LeaseView {
+                        st.core.history.lease(l.0).map(|i| LeaseView {
                             lease: l.0,
                             job: i.job.clone(),
                             batch: i.batch,
@@ -294,10 +300,11 @@ fn workers(st: &State, now: Instant) -> Vec<WorkerDashView> {
                 images_per_s: if v.state == WorkerState::Dead {
                     0.0
                 } else {
-                    st.history.worker_rate(v.id)
+                    st.core.history.worker_rate(v.id)
                 },
                 last_heartbeat_s_ago: now.saturating_duration_since(v.last_seen).as_secs_f64(),
                 history: st
+                    .core
                     .history
                     .worker_events(v.id)
                     .iter()

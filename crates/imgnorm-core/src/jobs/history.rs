@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use imgnorm_core::ids::WorkerId;
+use crate::ids::WorkerId;
 
 /// One thing that happened to a worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -33,7 +33,9 @@ pub struct WorkerEvent {
 /// A lease as handed out: which job and batch, how many images.
 #[derive(Debug, Clone)]
 pub struct LeaseInfo {
-    /// Job id.
+    /// The job (whichever phase).
+    pub key: super::JobKey,
+    /// Job id (the name of the job's phase, as on the wire).
     pub job: String,
     /// Batch id within the job.
     pub batch: u64,
@@ -151,9 +153,8 @@ impl History {
     }
 
     /// Forgets the leases of a job that has ended.
-    pub fn forget_job_leases(&mut self, job: &str) {
-        let stats = format!("{job}.stats");
-        self.leases.retain(|_, l| l.job != job && l.job != stats);
+    pub fn forget_job_leases(&mut self, key: super::JobKey) {
+        self.leases.retain(|_, l| l.key != key);
     }
 
     /// Forgets a lease that is over.

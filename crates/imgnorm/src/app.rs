@@ -12,13 +12,15 @@ use imgnorm_core::options::EngineOptions;
 use imgnorm_proto::v1 as pb;
 use tokio::net::TcpListener;
 
+use crate::args::{SchedArgs, TransferArg};
 use crate::autoscale::{self, AutoscaleSettings, AutoscaleView};
-use crate::cli::{SchedArgs, TransferArg};
 use crate::master::{self, Master, MasterConfig, MasterError};
 use crate::output::Summary;
 use crate::progress::Progress;
 use crate::security::{ClientSecurity, Secret, SecurityError, ServerSecurity, WorkerAccess};
 use crate::wire::{self, Transfer};
+
+pub use crate::launch::{WorkerFlags, terminate};
 
 /// Failures of the distributed commands.
 #[derive(Debug, thiserror::Error)]
@@ -175,7 +177,7 @@ impl From<TransferArg> for Transfer {
     }
 }
 
-impl crate::cli::AutoscaleArgs {
+impl crate::args::AutoscaleArgs {
     /// Autoscaler settings from flags (None without `--autoscale`).
     /// `listen` is the master's bound address, the default worker URL for
     /// the local backend; started workers get what `security` asks of them.
@@ -184,7 +186,7 @@ impl crate::cli::AutoscaleArgs {
         listen: SocketAddr,
         security: &ServerSecurity,
     ) -> Result<Option<AutoscaleSettings>, AppError> {
-        use crate::cli::AutoscaleBackendArg as B;
+        use crate::args::AutoscaleBackendArg as B;
         let Some(kind) = self.autoscale else {
             return Ok(None);
         };
@@ -659,7 +661,7 @@ pub async fn master_serve(
 /// `$IMGNORM_TOKEN`, else a generated one printed on stderr (the dashboard
 /// is never open without a token).
 pub fn dashboard_config(
-    a: &crate::cli::DashboardArgs,
+    a: &crate::args::DashboardArgs,
 ) -> Result<crate::http::HttpConfig, AppError> {
     let token = match a.token.clone().or_else(|| {
         std::env::var(crate::http::TOKEN_ENV)
@@ -713,27 +715,6 @@ fn local_addr(l: &TcpListener) -> Result<SocketAddr, AppError> {
 
 /// How long a stopping master waits for open sessions before dropping them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
-
-/// Flags of the worker processes `imgnorm run` and the local autoscaler
-/// start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WorkerFlags {
-    /// `--threads`.
-    pub threads: usize,
-    /// `--memory-budget` (MiB), when given.
-    pub memory_budget_mib: Option<u64>,
-}
-
-impl WorkerFlags {
-    /// The command-line arguments that carry these flags.
-    pub fn args(&self) -> Vec<String> {
-        let mut a = vec!["--threads".to_string(), self.threads.max(1).to_string()];
-        if let Some(m) = self.memory_budget_mib {
-            a.extend(["--memory-budget".to_string(), m.to_string()]);
-        }
-        a
-    }
-}
 
 /// Local worker processes started by `imgnorm run`.
 pub struct LocalWorkers {
@@ -805,17 +786,6 @@ impl LocalWorkers {
     }
 }
 
-/// Sends SIGTERM to a process.
-pub fn terminate(pid: u32) {
-    #[cfg(unix)]
-    if let Ok(pid) = i32::try_from(pid) {
-        // SAFETY: kill(2) has no memory-safety preconditions.
-        unsafe {
-            libc::kill(pid, libc::SIGTERM);
-        }
-    }
-}
-
 /// `imgnorm run`: in-process master on loopback plus `workers` processes.
 /// The master requires a secret generated for this run, which only its own
 /// workers get (in their environment): other local users cannot join.
@@ -829,7 +799,7 @@ pub async fn run_local(
     transfer: Transfer,
     options: EngineOptions,
     quiet: bool,
-    scale: Option<&crate::cli::AutoscaleArgs>,
+    scale: Option<&crate::args::AutoscaleArgs>,
 ) -> Result<Summary, AppError> {
     let listener = bind("127.0.0.1:0").await?;
     let addr = listener.local_addr().map_err(|source| AppError::Bind {

@@ -99,7 +99,7 @@ pub fn run(dir: &Path, count: u64) -> Result<(), DemoError> {
         repeat: 1,
         input: Some(input.clone()),
         out: dir.join("bench"),
-        transfer: crate::cli::TransferArg::Shared,
+        transfer: crate::args::TransferArg::Shared,
         python: false,
         python_script: "benchmarks/python/normalize_cv2.py".into(),
         peers: None,

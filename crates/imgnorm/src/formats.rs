@@ -16,7 +16,7 @@ use imgnorm_core::record::{Record, Status};
 use serde::Serialize;
 
 use crate::claim::OutputClaim;
-use crate::engine::{unique_tmp_suffix, write_atomic};
+use crate::fsio::{unique_tmp_suffix, write_atomic};
 
 /// Folder under the output where per-image arrays wait to be packed into
 /// shards (webdataset) or the stack (stream mode); removed when the job ends.

@@ -2,6 +2,7 @@
 //! runs the reaper that expires silent workers, accepts jobs (discovering their
 //! files), and writes each finished job's dataset. `Master::serve` takes an
 //! already bound listener and a shutdown future, so tests bind port 0.
+pub mod autoscale_view;
 pub mod history;
 pub mod phase_job;
 pub mod resume;
@@ -31,13 +32,10 @@ use crate::output::{
 };
 use crate::storage::{self, Location, StorageError};
 use crate::wire::Transfer;
+use autoscale_view::AutoscaleView;
 use state::{Effects, JobState, State};
 
-/// Stream mode: input files up to this size travel inside the lease; larger
-/// ones are fetched in chunks with `ReadInput`.
-pub const INLINE_INPUT_MAX: usize = 4 * 1024 * 1024;
-/// Stream mode: chunk size for inputs and outputs.
-pub const CHUNK: usize = 4 * 1024 * 1024;
+pub use crate::limits::{CHUNK, INLINE_INPUT_MAX};
 
 /// Master settings.
 #[derive(Debug, Clone)]
@@ -149,7 +147,7 @@ struct Inner {
     changed: watch::Sender<u64>,
     started: Instant,
     /// The autoscaler's latest view, when one runs beside this master.
-    autoscale: Mutex<Option<crate::autoscale::AutoscaleView>>,
+    autoscale: Mutex<Option<AutoscaleView>>,
     /// Unfinished jobs read from the state database, until [`Master::resume`].
     saved: Mutex<Vec<store::SavedJob>>,
 }
@@ -553,7 +551,7 @@ impl Master {
     }
 
     /// Publishes the autoscaler's view (for `/metrics` and the dashboard).
-    pub fn set_autoscale_view(&self, view: crate::autoscale::AutoscaleView) {
+    pub fn set_autoscale_view(&self, view: AutoscaleView) {
         *self
             .inner
             .autoscale
@@ -562,7 +560,7 @@ impl Master {
     }
 
     /// The autoscaler's latest view, when one runs.
-    pub fn autoscale_view(&self) -> Option<crate::autoscale::AutoscaleView> {
+    pub fn autoscale_view(&self) -> Option<AutoscaleView> {
         self.inner
             .autoscale
             .lock()

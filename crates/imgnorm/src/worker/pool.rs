@@ -21,7 +21,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::budget::MemoryBudget;
 use crate::engine::Engine;
-use crate::master::CHUNK;
+use crate::limits::CHUNK;
 use crate::storage::{self, Location, Store};
 
 /// Output bytes queued for sending before engine threads wait.

@@ -15,7 +15,8 @@ use imgnorm_core::stats::{DatasetStats, ImageStats};
 
 use crate::discovery::{DiscoveryError, discover};
 use crate::engine::Engine;
-use crate::output::{self, DatasetSection, Normalization, OutputError, Stats, Summary};
+use crate::finish;
+use crate::output::{OutputError, Summary};
 use crate::progress::Progress;
 use crate::storage::{self, Location, StorageError, Store};
 
@@ -45,6 +46,15 @@ pub enum RunError {
     /// Another unfinished job writes to the output.
     #[error(transparent)]
     Claim(#[from] crate::claim::ClaimError),
+}
+
+impl From<finish::FinishError> for RunError {
+    fn from(e: finish::FinishError) -> Self {
+        match e {
+            finish::FinishError::Format(e) => RunError::Format(e),
+            finish::FinishError::Output(e) => RunError::Output(e),
+        }
+    }
 }
 
 /// Creates the output folder.
@@ -103,12 +113,12 @@ pub fn run(
         rows.push(r);
     }
     progress.finish();
-    crate::formats::finish(out, opts, &found.files, &mut rows)?;
     finish_run(
         &Finished {
             input,
             out,
             opts,
+            layout: Some(&found.files),
             engine: &engine,
             dataset: &dataset,
             params: &params,
@@ -284,6 +294,7 @@ fn run_objects(
             input,
             out,
             opts,
+            layout: None,
             engine: &engine,
             dataset: &dataset,
             params: &params,
@@ -300,41 +311,34 @@ struct Finished<'a> {
     input: &'a Path,
     out: &'a Path,
     opts: &'a EngineOptions,
+    /// The files, when the output layout (shards, stack) is completed here.
+    layout: Option<&'a [String]>,
     engine: &'a Engine,
     dataset: &'a DatasetStats,
     params: &'a DatasetParams,
     started: Instant,
 }
 
-/// Writes the manifest (rows merged with discovery problems) and
-/// `stats.json` of a centralized run; returns its summary.
+/// Finishes the dataset of a centralized run ([`crate::finish`]): layout,
+/// manifest (rows merged with discovery problems) and `stats.json`; returns
+/// its summary.
 fn finish_run(
     f: &Finished<'_>,
     rows: Vec<Record>,
     problems: Vec<Record>,
 ) -> Result<Summary, RunError> {
-    let rows = output::merge_sorted(rows, problems);
-    // Leftovers of an earlier run into the same folder that was killed.
-    output::sweep_temp_files(f.out);
-    let counts = output::write_manifest(f.out, &rows)?;
-    let summary = Summary::new(counts, f.started.elapsed());
-    output::write_stats(
-        f.out,
-        &Stats {
-            tool: "imgnorm",
-            version: env!("CARGO_PKG_VERSION"),
-            mode: "centralized",
-            input: f.input.display().to_string(),
-            counts,
-            options: f.opts,
-            workers: 0,
-            elapsed_s: summary.seconds,
-            images_per_s: summary.images_per_s,
-            stage_seconds: f.engine.times().into(),
-            peak_rss_mib: output::peak_rss_mib(),
-            dataset: DatasetSection::new(f.dataset, &rows),
-            normalization: Normalization::new(f.opts, f.params),
-        },
-    )?;
-    Ok(summary)
+    let job = finish::Job {
+        input: f.input,
+        out: f.out,
+        options: f.opts,
+        layout: f.layout,
+        mode: "centralized",
+        workers: 0,
+        elapsed: finish::Elapsed::Since(f.started),
+        stage_seconds: f.engine.times().into(),
+        dataset: f.dataset,
+        params: f.params,
+        provenance: None,
+    };
+    Ok(finish::finish(&job, rows, problems)?)
 }

@@ -14,6 +14,7 @@ pub mod decode;
 pub mod demo;
 pub mod discovery;
 pub mod engine;
+pub mod finish;
 pub mod formats;
 pub mod fsio;
 pub mod fuzzing;

@@ -303,7 +303,7 @@ pub fn peak_rss_mib() -> Option<f64> {
 }
 
 /// Stage times in seconds.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Clone, Copy, Serialize)]
 pub struct StageSeconds {
     /// Reading input files.
     pub read: f64,

@@ -14,7 +14,7 @@ use imgnorm_core::record::{Record, Status};
 use imgnorm_core::stats::{DatasetStats, ImageStats};
 
 use crate::discovery::{DiscoveryError, discover};
-use crate::engine::Engine;
+use crate::engine::{Engine, Sink, Source};
 use crate::finish;
 use crate::output::{OutputError, Summary};
 use crate::progress::Progress;
@@ -105,7 +105,12 @@ pub fn run(
             rows.push(r);
             continue;
         }
-        let r = engine.process_file_at(input, rel, index, out);
+        let r = engine
+            .process(
+                Source::File { root: input, rel },
+                Sink::Output { root: out, index },
+            )
+            .record;
         if let Some(s) = engine.take_stats() {
             dataset.add(&s);
         }
@@ -146,7 +151,9 @@ pub fn statistics_phase(
     let mut fold = ParamsFold::new(&opts);
     let mut early = Vec::with_capacity(files.len());
     for (i, rel) in files.iter().enumerate() {
-        let r = engine.stats_file(input, rel);
+        let r = engine
+            .process(Source::File { root: input, rel }, Sink::Measure)
+            .record;
         fold.settle(i as u64, engine.take_raw());
         early.push((r.status != Status::Ok).then_some(r));
     }
@@ -247,7 +254,7 @@ fn run_objects(
                 upload: None,
             },
             (Ok(bytes), Some(store), _) => {
-                let p = engine.process_bytes(rel, &bytes);
+                let p = engine.process(Source::Bytes { rel, data: &bytes }, Sink::Memory);
                 let npy = p.npy.map(bytes::Bytes::copy_from_slice);
                 let record = p.record;
                 let upload = npy.map(|npy| {
@@ -261,7 +268,15 @@ fn run_objects(
                 }
             }
             (Ok(bytes), None, Location::Local(root)) => InFlight {
-                record: engine.process_bytes_to_file(rel, i as u64, &bytes, root),
+                record: engine
+                    .process(
+                        Source::Bytes { rel, data: &bytes },
+                        Sink::Output {
+                            root,
+                            index: i as u64,
+                        },
+                    )
+                    .record,
                 stats: engine.take_stats(),
                 upload: None,
             },

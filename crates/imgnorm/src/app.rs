@@ -333,19 +333,30 @@ async fn show_progress(m: Master, id: JobId, quiet: bool) {
     p.finish();
 }
 
+/// The one job a master started for it runs ([`master_one_job`],
+/// [`run_local`]).
+#[derive(Debug)]
+pub struct OneJob<'a> {
+    /// Input folder or `s3://` prefix.
+    pub input: &'a Path,
+    /// Output folder or `s3://` prefix.
+    pub output: &'a Path,
+    /// How images and arrays travel.
+    pub transfer: Transfer,
+    /// Validated engine options.
+    pub options: EngineOptions,
+    /// No progress bar.
+    pub quiet: bool,
+}
+
 /// `imgnorm master` for one job: serve until it is done, return its summary.
 /// `local` workers (from `imgnorm run`) are stopped once the job is done.
 /// Refuses to start when `security` is not enough for the listen address.
-#[allow(clippy::too_many_arguments)]
 pub async fn master_one_job(
     listener: TcpListener,
     security: ServerSecurity,
     config: MasterConfig,
-    input: &Path,
-    output: &Path,
-    transfer: Transfer,
-    options: EngineOptions,
-    quiet: bool,
+    job: OneJob<'_>,
     local: Option<LocalWorkers>,
     scaler: Option<AutoscaleSettings>,
 ) -> Result<Summary, AppError> {
@@ -357,6 +368,13 @@ pub async fn master_one_job(
     // With a state database: unfinished jobs of an earlier master first;
     // the same job as this one (same input, output and options) is taken
     // up where it stopped instead of starting again.
+    let OneJob {
+        input,
+        output,
+        transfer,
+        options,
+        quiet,
+    } = job;
     let (input, output) = (master::absolute(input), master::absolute(output));
     let options_json = wire::options_to_json(&options);
     let start = async {
@@ -786,21 +804,32 @@ impl LocalWorkers {
     }
 }
 
+/// What `imgnorm run` starts: the job, and the workers for it.
+#[derive(Debug)]
+pub struct LocalRun<'a> {
+    /// The job.
+    pub job: OneJob<'a>,
+    /// Worker processes (unless `scale` autoscales).
+    pub workers: usize,
+    /// Their flags.
+    pub flags: WorkerFlags,
+    /// Master settings.
+    pub config: MasterConfig,
+    /// `--autoscale` and its flags, when given.
+    pub scale: Option<&'a crate::args::AutoscaleArgs>,
+}
+
 /// `imgnorm run`: in-process master on loopback plus `workers` processes.
 /// The master requires a secret generated for this run, which only its own
 /// workers get (in their environment): other local users cannot join.
-#[allow(clippy::too_many_arguments)]
-pub async fn run_local(
-    input: &Path,
-    output: &Path,
-    workers: usize,
-    flags: WorkerFlags,
-    config: MasterConfig,
-    transfer: Transfer,
-    options: EngineOptions,
-    quiet: bool,
-    scale: Option<&crate::args::AutoscaleArgs>,
-) -> Result<Summary, AppError> {
+pub async fn run_local(run: LocalRun<'_>) -> Result<Summary, AppError> {
+    let LocalRun {
+        job,
+        workers,
+        flags,
+        config,
+        scale,
+    } = run;
     let listener = bind("127.0.0.1:0").await?;
     let addr = listener.local_addr().map_err(|source| AppError::Bind {
         addr: "127.0.0.1:0".into(),
@@ -825,10 +854,7 @@ pub async fn run_local(
             &security.worker_access(),
         )?)
     };
-    master_one_job(
-        listener, security, config, input, output, transfer, options, quiet, pool, scaler,
-    )
-    .await
+    master_one_job(listener, security, config, job, pool, scaler).await
 }
 
 async fn client(
@@ -906,6 +932,31 @@ pub async fn wait_remote(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// `imgnorm status --json`: one JSON object with the jobs, the workers and
+/// the autoscaler (null without one).
+pub fn status_json(s: &pb::StatusResponse) -> serde_json::Value {
+    let jobs: Vec<_> = s.jobs.iter().map(|j| serde_json::json!({
+        "job_id": j.job_id, "state": j.state, "phase": j.phase, "images": j.images, "done": j.done,
+        "ok": j.ok, "failed": j.failed, "skipped": j.skipped, "elapsed_s": j.elapsed_s,
+        "input": j.input, "output": j.output, "error": j.error,
+    })).collect();
+    let workers: Vec<_> = s.workers.iter().map(|w| serde_json::json!({
+        "worker_id": w.worker_id, "name": w.name, "hostname": w.hostname, "state": w.state,
+        "images_done": w.images_done, "leases": w.leases, "last_seen_s_ago": w.last_seen_s_ago,
+    })).collect();
+    let autoscale = s.autoscale.as_ref().map(|a| {
+        serde_json::json!({
+            "backend": a.backend, "min_workers": a.min_workers, "max_workers": a.max_workers,
+            "desired": a.desired, "starting": a.starting, "running": a.running,
+            "draining": a.draining, "worker_seconds": a.worker_seconds,
+            "started_total": a.started_total, "stopped_total": a.stopped_total,
+            "died_total": a.died_total, "last_decision": a.last_decision,
+            "rate_per_worker": a.rate_per_worker,
+        })
+    });
+    serde_json::json!({"jobs": jobs, "workers": workers, "autoscale": autoscale})
 }
 
 /// Renders a status response as a table.

@@ -427,6 +427,51 @@ pub struct GenArgs {
     pub quality: u8,
 }
 
+impl GenArgs {
+    /// The generator's options.
+    pub fn to_options(&self) -> crate::synth::GenOptions {
+        use crate::synth::GenFormat;
+        crate::synth::GenOptions {
+            out: self.out.clone(),
+            count: self.count,
+            seed: self.seed,
+            format: match self.format {
+                GenFormatArg::Jpeg => GenFormat::Jpeg,
+                GenFormatArg::Png => GenFormat::Png,
+                GenFormatArg::Mixed => GenFormat::Mixed,
+            },
+            size: self.size,
+            classes: self.classes,
+            jpeg_quality: self.quality,
+        }
+    }
+}
+
+impl WorkerArgs {
+    /// The worker's settings (reads the secret).
+    pub fn to_config(&self) -> Result<crate::worker::WorkerConfig, security::SecurityError> {
+        Ok(crate::worker::WorkerConfig {
+            master: self.master.clone(),
+            threads: self.threads.max(1),
+            name: self.name.clone(),
+            prefetch: self.prefetch.max(1),
+            // Test hook: workers started by the autoscaler inherit the
+            // master's environment, not its flags.
+            delay_per_image: std::time::Duration::from_millis(if self.delay_per_image_ms > 0 {
+                self.delay_per_image_ms
+            } else {
+                std::env::var("IMGNORM_TEST_DELAY_PER_IMAGE_MS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0)
+            }),
+            connect_timeout: self.connect_timeout.map(std::time::Duration::from_secs_f64),
+            memory_budget_mib: self.memory_budget,
+            security: self.security.resolve()?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

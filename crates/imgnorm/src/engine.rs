@@ -21,7 +21,7 @@ use imgnorm_core::stats::{ImageStats, StatsScratch, image_stats, scale_domains};
 
 use crate::budget::{MemoryBudget, Permit};
 use crate::decode::Sniffed;
-use crate::tiles::{SinkError, TileSink};
+use crate::tiles::{Array, Scratch, SinkError, TileSink};
 
 pub use crate::fsio::{unique_tmp_suffix, write_atomic};
 
@@ -978,13 +978,17 @@ impl Engine {
                 .prepare_scale(eight, channels, scope, &ext, range, dtype);
             self.stats_scratch.begin(eight, &domains);
             let written = sink.write(
-                &self.kernel,
-                &mut self.stats_scratch,
-                &mut self.tile,
-                &header,
-                px,
-                channels,
-                dtype.size(),
+                Scratch {
+                    kernel: &self.kernel,
+                    counts: &mut self.stats_scratch,
+                    tile: &mut self.tile,
+                },
+                Array {
+                    header: &header,
+                    px,
+                    channels,
+                    size: dtype.size(),
+                },
             );
             return match written {
                 Ok((checksum, spent)) => {
@@ -1146,13 +1150,17 @@ impl Engine {
                 .prepare_map(eight, &domains, |c, x| maps[c].value(x), dtype);
             self.stats_scratch.begin(eight, &domains);
             let written = sink.write(
-                &self.kernel,
-                &mut self.stats_scratch,
-                &mut self.tile,
-                &header,
-                px,
-                channels,
-                dtype.size(),
+                Scratch {
+                    kernel: &self.kernel,
+                    counts: &mut self.stats_scratch,
+                    tile: &mut self.tile,
+                },
+                Array {
+                    header: &header,
+                    px,
+                    channels,
+                    size: dtype.size(),
+                },
             );
             match written {
                 Ok((checksum, spent)) => {

@@ -177,6 +177,17 @@ impl From<TransferArg> for Transfer {
     }
 }
 
+/// A flag's number of seconds, `>= 0`.
+fn seconds(v: f64, what: &str) -> Result<Duration, AppError> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(Duration::from_secs_f64(v))
+    } else {
+        Err(AppError::Invalid(format!(
+            "{what} must be a number of seconds >= 0"
+        )))
+    }
+}
+
 impl crate::args::AutoscaleArgs {
     /// Autoscaler settings from flags (None without `--autoscale`).
     /// `listen` is the master's bound address, the default worker URL for
@@ -186,30 +197,40 @@ impl crate::args::AutoscaleArgs {
         listen: SocketAddr,
         security: &ServerSecurity,
     ) -> Result<Option<AutoscaleSettings>, AppError> {
-        use crate::args::AutoscaleBackendArg as B;
         let Some(kind) = self.autoscale else {
             return Ok(None);
-        };
-        let secs = |v: f64, what: &str| {
-            if v.is_finite() && v >= 0.0 {
-                Ok(Duration::from_secs_f64(v))
-            } else {
-                Err(AppError::Invalid(format!(
-                    "{what} must be a number of seconds >= 0"
-                )))
-            }
         };
         let policy = imgnorm_core::autoscale::AutoscaleConfig {
             min_workers: self.min_workers,
             max_workers: self.max_workers,
-            target_drain: secs(self.target_drain, "--target-drain")?,
-            scale_up_cooldown: secs(self.scale_up_cooldown, "--scale-up-cooldown")?,
-            scale_down_window: secs(self.scale_down_window, "--scale-down-window")?,
+            target_drain: seconds(self.target_drain, "--target-drain")?,
+            scale_up_cooldown: seconds(self.scale_up_cooldown, "--scale-up-cooldown")?,
+            scale_down_window: seconds(self.scale_down_window, "--scale-down-window")?,
             ..Default::default()
         };
         policy
             .validate()
             .map_err(|e| AppError::Invalid(e.to_string()))?;
+        let drain_grace = seconds(self.drain_grace, "--drain-grace")?;
+        let backend = self.backend(kind, listen, security, drain_grace)?;
+        Ok(Some(AutoscaleSettings {
+            policy,
+            interval: Duration::from_secs(1),
+            drain_grace,
+            backend,
+        }))
+    }
+
+    /// Where the autoscaler's workers come from, and how they reach this
+    /// master (`listen`) with what `security` asks of them.
+    fn backend(
+        &self,
+        kind: crate::args::AutoscaleBackendArg,
+        listen: SocketAddr,
+        security: &ServerSecurity,
+        drain_grace: Duration,
+    ) -> Result<autoscale::BackendSpec, AppError> {
+        use crate::args::AutoscaleBackendArg as B;
         let loopback = {
             let ip = if listen.ip().is_unspecified() {
                 std::net::IpAddr::from([127, 0, 0, 1])
@@ -231,8 +252,7 @@ impl crate::args::AutoscaleArgs {
             memory_budget_mib: self.worker_memory_budget,
         };
         let exe = || std::env::current_exe().map_err(AppError::Spawn);
-        let drain_grace = secs(self.drain_grace, "--drain-grace")?;
-        let backend = match kind {
+        Ok(match kind {
             B::Local => autoscale::BackendSpec::Local(autoscale::local::LocalConfig {
                 exe: exe()?,
                 master_url: self.worker_master_url.clone().unwrap_or(loopback),
@@ -275,13 +295,7 @@ impl crate::args::AutoscaleArgs {
                 dir: crate::master::absolute(&self.slurm_dir),
                 drain_grace,
             }),
-        };
-        Ok(Some(AutoscaleSettings {
-            policy,
-            interval: Duration::from_secs(1),
-            drain_grace,
-            backend,
-        }))
+        })
     }
 }
 

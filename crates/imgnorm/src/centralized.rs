@@ -200,28 +200,6 @@ fn run_objects(
     let mut fetches = VecDeque::new();
     let mut next_fetch = 0;
     let mut in_flight: VecDeque<InFlight> = VecDeque::new();
-    let mut finish = |f: InFlight, rows: &mut Vec<Record>, progress: &mut Progress| {
-        let mut record = f.record;
-        let mut stats = f.stats;
-        if let Some(upload) = f.upload {
-            let done = storage::join(upload);
-            if let Err(e) = done {
-                let mut r = Record::bare(
-                    record.path.clone(),
-                    Status::Failed,
-                    Some(format!("cannot write output: {}", storage::chain(&e))),
-                );
-                r.format = record.format.take();
-                record = r;
-                stats = None;
-            }
-        }
-        if let Some(s) = &stats {
-            dataset.add(s);
-        }
-        progress.inc(record.status == Status::Failed);
-        rows.push(record);
-    };
     // Inputs over --max-input-bytes are refused from the GET's size,
     // before their bodies are read (as on a worker).
     let check = crate::engine::input_check(opts, None);
@@ -247,61 +225,19 @@ fn run_objects(
             (None, Location::Local(root)) => engine.read_input(root, rel).map(bytes::Bytes::from),
             (None, Location::S3(_)) => Err("internal error: no input store".to_string()),
         };
-        let f = match (data, &sink, &outp) {
-            (Err(reason), _, _) => InFlight {
-                record: Record::bare(rel.clone(), Status::Failed, Some(reason)),
-                stats: None,
-                upload: None,
-            },
-            (Ok(bytes), Some(store), _) => {
-                let p = engine.process(Source::Bytes { rel, data: &bytes }, Sink::Memory);
-                let npy = p.npy.map(bytes::Bytes::copy_from_slice);
-                let record = p.record;
-                let upload = npy.map(|npy| {
-                    let (store, key) = (store.clone(), format!("{rel}.npy"));
-                    storage::spawn(async move { store.put(&key, npy).await })
-                });
-                InFlight {
-                    record,
-                    stats: engine.take_stats(),
-                    upload,
-                }
-            }
-            (Ok(bytes), None, Location::Local(root)) => InFlight {
-                record: engine
-                    .process(
-                        Source::Bytes { rel, data: &bytes },
-                        Sink::Output {
-                            root,
-                            index: i as u64,
-                        },
-                    )
-                    .record,
-                stats: engine.take_stats(),
-                upload: None,
-            },
-            (Ok(_), None, Location::S3(_)) => InFlight {
-                record: Record::bare(
-                    rel.clone(),
-                    Status::Failed,
-                    Some("internal error: no output store".into()),
-                ),
-                stats: None,
-                upload: None,
-            },
-        };
+        let f = process_one(&mut engine, rel, i as u64, data, sink.as_ref(), &outp);
         in_flight.push_back(f);
         while in_flight.len() > storage::PUT_CONCURRENCY
             || in_flight.front().is_some_and(|f| f.upload.is_none())
         {
             match in_flight.pop_front() {
-                Some(f) => finish(f, &mut rows, &mut progress),
+                Some(f) => settle(f, &mut rows, &mut progress, &mut dataset),
                 None => break,
             }
         }
     }
     while let Some(f) = in_flight.pop_front() {
-        finish(f, &mut rows, &mut progress);
+        settle(f, &mut rows, &mut progress, &mut dataset);
     }
     progress.finish();
     finish_run(
@@ -318,6 +254,89 @@ fn run_objects(
         rows,
         found.problems,
     )
+}
+
+/// One fetched (or unreadable) input of [`run_objects`], processed: into
+/// the local output folder, or into memory with its upload started.
+fn process_one(
+    engine: &mut Engine,
+    rel: &str,
+    index: u64,
+    data: Result<bytes::Bytes, String>,
+    sink: Option<&Store>,
+    outp: &Location,
+) -> InFlight {
+    match (data, sink, outp) {
+        (Err(reason), _, _) => InFlight {
+            record: Record::bare(rel, Status::Failed, Some(reason)),
+            stats: None,
+            upload: None,
+        },
+        (Ok(bytes), Some(store), _) => {
+            let p = engine.process(Source::Bytes { rel, data: &bytes }, Sink::Memory);
+            let npy = p.npy.map(bytes::Bytes::copy_from_slice);
+            let record = p.record;
+            let upload = npy.map(|npy| {
+                let (store, key) = (store.clone(), format!("{rel}.npy"));
+                storage::spawn(async move { store.put(&key, npy).await })
+            });
+            InFlight {
+                record,
+                stats: engine.take_stats(),
+                upload,
+            }
+        }
+        (Ok(bytes), None, Location::Local(root)) => InFlight {
+            record: engine
+                .process(
+                    Source::Bytes { rel, data: &bytes },
+                    Sink::Output { root, index },
+                )
+                .record,
+            stats: engine.take_stats(),
+            upload: None,
+        },
+        (Ok(_), None, Location::S3(_)) => InFlight {
+            record: Record::bare(
+                rel,
+                Status::Failed,
+                Some("internal error: no output store".into()),
+            ),
+            stats: None,
+            upload: None,
+        },
+    }
+}
+
+/// An image of [`run_objects`] leaves the queue in input order: its upload
+/// is awaited (a failed upload fails the row), its statistics folded, its
+/// row kept.
+fn settle(
+    f: InFlight,
+    rows: &mut Vec<Record>,
+    progress: &mut Progress,
+    dataset: &mut DatasetStats,
+) {
+    let mut record = f.record;
+    let mut stats = f.stats;
+    if let Some(upload) = f.upload {
+        let done = storage::join(upload);
+        if let Err(e) = done {
+            let mut r = Record::bare(
+                record.path.clone(),
+                Status::Failed,
+                Some(format!("cannot write output: {}", storage::chain(&e))),
+            );
+            r.format = record.format.take();
+            record = r;
+            stats = None;
+        }
+    }
+    if let Some(s) = &stats {
+        dataset.add(s);
+    }
+    progress.inc(record.status == Status::Failed);
+    rows.push(record);
 }
 
 /// What a finished centralized run (local or object store) writes its

@@ -622,19 +622,13 @@ pub async fn master_serve(
         let _ = rx.wait_for(|v| *v).await;
     };
     let mut web = match http {
-        Some((l, cfg)) => {
-            let state = crate::http::AppState::new(m.clone(), cfg)?;
-            let router = crate::http::router(state.clone());
-            let stop = stopped(stop_rx.clone());
-            Some(match dashboard_tls {
-                Some(tls) => {
-                    let l = crate::security::TlsListener::new(l, tls)
-                        .map_err(crate::http::HttpError::Serve)?;
-                    tokio::spawn(crate::http::serve(l, state, router, stop))
-                }
-                None => tokio::spawn(crate::http::serve(l, state, router, stop)),
-            })
-        }
+        Some((l, cfg)) => Some(start_dashboard(
+            &m,
+            l,
+            cfg,
+            dashboard_tls,
+            stopped(stop_rx.clone()),
+        )?),
         None => None,
     };
     let web_failed = async {
@@ -687,6 +681,27 @@ pub async fn master_serve(
             Ok(())
         }
     }
+}
+
+/// Starts the dashboard on `listener` (over TLS with `tls`) for master `m`,
+/// until `stop` resolves.
+fn start_dashboard(
+    m: &Master,
+    listener: TcpListener,
+    cfg: crate::http::HttpConfig,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<tokio::task::JoinHandle<Result<(), crate::http::HttpError>>, AppError> {
+    let state = crate::http::AppState::new(m.clone(), cfg)?;
+    let router = crate::http::router(state.clone());
+    Ok(match tls {
+        Some(tls) => {
+            let l = crate::security::TlsListener::new(listener, tls)
+                .map_err(crate::http::HttpError::Serve)?;
+            tokio::spawn(crate::http::serve(l, state, router, stop))
+        }
+        None => tokio::spawn(crate::http::serve(listener, state, router, stop)),
+    })
 }
 
 /// Dashboard settings from flags: the token from `--token`, else

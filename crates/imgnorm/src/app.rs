@@ -12,13 +12,15 @@ use imgnorm_core::options::EngineOptions;
 use imgnorm_proto::v1 as pb;
 use tokio::net::TcpListener;
 
+use crate::args::{SchedArgs, TransferArg};
 use crate::autoscale::{self, AutoscaleSettings, AutoscaleView};
-use crate::cli::{SchedArgs, TransferArg};
 use crate::master::{self, Master, MasterConfig, MasterError};
 use crate::output::Summary;
 use crate::progress::Progress;
 use crate::security::{ClientSecurity, Secret, SecurityError, ServerSecurity, WorkerAccess};
 use crate::wire::{self, Transfer};
+
+pub use crate::launch::{WorkerFlags, terminate};
 
 /// Failures of the distributed commands.
 #[derive(Debug, thiserror::Error)]
@@ -175,7 +177,18 @@ impl From<TransferArg> for Transfer {
     }
 }
 
-impl crate::cli::AutoscaleArgs {
+/// A flag's number of seconds, `>= 0`.
+fn seconds(v: f64, what: &str) -> Result<Duration, AppError> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(Duration::from_secs_f64(v))
+    } else {
+        Err(AppError::Invalid(format!(
+            "{what} must be a number of seconds >= 0"
+        )))
+    }
+}
+
+impl crate::args::AutoscaleArgs {
     /// Autoscaler settings from flags (None without `--autoscale`).
     /// `listen` is the master's bound address, the default worker URL for
     /// the local backend; started workers get what `security` asks of them.
@@ -184,30 +197,40 @@ impl crate::cli::AutoscaleArgs {
         listen: SocketAddr,
         security: &ServerSecurity,
     ) -> Result<Option<AutoscaleSettings>, AppError> {
-        use crate::cli::AutoscaleBackendArg as B;
         let Some(kind) = self.autoscale else {
             return Ok(None);
-        };
-        let secs = |v: f64, what: &str| {
-            if v.is_finite() && v >= 0.0 {
-                Ok(Duration::from_secs_f64(v))
-            } else {
-                Err(AppError::Invalid(format!(
-                    "{what} must be a number of seconds >= 0"
-                )))
-            }
         };
         let policy = imgnorm_core::autoscale::AutoscaleConfig {
             min_workers: self.min_workers,
             max_workers: self.max_workers,
-            target_drain: secs(self.target_drain, "--target-drain")?,
-            scale_up_cooldown: secs(self.scale_up_cooldown, "--scale-up-cooldown")?,
-            scale_down_window: secs(self.scale_down_window, "--scale-down-window")?,
+            target_drain: seconds(self.target_drain, "--target-drain")?,
+            scale_up_cooldown: seconds(self.scale_up_cooldown, "--scale-up-cooldown")?,
+            scale_down_window: seconds(self.scale_down_window, "--scale-down-window")?,
             ..Default::default()
         };
         policy
             .validate()
             .map_err(|e| AppError::Invalid(e.to_string()))?;
+        let drain_grace = seconds(self.drain_grace, "--drain-grace")?;
+        let backend = self.backend(kind, listen, security, drain_grace)?;
+        Ok(Some(AutoscaleSettings {
+            policy,
+            interval: Duration::from_secs(1),
+            drain_grace,
+            backend,
+        }))
+    }
+
+    /// Where the autoscaler's workers come from, and how they reach this
+    /// master (`listen`) with what `security` asks of them.
+    fn backend(
+        &self,
+        kind: crate::args::AutoscaleBackendArg,
+        listen: SocketAddr,
+        security: &ServerSecurity,
+        drain_grace: Duration,
+    ) -> Result<autoscale::BackendSpec, AppError> {
+        use crate::args::AutoscaleBackendArg as B;
         let loopback = {
             let ip = if listen.ip().is_unspecified() {
                 std::net::IpAddr::from([127, 0, 0, 1])
@@ -229,8 +252,7 @@ impl crate::cli::AutoscaleArgs {
             memory_budget_mib: self.worker_memory_budget,
         };
         let exe = || std::env::current_exe().map_err(AppError::Spawn);
-        let drain_grace = secs(self.drain_grace, "--drain-grace")?;
-        let backend = match kind {
+        Ok(match kind {
             B::Local => autoscale::BackendSpec::Local(autoscale::local::LocalConfig {
                 exe: exe()?,
                 master_url: self.worker_master_url.clone().unwrap_or(loopback),
@@ -273,13 +295,7 @@ impl crate::cli::AutoscaleArgs {
                 dir: crate::master::absolute(&self.slurm_dir),
                 drain_grace,
             }),
-        };
-        Ok(Some(AutoscaleSettings {
-            policy,
-            interval: Duration::from_secs(1),
-            drain_grace,
-            backend,
-        }))
+        })
     }
 }
 
@@ -331,19 +347,30 @@ async fn show_progress(m: Master, id: JobId, quiet: bool) {
     p.finish();
 }
 
+/// The one job a master started for it runs ([`master_one_job`],
+/// [`run_local`]).
+#[derive(Debug)]
+pub struct OneJob<'a> {
+    /// Input folder or `s3://` prefix.
+    pub input: &'a Path,
+    /// Output folder or `s3://` prefix.
+    pub output: &'a Path,
+    /// How images and arrays travel.
+    pub transfer: Transfer,
+    /// Validated engine options.
+    pub options: EngineOptions,
+    /// No progress bar.
+    pub quiet: bool,
+}
+
 /// `imgnorm master` for one job: serve until it is done, return its summary.
 /// `local` workers (from `imgnorm run`) are stopped once the job is done.
 /// Refuses to start when `security` is not enough for the listen address.
-#[allow(clippy::too_many_arguments)]
 pub async fn master_one_job(
     listener: TcpListener,
     security: ServerSecurity,
     config: MasterConfig,
-    input: &Path,
-    output: &Path,
-    transfer: Transfer,
-    options: EngineOptions,
-    quiet: bool,
+    job: OneJob<'_>,
     local: Option<LocalWorkers>,
     scaler: Option<AutoscaleSettings>,
 ) -> Result<Summary, AppError> {
@@ -355,6 +382,13 @@ pub async fn master_one_job(
     // With a state database: unfinished jobs of an earlier master first;
     // the same job as this one (same input, output and options) is taken
     // up where it stopped instead of starting again.
+    let OneJob {
+        input,
+        output,
+        transfer,
+        options,
+        quiet,
+    } = job;
     let (input, output) = (master::absolute(input), master::absolute(output));
     let options_json = wire::options_to_json(&options);
     let start = async {
@@ -588,19 +622,13 @@ pub async fn master_serve(
         let _ = rx.wait_for(|v| *v).await;
     };
     let mut web = match http {
-        Some((l, cfg)) => {
-            let state = crate::http::AppState::new(m.clone(), cfg)?;
-            let router = crate::http::router(state.clone());
-            let stop = stopped(stop_rx.clone());
-            Some(match dashboard_tls {
-                Some(tls) => {
-                    let l = crate::security::TlsListener::new(l, tls)
-                        .map_err(crate::http::HttpError::Serve)?;
-                    tokio::spawn(crate::http::serve(l, state, router, stop))
-                }
-                None => tokio::spawn(crate::http::serve(l, state, router, stop)),
-            })
-        }
+        Some((l, cfg)) => Some(start_dashboard(
+            &m,
+            l,
+            cfg,
+            dashboard_tls,
+            stopped(stop_rx.clone()),
+        )?),
         None => None,
     };
     let web_failed = async {
@@ -655,11 +683,32 @@ pub async fn master_serve(
     }
 }
 
+/// Starts the dashboard on `listener` (over TLS with `tls`) for master `m`,
+/// until `stop` resolves.
+fn start_dashboard(
+    m: &Master,
+    listener: TcpListener,
+    cfg: crate::http::HttpConfig,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<tokio::task::JoinHandle<Result<(), crate::http::HttpError>>, AppError> {
+    let state = crate::http::AppState::new(m.clone(), cfg)?;
+    let router = crate::http::router(state.clone());
+    Ok(match tls {
+        Some(tls) => {
+            let l = crate::security::TlsListener::new(listener, tls)
+                .map_err(crate::http::HttpError::Serve)?;
+            tokio::spawn(crate::http::serve(l, state, router, stop))
+        }
+        None => tokio::spawn(crate::http::serve(listener, state, router, stop)),
+    })
+}
+
 /// Dashboard settings from flags: the token from `--token`, else
 /// `$IMGNORM_TOKEN`, else a generated one printed on stderr (the dashboard
 /// is never open without a token).
 pub fn dashboard_config(
-    a: &crate::cli::DashboardArgs,
+    a: &crate::args::DashboardArgs,
 ) -> Result<crate::http::HttpConfig, AppError> {
     let token = match a.token.clone().or_else(|| {
         std::env::var(crate::http::TOKEN_ENV)
@@ -713,27 +762,6 @@ fn local_addr(l: &TcpListener) -> Result<SocketAddr, AppError> {
 
 /// How long a stopping master waits for open sessions before dropping them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
-
-/// Flags of the worker processes `imgnorm run` and the local autoscaler
-/// start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WorkerFlags {
-    /// `--threads`.
-    pub threads: usize,
-    /// `--memory-budget` (MiB), when given.
-    pub memory_budget_mib: Option<u64>,
-}
-
-impl WorkerFlags {
-    /// The command-line arguments that carry these flags.
-    pub fn args(&self) -> Vec<String> {
-        let mut a = vec!["--threads".to_string(), self.threads.max(1).to_string()];
-        if let Some(m) = self.memory_budget_mib {
-            a.extend(["--memory-budget".to_string(), m.to_string()]);
-        }
-        a
-    }
-}
 
 /// Local worker processes started by `imgnorm run`.
 pub struct LocalWorkers {
@@ -805,32 +833,32 @@ impl LocalWorkers {
     }
 }
 
-/// Sends SIGTERM to a process.
-pub fn terminate(pid: u32) {
-    #[cfg(unix)]
-    if let Ok(pid) = i32::try_from(pid) {
-        // SAFETY: kill(2) has no memory-safety preconditions.
-        unsafe {
-            libc::kill(pid, libc::SIGTERM);
-        }
-    }
+/// What `imgnorm run` starts: the job, and the workers for it.
+#[derive(Debug)]
+pub struct LocalRun<'a> {
+    /// The job.
+    pub job: OneJob<'a>,
+    /// Worker processes (unless `scale` autoscales).
+    pub workers: usize,
+    /// Their flags.
+    pub flags: WorkerFlags,
+    /// Master settings.
+    pub config: MasterConfig,
+    /// `--autoscale` and its flags, when given.
+    pub scale: Option<&'a crate::args::AutoscaleArgs>,
 }
 
 /// `imgnorm run`: in-process master on loopback plus `workers` processes.
 /// The master requires a secret generated for this run, which only its own
 /// workers get (in their environment): other local users cannot join.
-#[allow(clippy::too_many_arguments)]
-pub async fn run_local(
-    input: &Path,
-    output: &Path,
-    workers: usize,
-    flags: WorkerFlags,
-    config: MasterConfig,
-    transfer: Transfer,
-    options: EngineOptions,
-    quiet: bool,
-    scale: Option<&crate::cli::AutoscaleArgs>,
-) -> Result<Summary, AppError> {
+pub async fn run_local(run: LocalRun<'_>) -> Result<Summary, AppError> {
+    let LocalRun {
+        job,
+        workers,
+        flags,
+        config,
+        scale,
+    } = run;
     let listener = bind("127.0.0.1:0").await?;
     let addr = listener.local_addr().map_err(|source| AppError::Bind {
         addr: "127.0.0.1:0".into(),
@@ -855,10 +883,7 @@ pub async fn run_local(
             &security.worker_access(),
         )?)
     };
-    master_one_job(
-        listener, security, config, input, output, transfer, options, quiet, pool, scaler,
-    )
-    .await
+    master_one_job(listener, security, config, job, pool, scaler).await
 }
 
 async fn client(
@@ -936,6 +961,31 @@ pub async fn wait_remote(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// `imgnorm status --json`: one JSON object with the jobs, the workers and
+/// the autoscaler (null without one).
+pub fn status_json(s: &pb::StatusResponse) -> serde_json::Value {
+    let jobs: Vec<_> = s.jobs.iter().map(|j| serde_json::json!({
+        "job_id": j.job_id, "state": j.state, "phase": j.phase, "images": j.images, "done": j.done,
+        "ok": j.ok, "failed": j.failed, "skipped": j.skipped, "elapsed_s": j.elapsed_s,
+        "input": j.input, "output": j.output, "error": j.error,
+    })).collect();
+    let workers: Vec<_> = s.workers.iter().map(|w| serde_json::json!({
+        "worker_id": w.worker_id, "name": w.name, "hostname": w.hostname, "state": w.state,
+        "images_done": w.images_done, "leases": w.leases, "last_seen_s_ago": w.last_seen_s_ago,
+    })).collect();
+    let autoscale = s.autoscale.as_ref().map(|a| {
+        serde_json::json!({
+            "backend": a.backend, "min_workers": a.min_workers, "max_workers": a.max_workers,
+            "desired": a.desired, "starting": a.starting, "running": a.running,
+            "draining": a.draining, "worker_seconds": a.worker_seconds,
+            "started_total": a.started_total, "stopped_total": a.stopped_total,
+            "died_total": a.died_total, "last_decision": a.last_decision,
+            "rate_per_worker": a.rate_per_worker,
+        })
+    });
+    serde_json::json!({"jobs": jobs, "workers": workers, "autoscale": autoscale})
 }
 
 /// Renders a status response as a table.

@@ -1,7 +1,7 @@
 //! A worker's memory budget (`--memory-budget`): a byte semaphore the engine
 //! threads take their images' memory from. Before decoding, the engine
 //! estimates from the image header what the image will need (see
-//! [`crate::engine`]); an image that alone needs more than the budget's
+//! `engine.rs`); an image that alone needs more than the budget's
 //! capacity fails with a reason, and the others wait until enough of the
 //! budget is free, so the images in flight together stay within it.
 //!

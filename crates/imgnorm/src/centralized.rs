@@ -14,8 +14,9 @@ use imgnorm_core::record::{Record, Status};
 use imgnorm_core::stats::{DatasetStats, ImageStats};
 
 use crate::discovery::{DiscoveryError, discover};
-use crate::engine::Engine;
-use crate::output::{self, DatasetSection, Normalization, OutputError, Stats, Summary};
+use crate::engine::{Engine, Sink, Source};
+use crate::finish;
+use crate::output::{OutputError, Summary};
 use crate::progress::Progress;
 use crate::storage::{self, Location, StorageError, Store};
 
@@ -45,6 +46,15 @@ pub enum RunError {
     /// Another unfinished job writes to the output.
     #[error(transparent)]
     Claim(#[from] crate::claim::ClaimError),
+}
+
+impl From<finish::FinishError> for RunError {
+    fn from(e: finish::FinishError) -> Self {
+        match e {
+            finish::FinishError::Format(e) => RunError::Format(e),
+            finish::FinishError::Output(e) => RunError::Output(e),
+        }
+    }
 }
 
 /// Creates the output folder.
@@ -95,7 +105,12 @@ pub fn run(
             rows.push(r);
             continue;
         }
-        let r = engine.process_file_at(input, rel, index, out);
+        let r = engine
+            .process(
+                Source::File { root: input, rel },
+                Sink::Output { root: out, index },
+            )
+            .record;
         if let Some(s) = engine.take_stats() {
             dataset.add(&s);
         }
@@ -103,12 +118,12 @@ pub fn run(
         rows.push(r);
     }
     progress.finish();
-    crate::formats::finish(out, opts, &found.files, &mut rows)?;
     finish_run(
         &Finished {
             input,
             out,
             opts,
+            layout: Some(&found.files),
             engine: &engine,
             dataset: &dataset,
             params: &params,
@@ -136,7 +151,9 @@ pub fn statistics_phase(
     let mut fold = ParamsFold::new(&opts);
     let mut early = Vec::with_capacity(files.len());
     for (i, rel) in files.iter().enumerate() {
-        let r = engine.stats_file(input, rel);
+        let r = engine
+            .process(Source::File { root: input, rel }, Sink::Measure)
+            .record;
         fold.settle(i as u64, engine.take_raw());
         early.push((r.status != Status::Ok).then_some(r));
     }
@@ -183,28 +200,6 @@ fn run_objects(
     let mut fetches = VecDeque::new();
     let mut next_fetch = 0;
     let mut in_flight: VecDeque<InFlight> = VecDeque::new();
-    let mut finish = |f: InFlight, rows: &mut Vec<Record>, progress: &mut Progress| {
-        let mut record = f.record;
-        let mut stats = f.stats;
-        if let Some(upload) = f.upload {
-            let done = storage::join(upload);
-            if let Err(e) = done {
-                let mut r = Record::bare(
-                    record.path.clone(),
-                    Status::Failed,
-                    Some(format!("cannot write output: {}", storage::chain(&e))),
-                );
-                r.format = record.format.take();
-                record = r;
-                stats = None;
-            }
-        }
-        if let Some(s) = &stats {
-            dataset.add(s);
-        }
-        progress.inc(record.status == Status::Failed);
-        rows.push(record);
-    };
     // Inputs over --max-input-bytes are refused from the GET's size,
     // before their bodies are read (as on a worker).
     let check = crate::engine::input_check(opts, None);
@@ -230,53 +225,19 @@ fn run_objects(
             (None, Location::Local(root)) => engine.read_input(root, rel).map(bytes::Bytes::from),
             (None, Location::S3(_)) => Err("internal error: no input store".to_string()),
         };
-        let f = match (data, &sink, &outp) {
-            (Err(reason), _, _) => InFlight {
-                record: Record::bare(rel.clone(), Status::Failed, Some(reason)),
-                stats: None,
-                upload: None,
-            },
-            (Ok(bytes), Some(store), _) => {
-                let p = engine.process_bytes(rel, &bytes);
-                let npy = p.npy.map(bytes::Bytes::copy_from_slice);
-                let record = p.record;
-                let upload = npy.map(|npy| {
-                    let (store, key) = (store.clone(), format!("{rel}.npy"));
-                    storage::spawn(async move { store.put(&key, npy).await })
-                });
-                InFlight {
-                    record,
-                    stats: engine.take_stats(),
-                    upload,
-                }
-            }
-            (Ok(bytes), None, Location::Local(root)) => InFlight {
-                record: engine.process_bytes_to_file(rel, i as u64, &bytes, root),
-                stats: engine.take_stats(),
-                upload: None,
-            },
-            (Ok(_), None, Location::S3(_)) => InFlight {
-                record: Record::bare(
-                    rel.clone(),
-                    Status::Failed,
-                    Some("internal error: no output store".into()),
-                ),
-                stats: None,
-                upload: None,
-            },
-        };
+        let f = process_one(&mut engine, rel, i as u64, data, sink.as_ref(), &outp);
         in_flight.push_back(f);
         while in_flight.len() > storage::PUT_CONCURRENCY
             || in_flight.front().is_some_and(|f| f.upload.is_none())
         {
             match in_flight.pop_front() {
-                Some(f) => finish(f, &mut rows, &mut progress),
+                Some(f) => settle(f, &mut rows, &mut progress, &mut dataset),
                 None => break,
             }
         }
     }
     while let Some(f) = in_flight.pop_front() {
-        finish(f, &mut rows, &mut progress);
+        settle(f, &mut rows, &mut progress, &mut dataset);
     }
     progress.finish();
     finish_run(
@@ -284,6 +245,7 @@ fn run_objects(
             input,
             out,
             opts,
+            layout: None,
             engine: &engine,
             dataset: &dataset,
             params: &params,
@@ -294,47 +256,123 @@ fn run_objects(
     )
 }
 
+/// One fetched (or unreadable) input of [`run_objects`], processed: into
+/// the local output folder, or into memory with its upload started.
+fn process_one(
+    engine: &mut Engine,
+    rel: &str,
+    index: u64,
+    data: Result<bytes::Bytes, String>,
+    sink: Option<&Store>,
+    outp: &Location,
+) -> InFlight {
+    match (data, sink, outp) {
+        (Err(reason), _, _) => InFlight {
+            record: Record::bare(rel, Status::Failed, Some(reason)),
+            stats: None,
+            upload: None,
+        },
+        (Ok(bytes), Some(store), _) => {
+            let p = engine.process(Source::Bytes { rel, data: &bytes }, Sink::Memory);
+            let npy = p.npy.map(bytes::Bytes::copy_from_slice);
+            let record = p.record;
+            let upload = npy.map(|npy| {
+                let (store, key) = (store.clone(), format!("{rel}.npy"));
+                storage::spawn(async move { store.put(&key, npy).await })
+            });
+            InFlight {
+                record,
+                stats: engine.take_stats(),
+                upload,
+            }
+        }
+        (Ok(bytes), None, Location::Local(root)) => InFlight {
+            record: engine
+                .process(
+                    Source::Bytes { rel, data: &bytes },
+                    Sink::Output { root, index },
+                )
+                .record,
+            stats: engine.take_stats(),
+            upload: None,
+        },
+        (Ok(_), None, Location::S3(_)) => InFlight {
+            record: Record::bare(
+                rel,
+                Status::Failed,
+                Some("internal error: no output store".into()),
+            ),
+            stats: None,
+            upload: None,
+        },
+    }
+}
+
+/// An image of [`run_objects`] leaves the queue in input order: its upload
+/// is awaited (a failed upload fails the row), its statistics folded, its
+/// row kept.
+fn settle(
+    f: InFlight,
+    rows: &mut Vec<Record>,
+    progress: &mut Progress,
+    dataset: &mut DatasetStats,
+) {
+    let mut record = f.record;
+    let mut stats = f.stats;
+    if let Some(upload) = f.upload {
+        let done = storage::join(upload);
+        if let Err(e) = done {
+            let mut r = Record::bare(
+                record.path.clone(),
+                Status::Failed,
+                Some(format!("cannot write output: {}", storage::chain(&e))),
+            );
+            r.format = record.format.take();
+            record = r;
+            stats = None;
+        }
+    }
+    if let Some(s) = &stats {
+        dataset.add(s);
+    }
+    progress.inc(record.status == Status::Failed);
+    rows.push(record);
+}
+
 /// What a finished centralized run (local or object store) writes its
 /// manifest and `stats.json` from.
 struct Finished<'a> {
     input: &'a Path,
     out: &'a Path,
     opts: &'a EngineOptions,
+    /// The files, when the output layout (shards, stack) is completed here.
+    layout: Option<&'a [String]>,
     engine: &'a Engine,
     dataset: &'a DatasetStats,
     params: &'a DatasetParams,
     started: Instant,
 }
 
-/// Writes the manifest (rows merged with discovery problems) and
-/// `stats.json` of a centralized run; returns its summary.
+/// Finishes the dataset of a centralized run ([`crate::finish`]): layout,
+/// manifest (rows merged with discovery problems) and `stats.json`; returns
+/// its summary.
 fn finish_run(
     f: &Finished<'_>,
     rows: Vec<Record>,
     problems: Vec<Record>,
 ) -> Result<Summary, RunError> {
-    let rows = output::merge_sorted(rows, problems);
-    // Leftovers of an earlier run into the same folder that was killed.
-    output::sweep_temp_files(f.out);
-    let counts = output::write_manifest(f.out, &rows)?;
-    let summary = Summary::new(counts, f.started.elapsed());
-    output::write_stats(
-        f.out,
-        &Stats {
-            tool: "imgnorm",
-            version: env!("CARGO_PKG_VERSION"),
-            mode: "centralized",
-            input: f.input.display().to_string(),
-            counts,
-            options: f.opts,
-            workers: 0,
-            elapsed_s: summary.seconds,
-            images_per_s: summary.images_per_s,
-            stage_seconds: f.engine.times().into(),
-            peak_rss_mib: output::peak_rss_mib(),
-            dataset: DatasetSection::new(f.dataset, &rows),
-            normalization: Normalization::new(f.opts, f.params),
-        },
-    )?;
-    Ok(summary)
+    let job = finish::Job {
+        input: f.input,
+        out: f.out,
+        options: f.opts,
+        layout: f.layout,
+        mode: "centralized",
+        workers: 0,
+        elapsed: finish::Elapsed::Since(f.started),
+        stage_seconds: f.engine.times().into(),
+        dataset: f.dataset,
+        params: f.params,
+        provenance: None,
+    };
+    Ok(finish::finish(&job, rows, problems)?)
 }

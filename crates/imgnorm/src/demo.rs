@@ -57,20 +57,23 @@ pub fn run(dir: &Path, count: u64) -> Result<(), DemoError> {
         .enable_all()
         .build()
         .map_err(DemoError::Runtime)?;
-    let d = rt.block_on(crate::app::run_local(
-        &input,
-        &dist,
+    let d = rt.block_on(crate::app::run_local(crate::app::LocalRun {
+        job: crate::app::OneJob {
+            input: &input,
+            output: &dist,
+            transfer: crate::wire::Transfer::Shared,
+            options: EngineOptions::default(),
+            quiet: false,
+        },
         workers,
-        crate::app::WorkerFlags {
+        flags: crate::app::WorkerFlags {
             threads: 1,
             memory_budget_mib: None,
         },
-        crate::master::MasterConfig::default(),
-        crate::wire::Transfer::Shared,
-        EngineOptions::default(),
-        false,
-        None,
-    ))?;
+        config: crate::master::MasterConfig::default(),
+        scale: None,
+    }))?;
+
     println!("{}", d.human(&dist));
     let same = same_dataset(&out, &dist);
     println!(
@@ -99,7 +102,7 @@ pub fn run(dir: &Path, count: u64) -> Result<(), DemoError> {
         repeat: 1,
         input: Some(input.clone()),
         out: dir.join("bench"),
-        transfer: crate::cli::TransferArg::Shared,
+        transfer: crate::args::TransferArg::Shared,
         python: false,
         python_script: "benchmarks/python/normalize_cv2.py".into(),
         peers: None,

@@ -4,7 +4,7 @@
 //! bad input: every problem becomes a manifest [`Record`] with a reason.
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::{Cursor, Read, Write};
+use std::io::{Cursor, Read};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -15,15 +15,15 @@ use imgnorm_core::dataset::{DatasetParams, RawStats, check_channels, raw_stats, 
 use imgnorm_core::normalize::{
     Extremes, Kernel, Pixels, extremes, luma_u8, luma_u16, npy_header, output_value, round_to,
 };
-use imgnorm_core::options::{
-    ChannelMode, EngineOptions, GeometryError, Orientation, OutputFormat, Scope,
-};
+use imgnorm_core::options::{ChannelMode, EngineOptions, GeometryError, Orientation, Scope};
 use imgnorm_core::record::{Record, Status};
 use imgnorm_core::stats::{ImageStats, StatsScratch, image_stats, scale_domains};
 
 use crate::budget::{MemoryBudget, Permit};
 use crate::decode::Sniffed;
-use crate::tiles::{SinkError, TileSink};
+use crate::tiles::{Array, Scratch, SinkError, TileSink};
+
+pub use crate::fsio::{unique_tmp_suffix, write_atomic};
 
 /// Extensions that claim an image: a file with one of these whose content is
 /// not a supported image is `failed`, not `skipped`.
@@ -250,6 +250,9 @@ pub struct Engine {
     /// Resampler and its output buffer (`--resize`, `--fit`, ...).
     resizer: fast_image_resize::Resizer,
     resized: Vec<u16>,
+    /// The layout writes each image as a slice of one preallocated file
+    /// (`--format stack`), not as a file of its own.
+    slices: bool,
     /// `--format stack`: the open stack file and where its data starts.
     stack: Option<crate::formats::StackWriter>,
     /// Whole-dataset normalization: the parameters of the writing phase and
@@ -268,18 +271,61 @@ struct DatasetState {
     raw: Option<RawStats>,
 }
 
-/// The result of processing one image in memory (stream mode).
+/// Where an image comes from ([`Engine::process`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Source<'a> {
+    /// `root/rel`, admitted against the memory budget from its size, then
+    /// read by the engine.
+    File {
+        /// The input folder.
+        root: &'a Path,
+        /// The file, relative to `root` (the manifest's path).
+        rel: &'a str,
+    },
+    /// Bytes already in memory (stream mode, object stores), admitted by the
+    /// caller ([`Engine::admit_input`]).
+    Bytes {
+        /// The manifest's path of the image.
+        rel: &'a str,
+        /// The file's bytes.
+        data: &'a [u8],
+    },
+}
+
+/// Where an image's result goes ([`Engine::process`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Sink<'a> {
+    /// The job's output folder, as its format says: `rel.npy` in the tree
+    /// (`npy`), in the staging tree (`webdataset`), or slice `index` of the
+    /// preallocated stack (`stack`); written atomically.
+    Output {
+        /// The job's output folder.
+        root: &'a Path,
+        /// The file's number in the job (its stack slice).
+        index: u64,
+    },
+    /// Memory: the `.npy` bytes come back in [`Processed::npy`].
+    Memory,
+    /// Nowhere: the statistics phase of a two-phase job measures the image
+    /// (see [`Engine::take_raw`]).
+    Measure,
+}
+
+/// The result of processing one image ([`Engine::process`]).
 pub struct Processed<'a> {
     /// The manifest row.
     pub record: Record,
-    /// The `.npy` file's bytes when the status is `ok`.
+    /// The `.npy` file's bytes when the sink is [`Sink::Memory`] and the
+    /// status is `ok`.
     pub npy: Option<&'a [u8]>,
 }
 
 impl Engine {
     /// An engine for `opts` (already validated).
     pub fn new(opts: EngineOptions) -> Engine {
+        let slices = !crate::formats::layout(&opts.format).per_image_files();
         Engine {
+            slices,
             opts,
             kernel: Kernel::new(),
             input: Vec::new(),
@@ -354,62 +400,57 @@ impl Engine {
         self.stats.take()
     }
 
-    /// Processes `input_root/rel` into `output_root/rel.npy` and returns its
-    /// manifest row. Never panics on bad input. For the `npy` format only;
-    /// [`Engine::process_file_at`] serves every format.
-    pub fn process_file(&mut self, input_root: &Path, rel: &str, output_root: &Path) -> Record {
-        self.process_file_at(input_root, rel, 0, output_root)
-    }
-
-    /// Processes the job's file number `index`, `input_root/rel`, into the
-    /// job's output folder `output_root` as its format says: `rel.npy` in
-    /// the tree (`npy`), in the staging tree (`webdataset`), or slice
-    /// `index` of the preallocated stack (`stack`). Never panics on bad
-    /// input.
-    pub fn process_file_at(
-        &mut self,
-        input_root: &Path,
-        rel: &str,
-        index: u64,
-        output_root: &Path,
-    ) -> Record {
-        self.stats = None;
-        let t0 = Instant::now();
-        let mut input = std::mem::take(&mut self.input);
-        let read = self.read_admitted(&input_root.join(rel), &mut input);
-        self.times.read += t0.elapsed();
-        let record = match read {
-            Err(p) => Record::bare(rel, Status::Failed, Some(p.to_string())),
-            Ok(()) => self.process_to_file(rel, &input, index, output_root),
+    /// The one way an image goes through the engine: from `source` (a file
+    /// the engine reads, or bytes in memory) to `sink` (the job's output
+    /// folder as its format says, memory, or nowhere: the statistics phase).
+    /// Returns the manifest row, and for [`Sink::Memory`] the `.npy` bytes
+    /// when the row is `ok` (borrowed from the engine's buffer, for the
+    /// caller to send or upload). Never panics on bad input.
+    ///
+    /// With a memory budget, the image gives its share back before this
+    /// returns, except when its output comes back in memory, or when the
+    /// caller handed in the bytes and they were only measured: then the
+    /// share is kept until [`Engine::release`] or the next image.
+    pub fn process(&mut self, source: Source<'_>, sink: Sink<'_>) -> Processed<'_> {
+        match sink {
+            Sink::Measure => self.dataset.raw = None,
+            Sink::Output { .. } | Sink::Memory => self.stats = None,
+        }
+        let record = match source {
+            Source::Bytes { rel, data } => self.process_in(rel, data, sink),
+            Source::File { root, rel } => {
+                let t0 = Instant::now();
+                let mut input = std::mem::take(&mut self.input);
+                let read = self.read_admitted(&root.join(rel), &mut input);
+                self.times.read += t0.elapsed();
+                let record = match read {
+                    Err(p) => Record::bare(rel, Status::Failed, Some(p.to_string())),
+                    Ok(()) => self.process_in(rel, &input, sink),
+                };
+                self.input = input;
+                record
+            }
         };
-        self.input = input;
-        self.release();
-        record
-    }
-
-    /// Processes an image held in memory; on success the `.npy` bytes are
-    /// returned (borrowed from the engine's buffer) for the caller to send.
-    /// With a memory budget, the image keeps its share until
-    /// [`Engine::release`] or the next image.
-    pub fn process_bytes(&mut self, rel: &str, data: &[u8]) -> Processed<'_> {
-        let record = self.process_bytes_inner(rel, data);
-        let npy = (record.status == Status::Ok).then_some(&self.out[..]);
+        let keep = match sink {
+            Sink::Memory => true,
+            Sink::Measure => matches!(source, Source::Bytes { .. }),
+            Sink::Output { .. } => false,
+        };
+        if !keep {
+            self.release();
+        }
+        let npy =
+            (matches!(sink, Sink::Memory) && record.status == Status::Ok).then_some(&self.out[..]);
         Processed { record, npy }
     }
 
-    /// Processes an image held in memory (fetched from an object store) into
-    /// `output_root/rel.npy`, written atomically as [`Engine::process_file`]
-    /// does.
-    pub fn process_bytes_to_file(
-        &mut self,
-        rel: &str,
-        index: u64,
-        data: &[u8],
-        output_root: &Path,
-    ) -> Record {
-        let record = self.process_to_file(rel, data, index, output_root);
-        self.release();
-        record
+    /// [`Engine::process`] once the bytes are in hand.
+    fn process_in(&mut self, rel: &str, data: &[u8], sink: Sink<'_>) -> Record {
+        match sink {
+            Sink::Output { root, index } => self.process_to_file(rel, data, index, root),
+            Sink::Memory => self.process_bytes_inner(rel, data),
+            Sink::Measure => self.measure(rel, data),
+        }
     }
 
     /// Processes `data` into the job's output: per-image files are written
@@ -422,8 +463,8 @@ impl Engine {
         index: u64,
         output_root: &Path,
     ) -> Record {
-        self.direct = (self.opts.format != OutputFormat::Stack)
-            .then(|| crate::formats::tree_root(output_root, &self.opts.format));
+        self.direct =
+            (!self.slices).then(|| crate::formats::tree_root(output_root, &self.opts.format));
         let direct = self.direct.is_some();
         self.fused_write = Duration::ZERO;
         let mut record = self.process_bytes_inner(rel, data);
@@ -913,10 +954,7 @@ impl Engine {
         }
         let n = d.width as usize * d.height as usize * d.channels;
         let (px, channels) = convert(&self.samples, &mut self.converted, self.opts.channels, d, n);
-        if let Some(want) = self
-            .opts
-            .stack_shape()
-            .filter(|_| self.opts.format == OutputFormat::Stack)
+        if let Some(want) = self.opts.stack_shape().filter(|_| self.slices)
             && want != [d.height as usize, d.width as usize, channels]
         {
             let shape = |s: [usize; 3]| format!("{}x{}x{}", s[0], s[1], s[2]);
@@ -942,13 +980,17 @@ impl Engine {
                 .prepare_scale(eight, channels, scope, &ext, range, dtype);
             self.stats_scratch.begin(eight, &domains);
             let written = sink.write(
-                &self.kernel,
-                &mut self.stats_scratch,
-                &mut self.tile,
-                &header,
-                px,
-                channels,
-                dtype.size(),
+                Scratch {
+                    kernel: &self.kernel,
+                    counts: &mut self.stats_scratch,
+                    tile: &mut self.tile,
+                },
+                Array {
+                    header: &header,
+                    px,
+                    channels,
+                    size: dtype.size(),
+                },
             );
             return match written {
                 Ok((checksum, spent)) => {
@@ -1010,28 +1052,11 @@ impl Engine {
         self.dataset.raw.take()
     }
 
-    /// Statistics phase for `input_root/rel`: decode, convert channels and
-    /// measure (see [`Engine::take_raw`]); writes nothing. The row is `ok`
-    /// (with shape, no output), `skipped` or `failed` with the same reason
-    /// the writing phase would give.
-    pub fn stats_file(&mut self, input_root: &Path, rel: &str) -> Record {
-        self.dataset.raw = None;
-        let t0 = Instant::now();
-        let mut input = std::mem::take(&mut self.input);
-        let read = self.read_admitted(&input_root.join(rel), &mut input);
-        self.times.read += t0.elapsed();
-        let record = match read {
-            Err(p) => Record::bare(rel, Status::Failed, Some(p.to_string())),
-            Ok(()) => self.stats_bytes(rel, &input),
-        };
-        self.input = input;
-        self.release();
-        record
-    }
-
-    /// Statistics phase for an image held in memory (stream mode).
-    pub fn stats_bytes(&mut self, rel: &str, data: &[u8]) -> Record {
-        self.dataset.raw = None;
+    /// The statistics phase ([`Sink::Measure`]): decode, convert channels
+    /// and measure (see [`Engine::take_raw`]); writes nothing. The row is
+    /// `ok` (with shape, no output), `skipped` or `failed` with the same
+    /// reason the writing phase would give.
+    fn measure(&mut self, rel: &str, data: &[u8]) -> Record {
         let t = Instant::now();
         // The statistics describe the arrays the writing phase scales:
         // after the geometry, as in `process_bytes_inner`.
@@ -1127,13 +1152,17 @@ impl Engine {
                 .prepare_map(eight, &domains, |c, x| maps[c].value(x), dtype);
             self.stats_scratch.begin(eight, &domains);
             let written = sink.write(
-                &self.kernel,
-                &mut self.stats_scratch,
-                &mut self.tile,
-                &header,
-                px,
-                channels,
-                dtype.size(),
+                Scratch {
+                    kernel: &self.kernel,
+                    counts: &mut self.stats_scratch,
+                    tile: &mut self.tile,
+                },
+                Array {
+                    header: &header,
+                    px,
+                    channels,
+                    size: dtype.size(),
+                },
             );
             match written {
                 Ok((checksum, spent)) => {
@@ -1314,46 +1343,6 @@ impl Engine {
     }
 }
 
-/// A temporary-file suffix no other writer uses, even across machines and
-/// containers sharing the output folder: the pid alone is not enough, since
-/// every worker container is pid 1, and a re-issued (speculative or
-/// reclaimed) batch makes two workers write the same file at once. So: pid,
-/// a hash of the host name and process start time, and a per-call counter:
-/// `.PID.TAG.N.tmp`, at most 53 bytes. On its own it is a hidden file name
-/// (what engines write through); appended to a short fixed name, a unique
-/// sibling of that file.
-pub fn unique_tmp_suffix() -> String {
-    static PROCESS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let process = PROCESS.get_or_init(|| {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-        let tag = xxhash_rust::xxh3::xxh3_64(format!("{}|{nanos}", host.trim()).as_bytes());
-        format!("{}.{tag:016x}", std::process::id())
-    });
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!(".{process}.{n}.tmp")
-}
-
-/// Writes `bytes` to `path` via `path` + `suffix` and a rename, so a killed
-/// process never leaves a truncated file under the final name. For short
-/// fixed names (metadata files, shards); outputs named after inputs go
-/// through [`TileSink`], whose temporary name does not grow with theirs.
-pub fn write_atomic(path: &Path, bytes: &[u8], suffix: &str) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(suffix);
-    let tmp = PathBuf::from(tmp);
-    let result = File::create(&tmp)
-        .and_then(|mut f| f.write_all(bytes))
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
 fn failed_from(rel: &str, ok: &Record, p: Problem) -> Record {
     let mut r = Record::bare(rel, Status::Failed, Some(p.to_string()));
     r.format = ok.format.clone();
@@ -1490,15 +1479,45 @@ mod tests {
     #[test]
     fn hostile_bytes_become_records() {
         let mut e = Engine::new(EngineOptions::default());
-        let r = e.process_bytes("x.jpg", b"").record;
+        let r = e
+            .process(
+                Source::Bytes {
+                    rel: "x.jpg",
+                    data: b"",
+                },
+                Sink::Memory,
+            )
+            .record;
         assert_eq!(r.status, Status::Failed);
         assert!(r.reason.unwrap().contains("empty"));
-        let r = e.process_bytes("x.txt", b"hello").record;
+        let r = e
+            .process(
+                Source::Bytes {
+                    rel: "x.txt",
+                    data: b"hello",
+                },
+                Sink::Memory,
+            )
+            .record;
         assert_eq!(r.status, Status::Skipped);
-        let r = e.process_bytes("x.png", b"hello").record;
+        let r = e
+            .process(
+                Source::Bytes {
+                    rel: "x.png",
+                    data: b"hello",
+                },
+                Sink::Memory,
+            )
+            .record;
         assert_eq!(r.status, Status::Failed);
         let r = e
-            .process_bytes("x.jpg", &[0xFF, 0xD8, 0xFF, 0xE0, 0, 0])
+            .process(
+                Source::Bytes {
+                    rel: "x.jpg",
+                    data: &[0xFF, 0xD8, 0xFF, 0xE0, 0, 0],
+                },
+                Sink::Memory,
+            )
             .record;
         assert_eq!(r.status, Status::Failed);
     }
@@ -1524,15 +1543,33 @@ mod tests {
         let big = png_of(40, 30, 1);
         let small = png_of(5, 3, 2);
         let mut reused = Engine::new(EngineOptions::default());
-        let _ = reused.process_bytes("big.png", &big);
+        let _ = reused.process(
+            Source::Bytes {
+                rel: "big.png",
+                data: &big,
+            },
+            Sink::Memory,
+        );
         let a = reused
-            .process_bytes("small.png", &small)
+            .process(
+                Source::Bytes {
+                    rel: "small.png",
+                    data: &small,
+                },
+                Sink::Memory,
+            )
             .npy
             .unwrap()
             .to_vec();
         let mut fresh = Engine::new(EngineOptions::default());
         let b = fresh
-            .process_bytes("small.png", &small)
+            .process(
+                Source::Bytes {
+                    rel: "small.png",
+                    data: &small,
+                },
+                Sink::Memory,
+            )
             .npy
             .unwrap()
             .to_vec();
@@ -1594,7 +1631,13 @@ mod tests {
         img.write_to(&mut Cursor::new(&mut png), ImageFormat::Png)
             .unwrap();
         let mut e = Engine::new(EngineOptions::default());
-        let p = e.process_bytes("a.png", &png);
+        let p = e.process(
+            Source::Bytes {
+                rel: "a.png",
+                data: &png,
+            },
+            Sink::Memory,
+        );
         assert_eq!(p.record.status, Status::Ok, "{:?}", p.record.reason);
         assert_eq!(p.record.min, vec![0]);
         assert_eq!(p.record.max, vec![200]);

@@ -38,7 +38,7 @@ use imgnorm_core::stats::{BINS, ChannelStats, ImageStats};
 use imgnorm_core::validate::{self, Claim, Expected, LeaseFacts, ResultPhase};
 
 use crate::budget::MemoryBudget;
-use crate::engine::Engine;
+use crate::engine::{Engine, Sink, Source};
 
 /// Pixel limit of the decode target: small, so that no input can make the
 /// fuzzer itself run out of memory, and so the limit is exercised.
@@ -137,11 +137,25 @@ pub fn decode_normalize(data: &[u8]) {
     engine.set_budget(Arc::clone(&budget));
     let two_phase = opts.two_phase();
     let (record, stats, raw) = if two_phase {
-        let r = engine.stats_bytes(&rel, file);
+        let r = engine
+            .process(
+                Source::Bytes {
+                    rel: &rel,
+                    data: file,
+                },
+                Sink::Measure,
+            )
+            .record;
         let raw = engine.take_raw();
         (r, None, raw)
     } else {
-        let p = engine.process_bytes(&rel, file);
+        let p = engine.process(
+            Source::Bytes {
+                rel: &rel,
+                data: file,
+            },
+            Sink::Memory,
+        );
         let record = p.record;
         if let Some(npy) = p.npy {
             let sum = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(npy));

@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 pub mod app;
+pub mod args;
 pub mod autoscale;
 pub mod bench;
 pub mod budget;
@@ -13,11 +14,15 @@ pub mod decode;
 pub mod demo;
 pub mod discovery;
 pub mod engine;
+pub mod finish;
 pub mod formats;
+pub mod fsio;
 pub mod fuzzing;
 pub mod health;
+pub mod host;
 pub mod http;
 pub mod jpeg;
+pub mod launch;
 pub mod limits;
 pub mod master;
 pub mod metrics;

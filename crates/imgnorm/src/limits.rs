@@ -2,7 +2,12 @@
 //! in one place, each derived from the protocol's chunk size (see
 //! docs/DISTRIBUTED.md, "Limits"). The memory budget of a worker's engine
 //! threads is [`crate::budget`]; per-image pixel limits are engine options.
-use crate::master::{CHUNK, INLINE_INPUT_MAX};
+
+/// Stream mode: input files up to this size travel inside the lease; larger
+/// ones are fetched in chunks with `ReadInput`.
+pub const INLINE_INPUT_MAX: usize = 4 * 1024 * 1024;
+/// Stream mode: chunk size for inputs and outputs.
+pub const CHUNK: usize = 4 * 1024 * 1024;
 
 /// Largest number of images in one lease (`--batch-size`): bounds a lease
 /// message together with [`imgnorm_core::paths::MAX_PATH_BYTES`].

@@ -12,7 +12,8 @@ use imgnorm_core::record::{Counts, Record, Status};
 use imgnorm_core::stats::{ChannelSummary, DatasetStats};
 use serde::Serialize;
 
-use crate::engine::{StageTimes, write_atomic};
+use crate::engine::StageTimes;
+use crate::fsio::write_atomic;
 
 /// Name of the manifest file in the output folder.
 pub const MANIFEST: &str = "manifest.jsonl";
@@ -34,7 +35,7 @@ pub struct OutputError {
 
 /// Removes what killed writers left in the output tree `out`: the engines'
 /// temporary files (`.PID.TAG.N.tmp`, see
-/// [`crate::engine::unique_tmp_suffix`]), those of [`write_atomic`]
+/// [`crate::fsio::unique_tmp_suffix`]), those of [`write_atomic`]
 /// (`NAME.PID.TAG.N.tmp`) and the master's stream-mode partial files
 /// (`.PID.LEASE.INDEX.part`; `NAME.PID.LEASE.part` from older versions).
 /// Called by the job
@@ -302,7 +303,7 @@ pub fn peak_rss_mib() -> Option<f64> {
 }
 
 /// Stage times in seconds.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Clone, Copy, Serialize)]
 pub struct StageSeconds {
     /// Reading input files.
     pub read: f64,

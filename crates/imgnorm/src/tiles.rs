@@ -28,6 +28,30 @@ pub struct TileSink {
     shown: String,
 }
 
+/// The kernel and buffers an engine thread writes its images with, kept
+/// between images.
+pub struct Scratch<'a> {
+    /// The scaling kernel, prepared for this image.
+    pub kernel: &'a Kernel,
+    /// The image's statistics counters, begun for this image.
+    pub counts: &'a mut StatsScratch,
+    /// The tile buffer (resized as needed).
+    pub tile: &'a mut Vec<u8>,
+}
+
+/// One image's array as it is written: the `.npy` header, then the pixels
+/// through the kernel.
+pub struct Array<'a> {
+    /// The `.npy` header, written before the first tile.
+    pub header: &'a [u8],
+    /// The decoded pixels, `channels` interleaved.
+    pub px: Pixels<'a>,
+    /// Channels per pixel.
+    pub channels: usize,
+    /// Bytes per output value.
+    pub size: usize,
+}
+
 /// Writing an output file failed: the reason, with the path relative to the
 /// output tree.
 #[derive(Debug, thiserror::Error)]
@@ -53,23 +77,27 @@ impl TileSink {
         })
     }
 
-    /// Writes the `.npy` file `header` + the output of `px` (`channels`
-    /// interleaved) through `kernel` (prepared for this image; `size` bytes
-    /// per value), counts `px` into `counts` (begun for this image), then
-    /// renames the file into place. Returns the manifest checksum of the
-    /// file's bytes and the time spent in `write` and `rename`. On error the
-    /// temporary file is removed.
-    #[allow(clippy::too_many_arguments)]
+    /// Writes the `.npy` file `array.header` + the output of `array.px`
+    /// through `with.kernel` (prepared for this image), counts the pixels into
+    /// `with.counts` (begun for this image), then renames the file into
+    /// place. Returns the manifest checksum of the file's bytes and the time
+    /// spent in `write` and `rename`. On error the temporary file is removed.
     pub fn write(
         self,
-        kernel: &Kernel,
-        counts: &mut StatsScratch,
-        tile: &mut Vec<u8>,
-        header: &[u8],
-        px: Pixels<'_>,
-        channels: usize,
-        size: usize,
+        with: Scratch<'_>,
+        array: Array<'_>,
     ) -> Result<(String, Duration), SinkError> {
+        let Scratch {
+            kernel,
+            counts,
+            tile,
+        } = with;
+        let Array {
+            header,
+            px,
+            channels,
+            size,
+        } = array;
         let mut file = self.file;
         let mut spent = Duration::ZERO;
         let mut hash = xxhash_rust::xxh3::Xxh3::new();

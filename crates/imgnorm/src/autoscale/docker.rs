@@ -74,7 +74,7 @@ pub struct DockerConfig {
     /// other's workers.
     pub owner: String,
     /// `--threads` and `--memory-budget` of each worker.
-    pub flags: crate::app::WorkerFlags,
+    pub flags: crate::launch::WorkerFlags,
     /// TLS trust (`--tls-ca` as the containers see the file), secret (in
     /// the container's environment) and `--insecure` for the workers.
     pub access: crate::security::WorkerAccess,

@@ -16,7 +16,7 @@ pub struct LocalConfig {
     /// The master's URL as workers reach it.
     pub master_url: String,
     /// `--threads` and `--memory-budget` of each worker.
-    pub flags: crate::app::WorkerFlags,
+    pub flags: crate::launch::WorkerFlags,
     /// TLS trust, secret and `--insecure` for the workers.
     pub access: crate::security::WorkerAccess,
 }
@@ -74,7 +74,7 @@ impl Backend for Local {
     /// SIGTERM: the worker finishes its batch, hands back the rest, exits.
     async fn drain(&mut self, handle: &str) -> Result<(), ScaleError> {
         if let Some(pid) = self.children.get(handle).and_then(Child::id) {
-            crate::app::terminate(pid);
+            crate::launch::terminate(pid);
         }
         Ok(())
     }
@@ -114,7 +114,7 @@ impl Backend for Local {
     async fn stop_all(&mut self, grace: Duration) {
         for c in self.children.values() {
             if let Some(pid) = c.id() {
-                crate::app::terminate(pid);
+                crate::launch::terminate(pid);
             }
         }
         let deadline = tokio::time::Instant::now() + grace;

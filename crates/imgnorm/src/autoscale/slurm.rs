@@ -83,7 +83,7 @@ pub struct SlurmConfig {
     pub master_url: String,
     /// `--threads` and `--memory-budget` of each worker (also the job's
     /// `--cpus-per-task` and `--mem`).
-    pub flags: crate::app::WorkerFlags,
+    pub flags: crate::launch::WorkerFlags,
     /// TLS trust, secret and `--insecure` for the workers.
     pub access: crate::security::WorkerAccess,
     /// Copy `access.tls_ca` into the job folder (the master's own

@@ -20,7 +20,7 @@ use std::time::Instant;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 
-use crate::cli::parse_size;
+use crate::args::parse_size;
 use crate::synth::{GenError, GenFormat, GenOptions};
 use report::{Machine, Results, RunRecord};
 
@@ -44,7 +44,7 @@ pub struct BenchArgs {
     pub out: PathBuf,
     /// How the distributed runs move images.
     #[arg(long, value_enum, default_value = "shared")]
-    pub transfer: crate::cli::TransferArg,
+    pub transfer: crate::args::TransferArg,
     /// Also run the Python/OpenCV baseline (1 process and a pool of N).
     #[arg(long)]
     pub python: bool,
@@ -468,8 +468,8 @@ fn command(args: &BenchArgs, exe: &Path, c: Config, input: &Path, output: &Path)
         Mode::Distributed | Mode::Autoscale => {
             cmd = Command::new(exe);
             let transfer = match args.transfer {
-                crate::cli::TransferArg::Shared => "shared",
-                crate::cli::TransferArg::Stream => "stream",
+                crate::args::TransferArg::Shared => "shared",
+                crate::args::TransferArg::Stream => "stream",
             };
             cmd.args(["run", "--quiet", "--threads", "1"]);
             if c.mode == Mode::Autoscale {

@@ -362,8 +362,8 @@ impl Results {
             dataset,
             repeat: args.repeat,
             transfer: match args.transfer {
-                crate::cli::TransferArg::Shared => "shared",
-                crate::cli::TransferArg::Stream => "stream",
+                crate::args::TransferArg::Shared => "shared",
+                crate::args::TransferArg::Stream => "stream",
             },
             batch_size: args.batch_size,
             python,

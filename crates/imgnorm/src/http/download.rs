@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use tokio::sync::mpsc;
 
 use super::AppState;
-use super::api::ApiError;
+use super::error::ApiError;
 
 /// Size of the pieces the body is sent in.
 const PIECE: usize = 256 * 1024;

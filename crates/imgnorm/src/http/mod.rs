@@ -5,6 +5,7 @@
 //! (datasets from files or archives) and `download` (streamed results).
 pub mod api;
 pub mod download;
+pub mod error;
 pub mod pages;
 pub mod upload;
 pub mod zipread;

@@ -20,7 +20,7 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
-use super::api::ApiError;
+use super::error::ApiError;
 
 /// Uploads a master takes at once; more are answered 429 (each streams to
 /// disk with a few buffers, but extraction is disk- and CPU-bound).

@@ -2,6 +2,7 @@
 //! runs the reaper that expires silent workers, accepts jobs (discovering their
 //! files), and writes each finished job's dataset. `Master::serve` takes an
 //! already bound listener and a shutdown future, so tests bind port 0.
+pub mod autoscale_view;
 pub mod convert;
 pub use imgnorm_core::jobs::history;
 pub mod resume;
@@ -27,18 +28,14 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::discovery::{DiscoveryError, discover};
-use crate::output::{
-    self, DatasetSection, Normalization, OutputError, StageSeconds, Stats, Summary,
-};
+use crate::finish;
+use crate::output::{StageSeconds, Summary};
 use crate::storage::{self, Location, StorageError};
 use crate::wire::Transfer;
+use autoscale_view::AutoscaleView;
 use state::{Effects, JobState, State};
 
-/// Stream mode: input files up to this size travel inside the lease; larger
-/// ones are fetched in chunks with `ReadInput`.
-pub const INLINE_INPUT_MAX: usize = 4 * 1024 * 1024;
-/// Stream mode: chunk size for inputs and outputs.
-pub const CHUNK: usize = 4 * 1024 * 1024;
+pub use crate::limits::{CHUNK, INLINE_INPUT_MAX};
 
 /// Master settings.
 #[derive(Debug, Clone)]
@@ -150,7 +147,7 @@ struct Inner {
     changed: watch::Sender<u64>,
     started: Instant,
     /// The autoscaler's latest view, when one runs beside this master.
-    autoscale: Mutex<Option<crate::autoscale::AutoscaleView>>,
+    autoscale: Mutex<Option<AutoscaleView>>,
     /// Unfinished jobs read from the state database, until [`Master::resume`].
     saved: Mutex<Vec<store::SavedJob>>,
 }
@@ -443,25 +440,29 @@ impl Master {
         })
     }
 
-    /// Writes manifest, provenance and stats of a completed job.
+    /// Writes manifest, provenance and stats of a completed job
+    /// ([`crate::finish`], as the centralized run does).
     fn write_dataset(&self, key: JobKey) -> Result<Summary, String> {
+        /// What a completed job's dataset is written from, taken out of the state
+        /// under its lock.
+        struct Written {
+            records: Vec<Record>,
+            files: Arc<Vec<String>>,
+            problems: Vec<Record>,
+            provenance: Vec<String>,
+            out: PathBuf,
+            input: PathBuf,
+            options: EngineOptions,
+            transfer: Transfer,
+            elapsed: Duration,
+            dataset: imgnorm_core::stats::DatasetStats,
+            workers: usize,
+            params: imgnorm_core::dataset::DatasetParams,
+        }
         // Every result is committed before the job counts as done, so the
         // job's time includes the state database keeping up.
         self.flush_state();
-        let (
-            records,
-            files,
-            problems,
-            prov,
-            out,
-            input,
-            options,
-            transfer,
-            elapsed,
-            dataset,
-            workers,
-            params,
-        ) = {
+        let done = {
             let mut st = self.lock();
             let workers = st.workers_seen();
             let Some(j) = st.core.jobs.get_mut(&key) else {
@@ -475,7 +476,7 @@ impl Master {
                     j.files.len()
                 ));
             }
-            let prov: Vec<String> = j
+            let provenance: Vec<String> = j
                 .files
                 .iter()
                 .zip(&j.provenance)
@@ -486,64 +487,41 @@ impl Master {
                     })
                 })
                 .collect();
-            (
+            Written {
                 records,
-                Arc::clone(&j.files),
-                j.problems.clone(),
-                prov,
-                j.output.clone(),
-                j.input.clone(),
-                j.options.clone(),
-                j.transfer,
-                j.submitted.elapsed(),
-                std::mem::replace(&mut j.stats, OrderedFold::new(j.options.range)).finish(),
+                files: Arc::clone(&j.files),
+                problems: j.problems.clone(),
+                provenance,
+                out: j.output.clone(),
+                input: j.input.clone(),
+                options: j.options.clone(),
+                transfer: j.transfer,
+                elapsed: j.submitted.elapsed(),
+                dataset: std::mem::replace(&mut j.stats, OrderedFold::new(j.options.range))
+                    .finish(),
                 workers,
-                j.two.params.clone(),
-            )
+                params: j.two.params.clone(),
+            }
         };
         // Shards or stack are completed outside the lock: this is file I/O.
-        let mut records = records;
-        crate::formats::finish(&out, &options, &files, &mut records).map_err(|e| e.to_string())?;
-        let swept = output::sweep_temp_files(&out);
-        if swept > 0 {
-            tracing::info!(
-                files = swept,
-                "removed temporary files left by killed writers"
-            );
-        }
-        let rows = output::merge_sorted(records, problems);
-        let e = |e: OutputError| e.to_string();
-        let counts = output::write_manifest(&out, &rows).map_err(e)?;
-        let mut p = prov.join("\n");
-        if !p.is_empty() {
-            p.push('\n');
-        }
-        output::write_file(&out, output::PROVENANCE, p.as_bytes()).map_err(e)?;
-        let summary = Summary::new(counts, elapsed);
-        output::write_stats(
-            &out,
-            &Stats {
-                tool: "imgnorm",
-                version: env!("CARGO_PKG_VERSION"),
-                mode: if transfer == Transfer::Stream {
-                    "distributed-stream"
-                } else {
-                    "distributed"
-                },
-                input: input.display().to_string(),
-                counts,
-                options: &options,
-                workers,
-                elapsed_s: summary.seconds,
-                images_per_s: summary.images_per_s,
-                stage_seconds: StageSeconds::default(),
-                peak_rss_mib: output::peak_rss_mib(),
-                dataset: DatasetSection::new(&dataset, &rows),
-                normalization: Normalization::new(&options, &params),
+        let job = finish::Job {
+            input: &done.input,
+            out: &done.out,
+            options: &done.options,
+            layout: Some(&done.files),
+            mode: if done.transfer == Transfer::Stream {
+                "distributed-stream"
+            } else {
+                "distributed"
             },
-        )
-        .map_err(e)?;
-        Ok(summary)
+            workers: done.workers,
+            elapsed: finish::Elapsed::Fixed(done.elapsed),
+            stage_seconds: StageSeconds::default(),
+            dataset: &done.dataset,
+            params: &done.params,
+            provenance: Some(&done.provenance),
+        };
+        finish::finish(&job, done.records, done.problems).map_err(|e| e.to_string())
     }
 
     /// What the autoscaler observes now (see [`State::autoscale_observation`]).
@@ -552,7 +530,7 @@ impl Master {
     }
 
     /// Publishes the autoscaler's view (for `/metrics` and the dashboard).
-    pub fn set_autoscale_view(&self, view: crate::autoscale::AutoscaleView) {
+    pub fn set_autoscale_view(&self, view: AutoscaleView) {
         *self
             .inner
             .autoscale
@@ -561,7 +539,7 @@ impl Master {
     }
 
     /// The autoscaler's latest view, when one runs.
-    pub fn autoscale_view(&self) -> Option<crate::autoscale::AutoscaleView> {
+    pub fn autoscale_view(&self) -> Option<AutoscaleView> {
         self.inner
             .autoscale
             .lock()

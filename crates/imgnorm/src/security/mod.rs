@@ -365,34 +365,6 @@ pub fn explain(e: &(dyn std::error::Error + 'static)) -> String {
     }
 }
 
-impl crate::cli::ServerSecurityArgs {
-    /// The master's security settings: reads or generates the certificate
-    /// and reads the secret.
-    pub fn resolve(&self) -> Result<ServerSecurity, SecurityError> {
-        let tls = match (&self.tls_cert, &self.tls_key, &self.tls_self_signed) {
-            (Some(c), Some(k), _) => Some(ServerTls::from_files(c, k)?),
-            (_, _, Some(dir)) => Some(ServerTls::self_signed(dir, &self.tls_sans)?),
-            _ => None,
-        };
-        Ok(ServerSecurity {
-            tls,
-            secret: Secret::from_sources(self.secret.as_deref(), self.secret_file.as_deref())?,
-            insecure: self.insecure,
-        })
-    }
-}
-
-impl crate::cli::ClientSecurityArgs {
-    /// A client's security settings (reads the secret).
-    pub fn resolve(&self) -> Result<ClientSecurity, SecurityError> {
-        Ok(ClientSecurity {
-            tls_ca: self.tls_ca.clone(),
-            secret: Secret::from_sources(self.secret.as_deref(), self.secret_file.as_deref())?,
-            insecure: self.insecure,
-        })
-    }
-}
-
 /// `imgnorm health`: TLS only. The health service needs no secret and
 /// sends nothing worth hiding, so a plain URL is allowed anywhere.
 pub fn health_client(tls_ca: Option<&Path>) -> ClientSecurity {

@@ -115,7 +115,7 @@ impl ServerTls {
         ];
         // The host's name only when it is a plain DNS name; --tls-san names
         // are the user's and go in as given (a bad one is an error).
-        let host = crate::worker::hostname();
+        let host = crate::host::hostname();
         let plain = |h: &str| {
             h.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')

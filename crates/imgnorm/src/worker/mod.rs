@@ -210,7 +210,7 @@ async fn session(
             m
         })
     };
-    let hostname = hostname();
+    let hostname = crate::host::hostname();
     let _ = out_tx.send(msg(WMsg::Hello(pb::Hello {
         protocol_version: PROTOCOL_VERSION,
         name: if cfg.name.is_empty() {
@@ -358,17 +358,4 @@ impl Unusable {
             }
         });
     }
-}
-
-pub(crate) fn hostname() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| {
-            std::fs::read_to_string("/etc/hostname")
-                .ok()
-                .map(|s| s.trim().to_string())
-        })
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into())
 }

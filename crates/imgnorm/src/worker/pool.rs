@@ -20,8 +20,8 @@ use tokio::sync::Notify;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::budget::MemoryBudget;
-use crate::engine::Engine;
-use crate::master::CHUNK;
+use crate::engine::{Engine, Sink, Source};
+use crate::limits::CHUNK;
 use crate::storage::{self, Location, Store};
 
 /// Output bytes queued for sending before engine threads wait.
@@ -461,7 +461,15 @@ fn engine_thread(rx: Arc<Mutex<mpsc::Receiver<Task>>>, delay: Duration, budget: 
                         None,
                     )),
                     Transfer::Shared if lease.dataset.stats => {
-                        let r = eng.stats_file(&lease.input_root, &item.path);
+                        let r = eng
+                            .process(
+                                Source::File {
+                                    root: &lease.input_root,
+                                    rel: &item.path,
+                                },
+                                Sink::Measure,
+                            )
+                            .record;
                         raw = eng.take_raw();
                         Some((r, None))
                     }
@@ -469,12 +477,18 @@ fn engine_thread(rx: Arc<Mutex<mpsc::Receiver<Task>>>, delay: Duration, budget: 
                         object_item(eng, &session, &lease, index)
                     }
                     Transfer::Shared => {
-                        let r = eng.process_file_at(
-                            &lease.input_root,
-                            &item.path,
-                            item.index,
-                            &lease.output_root,
-                        );
+                        let r = eng
+                            .process(
+                                Source::File {
+                                    root: &lease.input_root,
+                                    rel: &item.path,
+                                },
+                                Sink::Output {
+                                    root: &lease.output_root,
+                                    index: item.index,
+                                },
+                            )
+                            .record;
                         Some((r, eng.take_stats()))
                     }
                     Transfer::Stream => {
@@ -503,12 +517,16 @@ fn engine_thread(rx: Arc<Mutex<mpsc::Receiver<Task>>>, delay: Duration, budget: 
                         } else {
                             &item.data
                         };
+                        let source = Source::Bytes {
+                            rel: &item.path,
+                            data,
+                        };
                         if lease.dataset.stats {
-                            let r = eng.stats_bytes(&item.path, data);
+                            let r = eng.process(source, Sink::Measure).record;
                             raw = eng.take_raw();
                             return Some((r, None));
                         }
-                        let p = eng.process_bytes(&item.path, data);
+                        let p = eng.process(source, Sink::Memory);
                         if let Some(npy) = p.npy {
                             session.send_output(&lease, item.index, npy);
                         }
@@ -618,12 +636,16 @@ fn object_item(
         (Some(Ok(store)), _) => store.clone(),
         (Some(Err(e)), _) => return failed(format!("cannot write output: {e}")),
         (None, Location::Local(root)) => {
-            let r = eng.process_bytes_to_file(rel, lease.items[index].index, &data, root);
+            let sink = Sink::Output {
+                root,
+                index: lease.items[index].index,
+            };
+            let r = eng.process(Source::Bytes { rel, data: &data }, sink).record;
             return Some((r, eng.take_stats()));
         }
         (None, Location::S3(_)) => return failed("internal error: no output store".into()),
     };
-    let p = eng.process_bytes(rel, &data);
+    let p = eng.process(Source::Bytes { rel, data: &data }, Sink::Memory);
     let Some(npy) = p.npy.map(bytes::Bytes::copy_from_slice) else {
         let record = p.record;
         return Some((record, eng.take_stats()));

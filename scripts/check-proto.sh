@@ -11,6 +11,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 SRC=crates/imgnorm/src
 ALLOWED=(
   wire.rs                 # domain <-> protobuf conversions
+  master/convert.rs       # the master's job-logic types <-> protobuf
+  master/state/tests.rs   # the runtime's tests read the messages it sends
+  master/store/tests.rs   # builds schema-1 databases, which held protobuf blobs
   master/service.rs       # the gRPC service adapter
   worker/mod.rs           # the worker's session
   worker/pool.rs          # the worker's session: results and output chunks sent
@@ -20,7 +23,6 @@ ALLOWED=(
 PENDING=(
   master/mod.rs           # Master::status builds pb::StatusResponse; lease sending
   master/state.rs         # job logic builds leases and status messages
-  master/store.rs         # stores pb::ImageDone blobs
   master/autoscale_view.rs  # AutoscaleView::to_status
   autoscale/mod.rs        # reads pb::WorkerStatus from Master::status
 )

@@ -152,6 +152,11 @@ fn by_hand() {
         hang_rate: var("SIM_HANG", 0.0),
         partitions: var("SIM_PARTITIONS", 0.0) as u32,
         master_crashes: var("SIM_MASTER_CRASHES", 0.0) as u32,
+        restart_s: std::env::var("SIM_RESTART")
+            .ok()
+            .and_then(|v| v.parse().ok()),
+        partition_s: var("SIM_PARTITION_S", 5.0),
+        partition_fraction: var("SIM_PARTITION_FRACTION", 0.1),
         ..SimConfig::default()
     };
     let r = simulate(&cfg).unwrap();

@@ -13,5 +13,6 @@ pub mod options;
 pub mod paths;
 pub mod record;
 pub mod scheduler;
+pub mod sim;
 pub mod stats;
 pub mod validate;

@@ -182,6 +182,16 @@ pub fn decode_normalize(data: &[u8]) {
         "a share of the budget was not given back"
     );
     assert_eq!(record.path, rel);
+    // The engine turns a decoder's panic into this row so that no image can
+    // take a run down; under libFuzzer the panic aborts first, and here (the
+    // test suite replaying the corpus) the row says it happened.
+    assert!(
+        !record
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("panicked")),
+        "the decoder panicked: {record:?}"
+    );
     if record.status == Status::Ok {
         let pixels = u64::from(record.width.unwrap_or(0)) * u64::from(record.height.unwrap_or(0));
         assert!(pixels <= FUZZ_MAX_PIXELS, "ok row over the pixel limit");

@@ -509,6 +509,12 @@ fn palette_layout<R: std::io::Read + std::io::Seek>(dec: &mut Decoder<R>) -> Ima
 
 /// Edits of a TIFF's first IFD, on a copy of the file.
 mod ifd {
+    /// `at..at + len`, or `None` when it would overflow (an offset read
+    /// from the file can be anything).
+    fn span(at: usize, len: usize) -> Option<std::ops::Range<usize>> {
+        Some(at..at.checked_add(len)?)
+    }
+
     /// The first IFD: byte order, BigTIFF, where it starts.
     fn first(data: &[u8]) -> Option<(bool, bool, usize)> {
         let le = match data.get(..2)? {
@@ -548,7 +554,7 @@ mod ifd {
     fn entries(data: &[u8]) -> Option<(bool, bool, Vec<usize>, usize)> {
         let (le, big, at) = first(data)?;
         let (count, head, size) = if big {
-            let b: [u8; 8] = data.get(at..at + 8)?.try_into().ok()?;
+            let b: [u8; 8] = data.get(span(at, 8)?)?.try_into().ok()?;
             let n = if le {
                 u64::from_le_bytes(b)
             } else {
@@ -556,7 +562,7 @@ mod ifd {
             };
             (usize::try_from(n).ok()?, 8, 20)
         } else {
-            let b: [u8; 2] = data.get(at..at + 2)?.try_into().ok()?;
+            let b: [u8; 2] = data.get(span(at, 2)?)?.try_into().ok()?;
             let n = if le {
                 u16::from_le_bytes(b)
             } else {
@@ -568,7 +574,7 @@ mod ifd {
             .checked_add(head)?
             .checked_add(count.checked_mul(size)?)?;
         let ptr = if big { 8 } else { 4 };
-        data.get(next..next + ptr)?;
+        data.get(span(next, ptr)?)?;
         Some((
             le,
             big,

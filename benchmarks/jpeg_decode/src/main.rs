@@ -3,7 +3,7 @@
 //! libjpeg-turbo path, in turn, ROUNDS times (default 5), one thread, and
 //! prints MP/s per decoder and round.
 #[allow(dead_code)]
-#[path = "../../../crates/imgnorm/src/jpeg.rs"]
+#[path = "../../../crates/imgnorm-engine/src/jpeg.rs"]
 mod jpeg;
 
 use std::io::Cursor;

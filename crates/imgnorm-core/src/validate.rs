@@ -9,7 +9,7 @@
 //!
 //! A result that fails here is *refused*: it never reaches the manifest, and
 //! the master counts it against the worker's session (see
-//! `crates/imgnorm/src/master/service.rs`). Results that are merely late (a
+//! `crates/imgnorm-master/src/service.rs`). Results that are merely late (a
 //! lease that ended, a phase that is over) are not refusals; the scheduler
 //! discards them.
 use thiserror::Error;

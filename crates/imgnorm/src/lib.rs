@@ -1,37 +1,20 @@
-//! imgnorm's runtime: the engine that turns files into arrays, discovery, the
-//! centralized baseline, the master and workers over gRPC, and the CLI glue.
+//! imgnorm's command line ([`cli`], with `src/bin/imgnorm.rs`) and a facade
+//! over the workspace's crates: each module is re-exported under the path it
+//! had before the split into crates (`imgnorm::engine`, `imgnorm::master`…),
+//! so the integration tests and the fuzz targets name them unchanged. The
+//! layers, lowest first: imgnorm-core and imgnorm-proto, imgnorm-engine,
+//! imgnorm-net, imgnorm-master and imgnorm-worker, imgnorm-app,
+//! imgnorm-tools, this crate.
 #![warn(missing_docs)]
 
-pub mod app;
-pub mod args;
-pub mod autoscale;
-pub mod bench;
-pub mod budget;
-pub mod centralized;
-pub mod claim;
 pub mod cli;
-pub mod decode;
-pub mod demo;
-pub mod discovery;
-pub mod engine;
-pub mod finish;
-pub mod formats;
-pub mod fsio;
-pub mod fuzzing;
-pub mod health;
-pub mod host;
-pub mod http;
-pub mod jpeg;
-pub mod launch;
-pub mod limits;
-pub mod master;
-pub mod metrics;
-pub mod output;
-pub mod progress;
-pub mod security;
-pub mod shutdown;
-pub mod storage;
-pub mod synth;
-pub mod tiles;
-pub mod wire;
-pub mod worker;
+
+pub use imgnorm_app::{app, args, autoscale, http, launch, metrics};
+pub use imgnorm_engine::{
+    budget, centralized, claim, decode, discovery, engine, finish, formats, fsio, jpeg, output,
+    progress, storage, tiles,
+};
+pub use imgnorm_master as master;
+pub use imgnorm_net::{health, host, limits, security, shutdown, wire};
+pub use imgnorm_tools::{bench, demo, fuzzing, synth};
+pub use imgnorm_worker as worker;

@@ -1178,7 +1178,7 @@ mod tests {
     }
 
     /// Release-mode timing and size check:
-    /// `cargo test --release -p imgnorm --lib gen_stats -- --ignored --nocapture`.
+    /// `cargo test --release -p imgnorm-tools --lib gen_stats -- --ignored --nocapture`.
     #[test]
     #[ignore]
     fn gen_stats() {

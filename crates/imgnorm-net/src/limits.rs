@@ -1,7 +1,7 @@
 //! Limits on what crosses the network between master, workers and clients,
 //! in one place, each derived from the protocol's chunk size (see
 //! docs/DISTRIBUTED.md, "Limits"). The memory budget of a worker's engine
-//! threads is [`crate::budget`]; per-image pixel limits are engine options.
+//! threads is [`imgnorm_engine::budget`]; per-image pixel limits are engine options.
 
 /// Stream mode: input files up to this size travel inside the lease; larger
 /// ones are fetched in chunks with `ReadInput`.

@@ -4,7 +4,14 @@
 //! never starved), reports each image as soon as it is done, and drains on
 //! shutdown: it stops asking for work, finishes the lease it has started,
 //! hands back the ones it has not, and leaves.
+#![warn(missing_docs)]
 mod pool;
+
+// Lower layers' modules under the `crate::` paths these files used before
+// the split into crates (issue 17), so moved files kept their imports and
+// concurrent branches still merge by rename. Not re-exported.
+use imgnorm_engine::{budget, engine, output, storage};
+use imgnorm_net::{host, limits, security, wire};
 
 use std::future::Future;
 use std::sync::Arc;

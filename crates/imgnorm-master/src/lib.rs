@@ -2,6 +2,7 @@
 //! runs the reaper that expires silent workers, accepts jobs (discovering their
 //! files), and writes each finished job's dataset. `Master::serve` takes an
 //! already bound listener and a shutdown future, so tests bind port 0.
+#![warn(missing_docs)]
 pub mod autoscale_view;
 pub mod convert;
 pub use imgnorm_core::jobs::history;
@@ -10,6 +11,12 @@ pub mod service;
 pub mod state;
 pub mod store;
 pub mod view;
+
+// Lower layers' modules under the `crate::` paths these files used before
+// the split into crates (issue 17), so moved files kept their imports and
+// concurrent branches still merge by rename. Not re-exported.
+use imgnorm_engine::{claim, discovery, formats, output};
+use imgnorm_net::{health, limits, security, wire};
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -28,11 +35,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::discovery::{DiscoveryError, discover};
-use crate::finish;
 use crate::output::{StageSeconds, Summary};
-use crate::storage::{self, Location, StorageError};
 use crate::wire::Transfer;
 use autoscale_view::AutoscaleView;
+use imgnorm_engine::finish;
+use imgnorm_engine::storage::{self, Location, StorageError};
 use state::{Effects, JobState, State};
 
 pub use crate::limits::{CHUNK, INLINE_INPUT_MAX};

@@ -13,7 +13,7 @@ use imgnorm_core::stats::{ImageStats, OrderedFold};
 use imgnorm_proto::v1 as pb;
 
 use super::*;
-use crate::master::store::{SavedJob, StoredPhase};
+use crate::store::{SavedJob, StoredPhase};
 
 fn new_job(
     input: &str,

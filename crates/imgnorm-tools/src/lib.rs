@@ -1,11 +1,13 @@
 //! Tools around imgnorm that are not the product: the deterministic image
-//! generator, the benchmark (with its report and charts), the demo, and the
-//! bodies of the fuzz targets in `fuzz/`.
+//! generator, the benchmark (with its report and charts), the demo, the
+//! cluster simulation's command (`imgnorm simulate`), and the bodies of the
+//! fuzz targets in `fuzz/`.
 #![warn(missing_docs)]
 
 pub mod bench;
 pub mod demo;
 pub mod fuzzing;
+pub mod simulate;
 pub mod synth;
 
 // Lower layers' modules under the `crate::` paths these files used before

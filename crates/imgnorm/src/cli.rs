@@ -61,6 +61,11 @@ pub enum Command {
     Health(HealthArgs),
     /// Benchmark centralized vs N workers (and Python); writes tables and charts.
     Bench(crate::bench::BenchArgs),
+    /// Simulate a cluster (virtual workers, failures, partitions, master
+    /// crashes) around the real scheduler and job logic; deterministic for a
+    /// seed. Ends with one JSON line; exit 1 when an image was lost or
+    /// duplicated or the job stalled.
+    Simulate(crate::simulate::SimulateArgs),
 }
 
 /// `imgnorm master`.

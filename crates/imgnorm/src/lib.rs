@@ -16,5 +16,5 @@ pub use imgnorm_engine::{
 };
 pub use imgnorm_master as master;
 pub use imgnorm_net::{health, host, limits, security, shutdown, wire};
-pub use imgnorm_tools::{bench, demo, fuzzing, synth};
+pub use imgnorm_tools::{bench, demo, fuzzing, simulate, synth};
 pub use imgnorm_worker as worker;

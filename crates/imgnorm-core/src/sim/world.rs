@@ -417,10 +417,10 @@ impl World {
                 }
                 self.after(self.cfg.tick_s, Ev::Tick);
             }
-            Ev::ToMaster { w, session, msg } => self.to_master(w, session, msg),
+            Ev::ToMaster { w, session, msg } => self.master_gets(w, session, msg),
             Ev::ToWorker { w, session, msg } => {
                 if self.workers[w].life == Life::Up && self.workers[w].session == session {
-                    self.to_worker(w, msg);
+                    self.worker_gets(w, msg);
                 }
             }
             Ev::Finish { w, session, work } => {
@@ -496,7 +496,7 @@ impl World {
         self.after(self.cfg.heartbeat_s, Ev::Beat { w, session });
     }
 
-    fn to_master(&mut self, w: usize, session: u32, msg: ToM) {
+    fn master_gets(&mut self, w: usize, session: u32, msg: ToM) {
         if self.master.is_none() || self.workers[w].session != session {
             return; // the connection this came on is gone
         }
@@ -672,7 +672,7 @@ impl World {
         }
     }
 
-    fn to_worker(&mut self, w: usize, msg: ToW) {
+    fn worker_gets(&mut self, w: usize, msg: ToW) {
         match msg {
             ToW::Lease(l) => {
                 self.workers[w].queue.push_back(l);
@@ -912,10 +912,7 @@ impl World {
             ratio: makespan_s / self.ideal_s,
             lost: self.lost,
             duplicated: self.duplicated,
-            failures: crashes.count
-                + hangs.count
-                + self.cfg.partitions.min(1) * partitioned.count
-                + master.count,
+            failures: crashes.count + hangs.count + partitioned.count + master.count,
             decisions_per_s: if master_s > 0.0 {
                 self.decisions as f64 / master_s
             } else {

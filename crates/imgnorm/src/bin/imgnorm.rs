@@ -114,6 +114,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Submit(a) => submit(&a),
         Command::Status(a) => status(&a),
         Command::Health(a) => health(&a),
+        Command::Simulate(a) => simulate(&a),
         Command::Bench(a) => {
             let r = imgnorm::bench::run(&a).context("benchmark failed")?;
             print!("{}", r.markdown());
@@ -406,4 +407,19 @@ fn health(a: &HealthArgs) -> anyhow::Result<ExitCode> {
             ExitCode::from(1)
         }
     })
+}
+
+/// `imgnorm simulate`: the report for people on stderr, the JSON line on
+/// stdout; a lost, duplicated or stalled job is a failure (exit 1).
+fn simulate(a: &imgnorm::simulate::SimulateArgs) -> anyhow::Result<ExitCode> {
+    let r = imgnorm::simulate::run(a)?;
+    eprint!("{}", imgnorm::simulate::human(&r));
+    println!("{}", imgnorm::simulate::json_line(&r));
+    Ok(
+        if r.lost == 0 && r.duplicated == 0 && !r.stalled && r.refused == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        },
+    )
 }

@@ -19,6 +19,7 @@ mod limits;
 mod names;
 mod scope;
 mod security;
+mod simulate;
 mod slurm;
 mod stats;
 mod uploads;

@@ -4,12 +4,15 @@
 //! the crate's whole-image path (which asserts on tiled planar files) is never
 //! called. Adds what the crate leaves out and OpenCV (libtiff) does:
 //! `FillOrder=2` (bits reversed in every byte of the raw chunks), 1-bit
-//! images as 0/255, 12-bit samples widened like OpenCV, the first page of
+//! images as 0/255, the first page of
 //! a multi-page file with a warning (also when the page chain loops back, where
 //! libtiff stops), and palette images (`PhotometricInterpretation=3`, which the
 //! crate refuses: read as gray indices from a copy whose photometric tag says
 //! so, then expanded as libtiff's RGBA interface does for OpenCV: 4- and
-//! 8-bit to RGB, 1-bit to one gray channel).
+//! 8-bit to RGB, 1-bit to one gray channel). LZW pages are decompressed by
+//! the `lzw` submodule before the crate reads them, and the Orientation tag
+//! is applied to the pixels, as OpenCV 5 does for TIFF even with
+//! `IMREAD_UNCHANGED`.
 use std::io::Cursor;
 
 use image::error::{DecodingError, ImageFormatHint, LimitError, LimitErrorKind};
@@ -17,6 +20,8 @@ use image::{ColorType, ImageDecoder, ImageError, ImageFormat, ImageResult};
 use tiff::ColorType as Tc;
 use tiff::decoder::{ChunkType, Decoder, DecodingResult, Limits};
 use tiff::tags::{CompressionMethod, PhotometricInterpretation, SampleFormat, Tag};
+
+mod lzw;
 
 /// A TIFF's first page, ready to decode into interleaved 8- or 16-bit samples.
 pub struct TiffDecoder<'a> {
@@ -146,7 +151,11 @@ impl<'a> TiffDecoder<'a> {
             // libtiff reverses the bits of every raw byte before decompressing;
             // the tiff crate ignores the tag: do it on a copy of the file.
             let reversed = reverse_chunk_bits(&mut dec, copy.as_deref().unwrap_or(data))?;
-            dec = open(std::borrow::Cow::Owned(reversed))?;
+            dec = open(std::borrow::Cow::Owned(reversed.clone()))?;
+            copy = Some(reversed);
+        }
+        if let Some(unpacked) = lzw::unpack(&mut dec, copy.as_deref().unwrap_or(data), max_alloc)? {
+            dec = open(std::borrow::Cow::Owned(unpacked))?;
         }
         let (width, height) = dec.dimensions().map_err(tiff_err)?;
         let layout = match &palette {
@@ -175,12 +184,43 @@ impl<'a> TiffDecoder<'a> {
         self.pages
     }
 
-    fn decode_into(mut self, buf: &mut [u8]) -> ImageResult<()> {
+    /// The Orientation tag, applied as OpenCV 5 applies it to every TIFF
+    /// (with `IMREAD_UNCHANGED` too): 2-4 flip, 5-8 also transpose (where
+    /// OpenCV 5 means to, but fails on an internal assertion).
+    fn orientation_tag(&self) -> u16 {
+        if (1..=8).contains(&self.orientation) {
+            self.orientation
+        } else {
+            1
+        }
+    }
+
+    fn decode_into(self, buf: &mut [u8]) -> ImageResult<()> {
+        let (w, h) = (self.width as usize, self.height as usize);
+        let o = self.orientation_tag();
+        let px = match self.color_type() {
+            ColorType::L8 => 1,
+            ColorType::La8 | ColorType::L16 => 2,
+            ColorType::Rgb8 => 3,
+            ColorType::Rgba8 | ColorType::La16 => 4,
+            ColorType::Rgb16 => 6,
+            _ => 8,
+        };
+        self.decode_stored(buf)?;
+        let img = buf
+            .get_mut(..w * h * px)
+            .ok_or_else(|| err("TIFF output buffer too small"))?;
+        orient(img, w, h, px, o);
+        Ok(())
+    }
+
+    /// The pixels in stored order (Orientation not applied).
+    fn decode_stored(mut self, buf: &mut [u8]) -> ImageResult<()> {
         if let Some(palette) = self.palette.take() {
             let (w, h) = (self.width as usize, self.height as usize);
             let bits = self.layout.bits;
             let mut indices = vec![0u8; w * h];
-            self.decode_into(&mut indices)?;
+            self.decode_stored(&mut indices)?;
             let n = palette.len();
             if bits == 1 {
                 let out = buf
@@ -277,6 +317,51 @@ impl<'a> TiffDecoder<'a> {
                 .for_each(ycbcr_to_rgb);
         }
         Ok(())
+    }
+}
+
+/// Turns `img` (`w` x `h` pixels of `px` bytes, stored order) into the
+/// display order of TIFF/EXIF orientation `o`; 5-8 give an `h` x `w` image.
+fn orient(img: &mut [u8], w: usize, h: usize, px: usize, o: u16) {
+    let row = w * px;
+    match o {
+        2 => img.chunks_exact_mut(row).for_each(|r| {
+            for x in 0..w / 2 {
+                let (a, b) = r.split_at_mut((w - 1 - x) * px);
+                a[x * px..(x + 1) * px].swap_with_slice(&mut b[..px]);
+            }
+        }),
+        3 => {
+            let n = w * h;
+            for i in 0..n / 2 {
+                let (a, b) = img.split_at_mut((n - 1 - i) * px);
+                a[i * px..(i + 1) * px].swap_with_slice(&mut b[..px]);
+            }
+        }
+        4 => {
+            for y in 0..h / 2 {
+                let (a, b) = img.split_at_mut((h - 1 - y) * row);
+                a[y * row..(y + 1) * row].swap_with_slice(&mut b[..row]);
+            }
+        }
+        5..=8 => {
+            let src = img.to_vec();
+            // Output is `h` wide and `w` high.
+            for oy in 0..w {
+                for ox in 0..h {
+                    let (sx, sy) = match o {
+                        5 => (oy, ox),
+                        6 => (oy, h - 1 - ox),
+                        7 => (w - 1 - oy, h - 1 - ox),
+                        _ => (w - 1 - oy, ox),
+                    };
+                    let from = (sy * w + sx) * px;
+                    let to = (oy * h + ox) * px;
+                    img[to..to + px].copy_from_slice(&src[from..from + px]);
+                }
+            }
+        }
+        _ => {}
     }
 }
 
@@ -510,7 +595,7 @@ fn palette_layout<R: std::io::Read + std::io::Seek>(dec: &mut Decoder<R>) -> Ima
 /// Edits of a TIFF's first IFD, on a copy of the file.
 mod ifd {
     /// The first IFD: byte order, BigTIFF, where it starts.
-    fn first(data: &[u8]) -> Option<(bool, bool, usize)> {
+    pub(super) fn first(data: &[u8]) -> Option<(bool, bool, usize)> {
         let le = match data.get(..2)? {
             b"II" => true,
             b"MM" => false,
@@ -545,7 +630,7 @@ mod ifd {
 
     /// Entry positions of the first IFD and the position of its next-IFD
     /// pointer.
-    fn entries(data: &[u8]) -> Option<(bool, bool, Vec<usize>, usize)> {
+    pub(super) fn entries(data: &[u8]) -> Option<(bool, bool, Vec<usize>, usize)> {
         let (le, big, at) = first(data)?;
         let (count, head, size) = if big {
             let b: [u8; 8] = data.get(at..at + 8)?.try_into().ok()?;
@@ -652,7 +737,11 @@ fn reverse_chunk_bits<R: std::io::Read + std::io::Seek>(
 
 impl ImageDecoder for TiffDecoder<'_> {
     fn dimensions(&self) -> (u32, u32) {
-        (self.width, self.height)
+        if self.orientation_tag() >= 5 {
+            (self.height, self.width)
+        } else {
+            (self.width, self.height)
+        }
     }
 
     fn color_type(&self) -> ColorType {
@@ -675,11 +764,10 @@ impl ImageDecoder for TiffDecoder<'_> {
         }
     }
 
+    /// Always none: the decoder applies the Orientation tag itself (see
+    /// `orientation_tag`), so `--exif-orientation apply` adds nothing.
     fn orientation(&mut self) -> ImageResult<image::metadata::Orientation> {
-        Ok(
-            image::metadata::Orientation::from_exif(self.orientation.min(255) as u8)
-                .unwrap_or(image::metadata::Orientation::NoTransforms),
-        )
+        Ok(image::metadata::Orientation::NoTransforms)
     }
 
     fn read_image(self, buf: &mut [u8]) -> ImageResult<()> {

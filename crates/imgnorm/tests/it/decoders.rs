@@ -21,6 +21,10 @@ struct Page<'a> {
     planar: bool,
     tile: Option<(u32, u32)>,
     fill_order: u16,
+    /// Compression=5 (LZW, as libtiff writes it) instead of none.
+    lzw: bool,
+    /// The Orientation tag (1: none written).
+    orientation: u16,
     /// ColorMap tag values (photometric 3); empty for none.
     colormap: &'a [u16],
     /// Interleaved samples, row-major.
@@ -79,6 +83,11 @@ fn tiff(pages: &[Page]) -> Vec<u8> {
                     }
                 }
                 let mut bytes = pack(&vals, p.bits, cw * per);
+                if p.lzw {
+                    bytes = weezl::encode::Encoder::with_tiff_size_switch(weezl::BitOrder::Msb, 8)
+                        .encode(&bytes)
+                        .expect("lzw");
+                }
                 if p.fill_order == 2 {
                     bytes.iter_mut().for_each(|b| *b = b.reverse_bits());
                 }
@@ -91,13 +100,16 @@ fn tiff(pages: &[Page]) -> Vec<u8> {
             (256, 4, vec![p.width]),
             (257, 4, vec![p.height]),
             (258, 3, vec![u32::from(p.bits); spp]),
-            (259, 3, vec![1]),
+            (259, 3, vec![if p.lzw { 5 } else { 1 }]),
             (262, 3, vec![u32::from(p.photometric)]),
             (277, 3, vec![u32::from(p.spp)]),
             (284, 3, vec![if p.planar { 2 } else { 1 }]),
         ];
         if p.fill_order != 1 {
             entries.push((266, 3, vec![u32::from(p.fill_order)]));
+        }
+        if p.orientation != 1 {
+            entries.push((274, 3, vec![u32::from(p.orientation)]));
         }
         if !p.colormap.is_empty() {
             entries.push((320, 3, p.colormap.iter().map(|&v| u32::from(v)).collect()));
@@ -212,28 +224,112 @@ fn write_corpus(dir: &Path) -> Vec<(&'static str, Vec<usize>, Vec<u16>)> {
     };
     let rgb8 = gradient(13, 11, 3, 255);
     let rgba16 = gradient(13, 11, 4, 65535);
-    for (name, tile, planar, bits, spp, samples) in [
-        ("tiled_planar_8.tif", Some((16, 16)), true, 8, 3, &rgb8),
-        ("tiled_planar_16.tif", Some((16, 16)), true, 16, 4, &rgba16),
-        ("strip_planar_16.tif", None, true, 16, 4, &rgba16),
-        ("tiled_chunky_8.tif", Some((16, 16)), false, 8, 3, &rgb8),
+    // LZW tiles with right-hand padding: the tiff crate's own LZW reader
+    // fails some of them ("no lzw end code found") though every one ends
+    // with its end code; libtiff reads them.
+    let (lw, lh) = (45, 37);
+    let lzw8 = gradient(lw, lh, 3, 255);
+    let lzw16 = gradient(lw, lh, 4, 65535);
+    for (name, (width, height), tile, planar, bits, spp, lzw, samples) in [
+        (
+            "tiled_planar_8.tif",
+            (13, 11),
+            Some((16, 16)),
+            true,
+            8,
+            3,
+            false,
+            &rgb8,
+        ),
+        (
+            "tiled_planar_16.tif",
+            (13, 11),
+            Some((16, 16)),
+            true,
+            16,
+            4,
+            false,
+            &rgba16,
+        ),
+        (
+            "strip_planar_16.tif",
+            (13, 11),
+            None,
+            true,
+            16,
+            4,
+            false,
+            &rgba16,
+        ),
+        (
+            "tiled_chunky_8.tif",
+            (13, 11),
+            Some((16, 16)),
+            false,
+            8,
+            3,
+            false,
+            &rgb8,
+        ),
+        (
+            "tiled_lzw_8.tif",
+            (lw, lh),
+            Some((16, 16)),
+            false,
+            8,
+            3,
+            true,
+            &lzw8,
+        ),
+        (
+            "tiled_lzw_planar_8.tif",
+            (lw, lh),
+            Some((16, 16)),
+            true,
+            8,
+            3,
+            true,
+            &lzw8,
+        ),
+        (
+            "tiled_lzw_16.tif",
+            (lw, lh),
+            Some((16, 16)),
+            false,
+            16,
+            4,
+            true,
+            &lzw16,
+        ),
+        (
+            "strip_lzw_16.tif",
+            (lw, lh),
+            None,
+            true,
+            16,
+            4,
+            true,
+            &lzw16,
+        ),
     ] {
         let page = Page {
-            width: 13,
-            height: 11,
+            width,
+            height,
             bits,
             spp,
             photometric: 2,
             planar,
             tile,
             fill_order: 1,
+            lzw,
+            orientation: 1,
             colormap: &[],
             samples,
         };
         put(
             name,
             tiff(&[page]),
-            vec![11, 13, usize::from(spp)],
+            vec![height as usize, width as usize, usize::from(spp)],
             samples.clone(),
         );
     }
@@ -247,6 +343,8 @@ fn write_corpus(dir: &Path) -> Vec<(&'static str, Vec<usize>, Vec<u16>)> {
         planar: false,
         tile: None,
         fill_order,
+        lzw: false,
+        orientation: 1,
         colormap: &[],
         samples: &gray16,
     };
@@ -256,6 +354,49 @@ fn write_corpus(dir: &Path) -> Vec<(&'static str, Vec<usize>, Vec<u16>)> {
         vec![5, 9, 1],
         gray16.clone(),
     );
+    // The Orientation tag: OpenCV 5 applies it to TIFFs even with
+    // IMREAD_UNCHANGED (2-4 measured; 5-8 it means to, but fails).
+    let (ow, oh) = (9usize, 5usize);
+    for (name, orientation) in [
+        ("orientation_2.tif", 2u16),
+        ("orientation_3.tif", 3),
+        ("orientation_4.tif", 4),
+        ("orientation_6.tif", 6),
+    ] {
+        let oriented = Page {
+            orientation,
+            ..page(1)
+        };
+        let at = |x: usize, y: usize| gray16[y * ow + x];
+        let (shape, want): (Vec<usize>, Vec<u16>) = match orientation {
+            2 => (
+                vec![oh, ow, 1],
+                (0..oh)
+                    .flat_map(|y| (0..ow).map(move |x| at(ow - 1 - x, y)))
+                    .collect(),
+            ),
+            3 => (
+                vec![oh, ow, 1],
+                (0..oh)
+                    .flat_map(|y| (0..ow).map(move |x| at(ow - 1 - x, oh - 1 - y)))
+                    .collect(),
+            ),
+            4 => (
+                vec![oh, ow, 1],
+                (0..oh)
+                    .flat_map(|y| (0..ow).map(move |x| at(x, oh - 1 - y)))
+                    .collect(),
+            ),
+            // Rotated 90 degrees clockwise: `oh` wide, `ow` high.
+            _ => (
+                vec![ow, oh, 1],
+                (0..ow)
+                    .flat_map(|y| (0..oh).map(move |x| at(y, oh - 1 - x)))
+                    .collect(),
+            ),
+        };
+        put(name, tiff(&[oriented]), shape, want);
+    }
     put(
         "two_pages.tif",
         tiff(&[page(1), page(1)]),
@@ -273,6 +414,8 @@ fn write_corpus(dir: &Path) -> Vec<(&'static str, Vec<usize>, Vec<u16>)> {
         planar: false,
         tile: None,
         fill_order: 1,
+        lzw: false,
+        orientation: 1,
         colormap: &[],
         samples: &bits,
     };
@@ -298,6 +441,8 @@ fn write_corpus(dir: &Path) -> Vec<(&'static str, Vec<usize>, Vec<u16>)> {
         planar: false,
         tile: None,
         fill_order: 1,
+        lzw: false,
+        orientation: 1,
         colormap: &colormap,
         samples: &indices,
     };

@@ -9,8 +9,9 @@
 //! libtiff stops), and palette images (`PhotometricInterpretation=3`, which the
 //! crate refuses: read as gray indices from a copy whose photometric tag says
 //! so, then expanded as libtiff's RGBA interface does for OpenCV: 4- and
-//! 8-bit to RGB, 1-bit to one gray channel). LZW pages are decompressed by
-//! the `lzw` submodule before the crate reads them, and the Orientation tag
+//! 8-bit to RGB, 1-bit to one gray channel). LZW and CCITT modified
+//! Huffman / Group 3 pages are decompressed by the `unpack` submodule before
+//! the crate reads them, and the Orientation tag
 //! is applied to the pixels, as OpenCV 5 does for TIFF even with
 //! `IMREAD_UNCHANGED`.
 use std::io::Cursor;
@@ -21,7 +22,7 @@ use tiff::ColorType as Tc;
 use tiff::decoder::{ChunkType, Decoder, DecodingResult, Limits};
 use tiff::tags::{CompressionMethod, PhotometricInterpretation, SampleFormat, Tag};
 
-mod lzw;
+mod unpack;
 
 /// A TIFF's first page, ready to decode into interleaved 8- or 16-bit samples.
 pub struct TiffDecoder<'a> {
@@ -91,8 +92,11 @@ impl<'a> TiffDecoder<'a> {
             Err(e) => {
                 // A first page whose next-page pointer points back to it:
                 // libtiff stops there and reads the page; so do we, from a
-                // copy that ends the chain.
-                let Some(fixed) = ifd::end_chain(data) else {
+                // copy that ends the chain. More BitsPerSample values than
+                // samples: libtiff reads one per sample; so do we, from a
+                // copy whose tag has that count.
+                let Some(fixed) = ifd::end_chain(data).or_else(|| ifd::per_sample_counts(data))
+                else {
                     return Err(e);
                 };
                 let d = open(std::borrow::Cow::Owned(fixed.clone()))?;
@@ -154,7 +158,9 @@ impl<'a> TiffDecoder<'a> {
             dec = open(std::borrow::Cow::Owned(reversed.clone()))?;
             copy = Some(reversed);
         }
-        if let Some(unpacked) = lzw::unpack(&mut dec, copy.as_deref().unwrap_or(data), max_alloc)? {
+        if let Some(unpacked) =
+            unpack::unpack(&mut dec, copy.as_deref().unwrap_or(data), max_alloc)?
+        {
             dec = open(std::borrow::Cow::Owned(unpacked))?;
         }
         let (width, height) = dec.dimensions().map_err(tiff_err)?;
@@ -680,6 +686,57 @@ mod ifd {
         let mut copy = data.to_vec();
         copy[value..value + 2].copy_from_slice(&if le { v.to_le_bytes() } else { v.to_be_bytes() });
         Some(copy)
+    }
+
+    /// A copy whose first page's BitsPerSample and SampleFormat hold no more
+    /// values than SamplesPerPixel (the first ones, as libtiff reads them),
+    /// when one of them holds more; `None` when neither does.
+    pub fn per_sample_counts(data: &[u8]) -> Option<Vec<u8>> {
+        let (le, big, entries, _) = entries(data)?;
+        let u = |at: usize, n: usize| -> Option<u64> {
+            let b = data.get(at..at + n)?;
+            Some(
+                b.iter()
+                    .enumerate()
+                    .map(|(i, &v)| u64::from(v) << (8 * if le { i } else { n - 1 - i }))
+                    .sum(),
+            )
+        };
+        let (count_len, field) = if big { (8, 8) } else { (4, 4) };
+        let spp_entry = entries.iter().find(|&&e| u(e, 2) == Some(277))?;
+        // SamplesPerPixel: a SHORT, left-justified in the value field.
+        let spp = u(spp_entry + 4 + count_len, 2)?;
+        if spp == 0 {
+            return None;
+        }
+        let mut copy = data.to_vec();
+        let mut changed = false;
+        for &e in &entries {
+            let tag = u(e, 2)?;
+            if (tag != 258 && tag != 339) || u(e + 2, 2)? != 3 {
+                continue;
+            }
+            let count = u(e + 4, count_len)?;
+            if count <= spp {
+                continue;
+            }
+            let value = e + 4 + count_len;
+            let n = usize::try_from(spp).ok()?.checked_mul(2)?;
+            if n <= field {
+                // The values now fit in the entry: move the first ones in.
+                let from = usize::try_from(u(value, field)?).ok()?;
+                let first = data.get(from..from.checked_add(n)?)?.to_vec();
+                copy[value..value + field].fill(0);
+                copy[value..value + n].copy_from_slice(&first);
+            }
+            let c = spp.to_le_bytes();
+            let c = &c[..count_len];
+            for (i, &b) in c.iter().enumerate() {
+                copy[e + 4 + if le { i } else { count_len - 1 - i }] = b;
+            }
+            changed = true;
+        }
+        changed.then_some(copy)
     }
 
     /// A copy whose first page is the last (its next-IFD pointer zeroed),

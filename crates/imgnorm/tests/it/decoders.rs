@@ -1,10 +1,13 @@
 //! Real-world layouts of the non-JPEG formats, each with the array OpenCV
 //! (`IMREAD_UNCHANGED`) gives: tiled and stripped TIFFs with separate planes
 //! (the `tiff` crate asserts on the tiled ones), `FillOrder=2`, WhiteIsZero
-//! bitmaps, a multi-page file, gray PNGs with `tRNS`, the Netpbm family,
-//! BMPs (gray palette, RLE8 with skipped pixels, bit-field masks), a GIF
-//! with a transparent color, and formats recognised but not read. `centralized`, `run` over shared storage
-//! and `run --transfer stream` give the same manifest for all of them.
+//! bitmaps, CCITT modified Huffman and Group 3 bitmaps, LZW tiles, the
+//! Orientation tag, a BitsPerSample tag with a value too many, a multi-page
+//! file, gray PNGs with `tRNS`, the Netpbm family, BMPs (gray palette, RLE8
+//! with skipped pixels, bit-field masks), a GIF with a transparent color,
+//! and formats recognised but not read. `centralized`, `run` over shared
+//! storage and `run --transfer stream` give the same manifest for all of
+//! them.
 use std::path::Path;
 
 use serde_json::Value;
@@ -166,6 +169,21 @@ fn tiff(pages: &[Page]) -> Vec<u8> {
     }
     out
 }
+
+/// An 11 x 3 bitmap (BlackIsZero) as libtiff writes it through Pillow with
+/// CCITT Group 3 1-D coding (`Compression=3`), which the `tiff` crate does
+/// not read.
+const CCITT_GROUP3: &[u8] = b"\x49\x49\x2a\x00\x18\x00\x00\x00\x00\x17\xb8\x00\x4d\x54\xf0\x01\x35\x43\xa1\xd0\xe8\x74\x3a\x00\x09\x00\x00\x01\x03\x00\x01\x00\x00\x00\x0b\x00\x00\x00\x01\x01\x03\x00\x01\x00\x00\x00\x03\x00\x00\x00\x02\x01\x03\x00\x01\x00\x00\x00\x01\x00\x00\x00\x03\x01\x03\x00\x01\x00\x00\x00\x03\x00\x00\x00\x06\x01\x03\x00\x01\x00\x00\x00\x01\x00\x00\x00\x11\x01\x04\x00\x01\x00\x00\x00\x08\x00\x00\x00\x16\x01\x03\x00\x01\x00\x00\x00\x03\x00\x00\x00\x17\x01\x04\x00\x01\x00\x00\x00\x0f\x00\x00\x00\x1c\x01\x03\x00\x01\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00";
+
+/// The same bitmap with CCITT modified Huffman coding (`Compression=2`).
+const CCITT_RLE: &[u8] = b"\x49\x49\x2a\x00\x14\x00\x00\x00\x7b\x80\x35\x53\xc0\x35\x43\xa1\xd0\xe8\x74\x3a\x09\x00\x00\x01\x03\x00\x01\x00\x00\x00\x0b\x00\x00\x00\x01\x01\x03\x00\x01\x00\x00\x00\x03\x00\x00\x00\x02\x01\x03\x00\x01\x00\x00\x00\x01\x00\x00\x00\x03\x01\x03\x00\x01\x00\x00\x00\x02\x00\x00\x00\x06\x01\x03\x00\x01\x00\x00\x00\x01\x00\x00\x00\x11\x01\x04\x00\x01\x00\x00\x00\x08\x00\x00\x00\x16\x01\x03\x00\x01\x00\x00\x00\x03\x00\x00\x00\x17\x01\x04\x00\x01\x00\x00\x00\x0c\x00\x00\x00\x1c\x01\x03\x00\x01\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00";
+
+/// The bitmap's samples, as OpenCV reads both files.
+const CCITT_PIXELS: [&str; 3] = ["00111000000", "10000000011", "10101010101"];
+
+/// A 2 x 2 RGB TIFF whose BitsPerSample holds (8, 8, 8, 1) for three samples
+/// (libtiff reads one per sample; the `tiff` crate refuses the count).
+const BITS_PER_SAMPLE_COUNT_4: &[u8] = b"\x49\x49\x2a\x00\x1c\x00\x00\x00\x0a\x14\x1e\x28\x32\x3c\x46\x50\x5a\xc8\xd2\xdc\x08\x00\x08\x00\x08\x00\x01\x00\x09\x00\x00\x01\x03\x00\x01\x00\x00\x00\x02\x00\x00\x00\x01\x01\x03\x00\x01\x00\x00\x00\x02\x00\x00\x00\x02\x01\x03\x00\x04\x00\x00\x00\x14\x00\x00\x00\x03\x01\x03\x00\x01\x00\x00\x00\x01\x00\x00\x00\x06\x01\x03\x00\x01\x00\x00\x00\x02\x00\x00\x00\x11\x01\x04\x00\x01\x00\x00\x00\x08\x00\x00\x00\x15\x01\x03\x00\x01\x00\x00\x00\x03\x00\x00\x00\x16\x01\x03\x00\x01\x00\x00\x00\x02\x00\x00\x00\x17\x01\x04\x00\x01\x00\x00\x00\x0c\x00\x00\x00\x00\x00\x00\x00";
 
 /// The shape and the float32 values of an `.npy` output.
 fn floats(npy: &[u8]) -> (Vec<usize>, Vec<f32>) {
@@ -397,6 +415,23 @@ fn write_corpus(dir: &Path) -> Vec<(&'static str, Vec<usize>, Vec<u16>)> {
         };
         put(name, tiff(&[oriented]), shape, want);
     }
+    let ccitt: Vec<u16> = CCITT_PIXELS
+        .iter()
+        .flat_map(|row| row.bytes().map(|b| if b == b'1' { 255 } else { 0 }))
+        .collect();
+    put(
+        "ccitt_group3.tif",
+        CCITT_GROUP3.to_vec(),
+        vec![3, 11, 1],
+        ccitt.clone(),
+    );
+    put("ccitt_rle.tif", CCITT_RLE.to_vec(), vec![3, 11, 1], ccitt);
+    put(
+        "bits_per_sample_count_4.tif",
+        BITS_PER_SAMPLE_COUNT_4.to_vec(),
+        vec![2, 2, 3],
+        vec![10, 20, 30, 40, 50, 60, 70, 80, 90, 200, 210, 220],
+    );
     put(
         "two_pages.tif",
         tiff(&[page(1), page(1)]),

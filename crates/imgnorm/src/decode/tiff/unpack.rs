@@ -1,15 +1,22 @@
-//! LZW-compressed pages decompressed here, as libtiff does, before the `tiff`
-//! crate reads them: the crate's LZW reader (0.11.x with weezl 0.1) fails
-//! valid, end-code-terminated tiles with "no lzw end code found" when a
-//! tile's last row is followed by padding (weezl reports `NoProgress` while
-//! still handing out buffered output, and the crate takes that as an error;
-//! image-rs/image-tiff#395). Each strip or tile is decompressed whole to the
-//! size its tags give (stopping there like libtiff, so a missing end code
-//! after complete data is no error either), and the crate is given a copy of
-//! the file whose page says `Compression=1` with offsets and byte counts
-//! pointing at the decompressed chunks: the predictor, byte order, padding
-//! and WhiteIsZero stay the crate's work. Old-style LZW (LSB-first, no early
-//! size change: streams starting `00 01`, which libtiff reads) is read too.
+//! Compressions the `tiff` crate reads wrongly or not at all, decompressed
+//! here as libtiff does before the crate reads the page: each strip or tile
+//! is decompressed whole to the size its tags give, and the crate is given a
+//! copy of the file whose page says `Compression=1` with offsets and byte
+//! counts pointing at the decompressed chunks (the predictor, byte order,
+//! padding, FillOrder and WhiteIsZero stay the crate's and the reader's work).
+//!
+//! * LZW: the crate's reader (0.11.x with weezl 0.1) fails valid,
+//!   end-code-terminated tiles with "no lzw end code found" when a tile's
+//!   last row is followed by padding (weezl reports `NoProgress` while still
+//!   handing out buffered output; image-rs/image-tiff#395). Decoding stops
+//!   when the chunk is full, like libtiff, so a missing end code after
+//!   complete data is no error either. Old-style LZW (LSB-first, no early
+//!   size change: streams starting `00 01`, which libtiff reads) is read too.
+//! * CCITT modified Huffman (`Compression=2`, rows byte-aligned, no EOL
+//!   codes) and Group 3 one-dimensional (`Compression=3`, T4Options bit 0
+//!   clear), which the crate does not read, through the `fax` crate's code
+//!   tables and Group 3 decoder (the crate's own Group 4 dependency). Black
+//!   runs become 1 bits, as in libtiff; 2-D Group 3 is refused.
 use image::ImageResult;
 use image::error::{LimitError, LimitErrorKind};
 use tiff::decoder::{ChunkType, Decoder};
@@ -28,9 +35,23 @@ pub(super) fn unpack<R: std::io::Read + std::io::Seek>(
     let compression = dec
         .find_tag_unsigned::<u16>(Tag::Compression)
         .map_err(tiff_err)?;
-    if compression != Some(5) {
-        return Ok(None);
-    }
+    let method = match compression {
+        Some(5) => Method::Lzw,
+        Some(2) => Method::ModifiedHuffman,
+        Some(3) => {
+            let options = dec
+                .find_tag_unsigned::<u32>(Tag::Unknown(292))
+                .map_err(tiff_err)?
+                .unwrap_or(0);
+            if options & 1 == 1 {
+                return Err(err(
+                    "CCITT Group 3 TIFF with 2-D coding (T4Options bit 0) is not supported",
+                ));
+            }
+            Method::Group3
+        }
+        _ => return Ok(None),
+    };
     let (_, height) = dec.dimensions().map_err(tiff_err)?;
     let (cw, ch) = dec.chunk_dimensions();
     let tiled = matches!(dec.get_chunk_type(), ChunkType::Tile);
@@ -72,6 +93,11 @@ pub(super) fn unpack<R: std::io::Read + std::io::Seek>(
         bits
     };
     let row_bytes = (u64::from(cw) * pixel_bits).div_ceil(8);
+    if method != Method::Lzw && (pixel_bits != 1 || cw > u32::from(u16::MAX)) {
+        return Err(err(format!(
+            "CCITT-compressed TIFF with {pixel_bits}-bit pixels or {cw} pixels per row"
+        )));
+    }
     let strips_per_plane = u64::from(height.div_ceil(ch.max(1)));
     // The decompressed size of each chunk: whole tiles; strips stop at the
     // image's bottom.
@@ -113,11 +139,17 @@ pub(super) fn unpack<R: std::io::Read + std::io::Seek>(
         let at = copy.len();
         let size = usize::try_from(size).map_err(|_| err("TIFF chunk too large"))?;
         copy.resize(at + size, 0);
-        let got = decompress(&data[start..end], &mut copy[at..])?;
+        let src = &data[start..end];
+        let out = &mut copy[at..];
+        let got = match method {
+            Method::Lzw => decompress(src, out)?,
+            Method::ModifiedHuffman => fax_rows(src, out, cw as u16, true),
+            Method::Group3 => fax_rows(src, out, cw as u16, false),
+        };
         if got < size {
-            // libtiff: "Not enough data"; the read fails.
+            // libtiff: "Not enough data" or a bad code; the read fails.
             return Err(err(format!(
-                "TIFF LZW strip or tile holds {got} bytes, its size needs {size}"
+                "TIFF {method:?} strip or tile decodes to {got} bytes, its size needs {size}"
             )));
         }
         new_offsets.push(at as u64);
@@ -194,6 +226,94 @@ pub(super) fn unpack<R: std::io::Read + std::io::Seek>(
         copy[e + 2..e + 2 + field.len()].copy_from_slice(&field);
     }
     Ok(Some(copy))
+}
+
+/// The compressions this module decompresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    Lzw,
+    ModifiedHuffman,
+    Group3,
+}
+
+/// Decodes CCITT rows of `width` pixels into `out` (packed, MSB first,
+/// rows padded to a byte, black runs as 1 bits), modified Huffman (rows
+/// byte-aligned, no EOL codes) or Group 3 1-D (rows after EOL codes);
+/// returns how many bytes of whole rows were written.
+fn fax_rows(src: &[u8], out: &mut [u8], width: u16, modified_huffman: bool) -> usize {
+    use fax::BitReader;
+    let row_bytes = usize::from(width).div_ceil(8);
+    if row_bytes == 0 {
+        return 0;
+    }
+    // Zero bytes after the data: the code tables look ahead up to 16 bits,
+    // also for a code in the last bits of a strip.
+    let bytes = src
+        .iter()
+        .chain(&[0u8; 2])
+        .map(|&b| Ok::<u8, std::convert::Infallible>(b));
+    let mut written = 0;
+    if modified_huffman {
+        let mut reader = match fax::ByteReader::new(bytes) {
+            Ok(r) => r,
+            Err(never) => match never {},
+        };
+        for row in out.chunks_exact_mut(row_bytes) {
+            let (mut x, mut black) = (0usize, false);
+            while x < usize::from(width) {
+                // Make-up codes (64 and up) add to the run until a
+                // terminating code (under 64).
+                let mut run = 0usize;
+                loop {
+                    let code = if black {
+                        fax::maps::black::decode(&mut reader)
+                    } else {
+                        fax::maps::white::decode(&mut reader)
+                    };
+                    let Some(n) = code else {
+                        return written;
+                    };
+                    run += usize::from(n);
+                    if n < 64 {
+                        break;
+                    }
+                }
+                let end = (x + run).min(usize::from(width));
+                if black {
+                    (x..end).for_each(|i| row[i / 8] |= 0x80 >> (i % 8));
+                }
+                x = end;
+                black = !black;
+            }
+            let skip = reader.bits_to_byte_boundary();
+            if skip > 0 && reader.consume(skip).is_err() {
+                return written + row_bytes;
+            }
+            written += row_bytes;
+        }
+        return written;
+    }
+    let Ok(mut g3) = fax::decoder::Group3Decoder::new(bytes) else {
+        return 0;
+    };
+    let rows = out.len() / row_bytes;
+    for (y, row) in out.chunks_exact_mut(row_bytes).enumerate() {
+        let status = g3.advance();
+        // The last row may end the strip without an EOL after it.
+        if status.is_err() && y + 1 < rows {
+            return written;
+        }
+        for (i, c) in fax::decoder::pels(g3.transitions(), width).enumerate() {
+            if c == fax::Color::Black {
+                row[i / 8] |= 0x80 >> (i % 8);
+            }
+        }
+        written += row_bytes;
+        if !matches!(status, Ok(fax::decoder::DecodeStatus::Incomplete)) {
+            break;
+        }
+    }
+    written
 }
 
 /// Decompresses one LZW chunk into `out`, stopping when it is full (like

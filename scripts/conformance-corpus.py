@@ -68,7 +68,7 @@ EXPECTED = REPO / "tests" / "python" / "conformance_expected.json"
 OK_VERDICTS = {"match", "both-fail", "ours-only", "lossy"}
 # Written into the cached corpus; a cache with another version is rebuilt
 # (bump it whenever generate() changes).
-CORPUS_VERSION = "5: TIFF Orientation tags, CCITT Group 3 / modified Huffman, BitsPerSample count\n"
+CORPUS_VERSION = "6: TIFF Orientation tags, CCITT Group 3 / modified Huffman, BitsPerSample count, 12-bit\n"
 
 
 def cache_dir() -> Path:
@@ -207,6 +207,9 @@ def generate(dest: Path) -> None:
     # BitsPerSample with one value more than SamplesPerPixel (libtiff reads
     # one per sample).
     tiff_bps_extra(t / "rgb8_bits_per_sample_count4.tif", rgb8)
+    # 12-bit gray (OpenCV: the values in uint16), one and several strips.
+    tifffile.imwrite(t / "gray12.tif", gray16 >> 4, bitspersample=12)
+    tifffile.imwrite(t / "gray12_strips.tif", gray16[:, :-2] >> 4, bitspersample=12, rowsperstrip=5)
     tifffile.imwrite(t / "float32.tif", rgb8.astype(np.float32) / 7)
     tifffile.imwrite(t / "int16.tif", gray16.astype(np.int16))
     tifffile.imwrite(t / "uint32.tif", gray16.astype(np.uint32) * 3)

@@ -4,7 +4,7 @@
 //! the crate's whole-image path (which asserts on tiled planar files) is never
 //! called. Adds what the crate leaves out and OpenCV (libtiff) does:
 //! `FillOrder=2` (bits reversed in every byte of the raw chunks), 1-bit
-//! images as 0/255, the first page of
+//! images as 0/255, 12-bit gray samples unpacked to 16-bit words as OpenCV gives them, the first page of
 //! a multi-page file with a warning (also when the page chain loops back, where
 //! libtiff stops), and palette images (`PhotometricInterpretation=3`, which the
 //! crate refuses: read as gray indices from a copy whose photometric tag says
@@ -34,6 +34,11 @@ pub struct TiffDecoder<'a> {
     orientation: u16,
     /// Palette image: the color of each index (8-bit, as libtiff makes it).
     palette: Option<Vec<[u8; 3]>>,
+    /// 12-bit gray: the image's width. The crate reads the page as 8-bit
+    /// rows of the packed bytes (`width` is their count); the samples are
+    /// unpacked here to 16-bit words holding the 12-bit values, as OpenCV
+    /// gives them.
+    twelve: Option<u32>,
 }
 
 /// How the decoded chunk samples map to output samples.
@@ -158,6 +163,18 @@ impl<'a> TiffDecoder<'a> {
             dec = open(std::borrow::Cow::Owned(reversed.clone()))?;
             copy = Some(reversed);
         }
+        let mut twelve = None;
+        let first_bits = dec
+            .find_tag_unsigned_vec::<u16>(Tag::BitsPerSample)
+            .map_err(tiff_err)?
+            .and_then(|v| v.first().copied());
+        if palette.is_none() && first_bits == Some(12) {
+            let (w, _) = dec.dimensions().map_err(tiff_err)?;
+            let fixed = twelve_bit_copy(&mut dec, copy.as_deref().unwrap_or(data), w)?;
+            dec = open(std::borrow::Cow::Owned(fixed.clone()))?;
+            copy = Some(fixed);
+            twelve = Some(w);
+        }
         if let Some(unpacked) =
             unpack::unpack(&mut dec, copy.as_deref().unwrap_or(data), max_alloc)?
         {
@@ -182,6 +199,7 @@ impl<'a> TiffDecoder<'a> {
             pages,
             orientation,
             palette,
+            twelve,
         })
     }
 
@@ -202,8 +220,34 @@ impl<'a> TiffDecoder<'a> {
     }
 
     fn decode_into(self, buf: &mut [u8]) -> ImageResult<()> {
+        // Stored rows: for 12-bit pages, of packed bytes.
         let (w, h) = (self.width as usize, self.height as usize);
         let o = self.orientation_tag();
+        if let Some(real) = self.twelve {
+            let real = real as usize;
+            let mut packed = vec![0u8; w * h];
+            self.decode_stored(&mut packed)?;
+            let out = buf
+                .get_mut(..real * h * 2)
+                .ok_or_else(|| err("TIFF output buffer too small"))?;
+            for (row, dst) in packed.chunks_exact(w).zip(out.chunks_exact_mut(real * 2)) {
+                for (x, d) in dst.chunks_exact_mut(2).enumerate() {
+                    let bit = x * 12;
+                    let (b0, b1) = (
+                        u16::from(row.get(bit / 8).copied().unwrap_or(0)),
+                        u16::from(row.get(bit / 8 + 1).copied().unwrap_or(0)),
+                    );
+                    let v = if bit % 8 == 0 {
+                        b0 << 4 | b1 >> 4
+                    } else {
+                        (b0 & 0xf) << 8 | b1
+                    };
+                    d.copy_from_slice(&v.to_ne_bytes());
+                }
+            }
+            orient(out, real, h, 2, o);
+            return Ok(());
+        }
         let px = match self.color_type() {
             ColorType::L8 => 1,
             ColorType::La8 | ColorType::L16 => 2,
@@ -324,6 +368,40 @@ impl<'a> TiffDecoder<'a> {
         }
         Ok(())
     }
+}
+
+/// A copy of `data` whose first page, 12-bit gray strips, reads as 8-bit
+/// rows of the packed bytes: ImageWidth the bytes per row, BitsPerSample 8.
+/// Other 12-bit layouts are refused.
+fn twelve_bit_copy<R: std::io::Read + std::io::Seek>(
+    dec: &mut Decoder<R>,
+    data: &[u8],
+    width: u32,
+) -> ImageResult<Vec<u8>> {
+    let get = |dec: &mut Decoder<R>, tag| {
+        dec.find_tag_unsigned::<u16>(tag)
+            .map_err(tiff_err)
+            .map(|v| v.unwrap_or(1))
+    };
+    let spp = get(dec, Tag::SamplesPerPixel)?;
+    let photometric = get(dec, Tag::PhotometricInterpretation)?;
+    let predictor = get(dec, Tag::Predictor)?;
+    let format = get(dec, Tag::SampleFormat)?;
+    if spp != 1
+        || photometric != 1
+        || predictor != 1
+        || format != 1
+        || matches!(dec.get_chunk_type(), ChunkType::Tile)
+    {
+        return Err(err(
+            "12-bit TIFF: only BlackIsZero gray strips of unsigned samples without a predictor are read",
+        ));
+    }
+    let packed = u32::try_from((u64::from(width) * 12).div_ceil(8))
+        .map_err(|_| err("12-bit TIFF too wide"))?;
+    ifd::set_value(data, 256, packed)
+        .and_then(|d| ifd::set_value(&d, 258, 8))
+        .ok_or_else(|| err("12-bit TIFF: ImageWidth or BitsPerSample tag not found"))
 }
 
 /// Turns `img` (`w` x `h` pixels of `px` bytes, stored order) into the
@@ -688,6 +766,50 @@ mod ifd {
         Some(copy)
     }
 
+    /// A copy whose first page's one-value SHORT or LONG tag `tag` is `v`
+    /// (`None` when there is no such entry or `v` does not fit).
+    pub fn set_value(data: &[u8], tag: u16, v: u32) -> Option<Vec<u8>> {
+        let (le, big, entries, _) = entries(data)?;
+        let u16_at = |at: usize| {
+            let b = [data[at], data[at + 1]];
+            if le {
+                u16::from_le_bytes(b)
+            } else {
+                u16::from_be_bytes(b)
+            }
+        };
+        let at = *entries.iter().find(|&&e| u16_at(e) == tag)?;
+        let count_len = if big { 8 } else { 4 };
+        let count = data.get(at + 4..at + 4 + count_len)?;
+        let one = if le {
+            count[0] == 1
+        } else {
+            count[count_len - 1] == 1
+        } && count.iter().filter(|&&b| b != 0).count() == 1;
+        if !one {
+            return None;
+        }
+        let value = at + 4 + count_len;
+        let mut copy = data.to_vec();
+        match u16_at(at + 2) {
+            3 => {
+                let v = u16::try_from(v).ok()?;
+                copy[value..value + 2].copy_from_slice(&if le {
+                    v.to_le_bytes()
+                } else {
+                    v.to_be_bytes()
+                });
+            }
+            4 => copy[value..value + 4].copy_from_slice(&if le {
+                v.to_le_bytes()
+            } else {
+                v.to_be_bytes()
+            }),
+            _ => return None,
+        }
+        Some(copy)
+    }
+
     /// A copy whose first page's BitsPerSample and SampleFormat hold no more
     /// values than SamplesPerPixel (the first ones, as libtiff reads them),
     /// when one of them holds more; `None` when neither does.
@@ -794,14 +916,18 @@ fn reverse_chunk_bits<R: std::io::Read + std::io::Seek>(
 
 impl ImageDecoder for TiffDecoder<'_> {
     fn dimensions(&self) -> (u32, u32) {
+        let width = self.twelve.unwrap_or(self.width);
         if self.orientation_tag() >= 5 {
-            (self.height, self.width)
+            (self.height, width)
         } else {
-            (self.width, self.height)
+            (width, self.height)
         }
     }
 
     fn color_type(&self) -> ColorType {
+        if self.twelve.is_some() {
+            return ColorType::L16;
+        }
         if self.palette.is_some() {
             return if self.layout.bits == 1 {
                 ColorType::L8

@@ -2,7 +2,8 @@
 //! (`IMREAD_UNCHANGED`) gives: tiled and stripped TIFFs with separate planes
 //! (the `tiff` crate asserts on the tiled ones), `FillOrder=2`, WhiteIsZero
 //! bitmaps, CCITT modified Huffman and Group 3 bitmaps, LZW tiles, the
-//! Orientation tag, a BitsPerSample tag with a value too many, a multi-page
+//! Orientation tag, a BitsPerSample tag with a value too many, 12-bit gray,
+//! a multi-page
 //! file, gray PNGs with `tRNS`, the Netpbm family, BMPs (gray palette, RLE8
 //! with skipped pixels, bit-field masks), a GIF with a transparent color,
 //! and formats recognised but not read. `centralized`, `run` over shared
@@ -48,6 +49,20 @@ fn pack(vals: &[u16], bits: u16, row_samples: usize) -> Vec<u8> {
                 out.extend(bytes);
             }
             8 => out.extend(row.iter().map(|&v| v as u8)),
+            12 => {
+                let mut bytes = vec![0u8; (row.len() * 12).div_ceil(8)];
+                for (i, &v) in row.iter().enumerate() {
+                    let (at, v) = (i * 12 / 8, v & 0xfff);
+                    if i % 2 == 0 {
+                        bytes[at] = (v >> 4) as u8;
+                        bytes[at + 1] |= ((v & 0xf) << 4) as u8;
+                    } else {
+                        bytes[at] |= (v >> 8) as u8;
+                        bytes[at + 1] = v as u8;
+                    }
+                }
+                out.extend(bytes);
+            }
             _ => out.extend(row.iter().flat_map(|v| v.to_le_bytes())),
         }
     }
@@ -415,6 +430,14 @@ fn write_corpus(dir: &Path) -> Vec<(&'static str, Vec<usize>, Vec<u16>)> {
         };
         put(name, tiff(&[oriented]), shape, want);
     }
+    // 12-bit gray: OpenCV gives the values in 16-bit words.
+    let gray12 = gradient(9, 5, 1, 4095);
+    let twelve = Page {
+        bits: 12,
+        samples: &gray12,
+        ..page(1)
+    };
+    put("gray12.tif", tiff(&[twelve]), vec![5, 9, 1], gray12.clone());
     let ccitt: Vec<u16> = CCITT_PIXELS
         .iter()
         .flat_map(|row| row.bytes().map(|b| if b == b'1' { 255 } else { 0 }))

@@ -68,7 +68,7 @@ EXPECTED = REPO / "tests" / "python" / "conformance_expected.json"
 OK_VERDICTS = {"match", "both-fail", "ours-only", "lossy"}
 # Written into the cached corpus; a cache with another version is rebuilt
 # (bump it whenever generate() changes).
-CORPUS_VERSION = "6: TIFF Orientation tags, CCITT Group 3 / modified Huffman, BitsPerSample count, 12-bit\n"
+CORPUS_VERSION = "7: TIFF Orientation tags, CCITT Group 3 / modified Huffman, BitsPerSample count, 12-bit, CIE L*a*b*\n"
 
 
 def cache_dir() -> Path:
@@ -207,6 +207,11 @@ def generate(dest: Path) -> None:
     # BitsPerSample with one value more than SamplesPerPixel (libtiff reads
     # one per sample).
     tiff_bps_extra(t / "rgb8_bits_per_sample_count4.tif", rgb8)
+    # CIE L*a*b* (OpenCV: RGB through libtiff's RGBA interface), every a*/b*.
+    lab = np.dstack([rgb8[:, :, 0], rgb8[:, :, 1], rgb8[:, :, 2]])
+    tifffile.imwrite(t / "cielab8.tif", lab, photometric="cielab")
+    tifffile.imwrite(t / "cielab8_tiled_lzw.tif", lab, photometric="cielab", compression="lzw",
+                     tile=(16, 16))
     # 12-bit gray (OpenCV: the values in uint16), one and several strips.
     tifffile.imwrite(t / "gray12.tif", gray16 >> 4, bitspersample=12)
     tifffile.imwrite(t / "gray12_strips.tif", gray16[:, :-2] >> 4, bitspersample=12, rowsperstrip=5)

@@ -13,7 +13,8 @@
 //! Huffman / Group 3 pages are decompressed by the `unpack` submodule before
 //! the crate reads them, and the Orientation tag
 //! is applied to the pixels, as OpenCV 5 does for TIFF even with
-//! `IMREAD_UNCHANGED`.
+//! `IMREAD_UNCHANGED`. CIE L*a*b* pages (8-bit) are read as RGB samples and
+//! converted as libtiff's RGBA interface does for OpenCV.
 use std::io::Cursor;
 
 use image::error::{DecodingError, ImageFormatHint, LimitError, LimitErrorKind};
@@ -60,6 +61,8 @@ struct Layout {
     planar: bool,
     /// Palette indices: 1- and 4-bit samples kept as numbers (not 0/255).
     index: bool,
+    /// CIE L*a*b* samples (read as RGB), converted to RGB after decoding.
+    lab: bool,
 }
 
 fn err(msg: impl Into<String>) -> ImageError {
@@ -153,6 +156,28 @@ impl<'a> TiffDecoder<'a> {
             dec = open(std::borrow::Cow::Owned(fixed.clone()))?;
             copy = Some(fixed);
         }
+        let lab = photometric == Some(8);
+        if lab {
+            // CIE L*a*b*, which the crate refuses: read the samples from a
+            // copy that says RGB, converted after decoding (`lab_to_rgb`).
+            let bits = dec
+                .find_tag_unsigned_vec::<u16>(Tag::BitsPerSample)
+                .map_err(tiff_err)?
+                .unwrap_or_default();
+            let spp = dec
+                .find_tag_unsigned::<u16>(Tag::SamplesPerPixel)
+                .map_err(tiff_err)?;
+            if spp != Some(3) || bits.iter().any(|&b| b != 8) {
+                return Err(err(
+                    "CIE L*a*b* TIFF: only 8-bit samples without extra samples are read",
+                ));
+            }
+            let base = copy.as_deref().unwrap_or(data);
+            let fixed = ifd::set_photometric(base, 2)
+                .ok_or_else(|| err("CIE L*a*b* TIFF: PhotometricInterpretation tag not found"))?;
+            dec = open(std::borrow::Cow::Owned(fixed.clone()))?;
+            copy = Some(fixed);
+        }
         let fill_order = dec
             .find_tag_unsigned::<u16>(Tag::FillOrder)
             .map_err(tiff_err)?;
@@ -181,10 +206,11 @@ impl<'a> TiffDecoder<'a> {
             dec = open(std::borrow::Cow::Owned(unpacked))?;
         }
         let (width, height) = dec.dimensions().map_err(tiff_err)?;
-        let layout = match &palette {
+        let mut layout = match &palette {
             Some(_) => palette_layout(&mut dec)?,
             None => layout_of(&mut dec)?,
         };
+        layout.lab = lab;
         let orientation = dec
             .find_tag_unsigned::<u16>(Tag::Orientation)
             .ok()
@@ -298,6 +324,7 @@ impl<'a> TiffDecoder<'a> {
             bits,
             planar,
             index: palette_indices,
+            lab,
         } = self.layout;
         let (w, h) = (self.width as usize, self.height as usize);
         let (cw, ch) = self.dec.chunk_dimensions();
@@ -358,6 +385,13 @@ impl<'a> TiffDecoder<'a> {
                     let v = u16::MAX - u16::from_ne_bytes([p[0], p[1]]);
                     p.copy_from_slice(&v.to_ne_bytes());
                 });
+        }
+        if lab {
+            let lab = LabToRgb::new();
+            buf.get_mut(..w * h * 3)
+                .ok_or_else(|| err("TIFF output buffer too small"))?
+                .chunks_exact_mut(3)
+                .for_each(|p| lab.convert(p));
         }
         if ycbcr && bits == 8 {
             let n = w * h * 3;
@@ -446,6 +480,73 @@ fn orient(img: &mut [u8], w: usize, h: usize, px: usize, o: u16) {
             }
         }
         _ => {}
+    }
+}
+
+/// libtiff's CIE L*a*b* to RGB conversion for its RGBA interface (OpenCV's
+/// path): `TIFFCIELabToXYZ` with the default D50 white point, then
+/// `TIFFXYZToRGB` with the sRGB display of `tif_getimage.c` (gamma 2.4
+/// through a 1500-step table), in `f32` as libtiff computes it.
+struct LabToRgb {
+    white: [f32; 3],
+    /// Linear light (1..100) to the 8-bit value, one entry per step.
+    table: Vec<f32>,
+    step: f32,
+}
+
+impl LabToRgb {
+    const RANGE: usize = 1500;
+    const MATRIX: [[f32; 3]; 3] = [
+        [3.2410, -1.5374, -0.4986],
+        [-0.9692, 1.8760, 0.0416],
+        [0.0556, -0.2040, 1.0570],
+    ];
+
+    fn new() -> LabToRgb {
+        let (x, y, z) = (96.4250f32, 100.0f32, 82.4680f32);
+        let sum = x + y + z;
+        let (w0, w1) = (x / sum, y / sum);
+        let y0 = 100.0f32;
+        let white = [w0 / w1 * y0, y0, (1.0 - w0 - w1) / w1 * y0];
+        let table = (0..=Self::RANGE)
+            .map(|i| 255.0f32 * ((i as f64 / Self::RANGE as f64).powf(1.0 / 2.4) as f32))
+            .collect();
+        LabToRgb {
+            white,
+            table,
+            step: (100.0f32 - 1.0) / Self::RANGE as f32,
+        }
+    }
+
+    /// One pixel: stored (L, a, b) in, (R, G, B) out.
+    fn convert(&self, p: &mut [u8]) {
+        let [x0, y0, z0] = self.white;
+        // TIFFCIELabToXYZ via its 16-bit form, as libtiff 4 computes it.
+        let l = (u32::from(p[0]) * 257) as f32 * 100.0 / 65535.0;
+        let a = (i32::from(p[1] as i8) * 256) as f32 / 256.0 / 500.0;
+        let b = (i32::from(p[2] as i8) * 256) as f32 / 256.0 / 200.0;
+        let (y, cby) = if l < 8.856 {
+            let y = (l * y0) / 903.292;
+            (y, 7.787 * (y / y0) + 16.0 / 116.0)
+        } else {
+            let cby = (l + 16.0) / 116.0;
+            (y0 * cby * cby * cby, cby)
+        };
+        let f = |t: f32, w: f32| {
+            if t < 0.2069 {
+                w * (t - 0.13793) / 7.787
+            } else {
+                w * t * t * t
+            }
+        };
+        let x = f(a + cby, x0);
+        let z = f(cby - b, z0);
+        for (out, m) in p.iter_mut().zip(Self::MATRIX) {
+            let lum = (m[0] * x + m[1] * y + m[2] * z).clamp(1.0, 100.0);
+            let i = (((lum - 1.0) / self.step) as usize).min(Self::RANGE);
+            let v = (f64::from(self.table[i]) + 0.5) as u32;
+            *out = v.min(255) as u8;
+        }
     }
 }
 
@@ -638,6 +739,7 @@ fn layout_of<R: std::io::Read + std::io::Seek>(dec: &mut Decoder<R>) -> ImageRes
         bits,
         planar: planar && samples > 1,
         index: false,
+        lab: false,
     })
 }
 
@@ -673,6 +775,7 @@ fn palette_layout<R: std::io::Read + std::io::Seek>(dec: &mut Decoder<R>) -> Ima
         bits: bits as u8,
         planar: planar && samples > 1,
         index: true,
+        lab: false,
     })
 }
 

@@ -3,7 +3,7 @@
 //! (the `tiff` crate asserts on the tiled ones), `FillOrder=2`, WhiteIsZero
 //! bitmaps, CCITT modified Huffman and Group 3 bitmaps, LZW tiles, the
 //! Orientation tag, a BitsPerSample tag with a value too many, 12-bit gray,
-//! a multi-page
+//! CIE L*a*b*, a multi-page
 //! file, gray PNGs with `tRNS`, the Netpbm family, BMPs (gray palette, RLE8
 //! with skipped pixels, bit-field masks), a GIF with a transparent color,
 //! and formats recognised but not read. `centralized`, `run` over shared
@@ -430,6 +430,30 @@ fn write_corpus(dir: &Path) -> Vec<(&'static str, Vec<usize>, Vec<u16>)> {
         };
         put(name, tiff(&[oriented]), shape, want);
     }
+    // CIE L*a*b* (a*, b* signed): RGB as libtiff's RGBA interface gives it
+    // to OpenCV (D50 white, sRGB display); values from cv2.imread.
+    let lab: Vec<u16> = vec![
+        0, 0, 0, 255, 0, 0, 128, 100, 156, 60, 200, 40, 200, 127, 129, 20, 250, 5, 240, 30, 220,
+        100, 128, 128,
+    ];
+    let lab_page = Page {
+        width: 4,
+        height: 2,
+        bits: 8,
+        spp: 3,
+        photometric: 8,
+        samples: &lab,
+        ..page(1)
+    };
+    put(
+        "cielab.tif",
+        tiff(&[lab_page]),
+        vec![2, 4, 3],
+        vec![
+            0, 0, 0, 255, 252, 222, 211, 0, 255, 0, 75, 0, 255, 0, 255, 0, 0, 0, 255, 218, 255, 0,
+            139, 255,
+        ],
+    );
     // 12-bit gray: OpenCV gives the values in 16-bit words.
     let gray12 = gradient(9, 5, 1, 4095);
     let twelve = Page {

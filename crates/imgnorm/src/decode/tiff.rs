@@ -14,7 +14,8 @@
 //! the crate reads them, and the Orientation tag
 //! is applied to the pixels, as OpenCV 5 does for TIFF even with
 //! `IMREAD_UNCHANGED`. CIE L*a*b* pages (8-bit) are read as RGB samples and
-//! converted as libtiff's RGBA interface does for OpenCV.
+//! converted as libtiff's RGBA interface does for OpenCV, and so are 8-bit
+//! CMYK pages (to RGBA with alpha 255, OpenCV's 4 channels).
 use std::io::Cursor;
 
 use image::error::{DecodingError, ImageFormatHint, LimitError, LimitErrorKind};
@@ -63,6 +64,9 @@ struct Layout {
     index: bool,
     /// CIE L*a*b* samples (read as RGB), converted to RGB after decoding.
     lab: bool,
+    /// 8-bit CMYK: converted to RGBA (alpha 255) after decoding, as
+    /// libtiff's RGBA interface gives it to OpenCV.
+    cmyk: bool,
 }
 
 fn err(msg: impl Into<String>) -> ImageError {
@@ -325,6 +329,7 @@ impl<'a> TiffDecoder<'a> {
             planar,
             index: palette_indices,
             lab,
+            cmyk,
         } = self.layout;
         let (w, h) = (self.width as usize, self.height as usize);
         let (cw, ch) = self.dec.chunk_dimensions();
@@ -384,6 +389,19 @@ impl<'a> TiffDecoder<'a> {
                 .for_each(|p| {
                     let v = u16::MAX - u16::from_ne_bytes([p[0], p[1]]);
                     p.copy_from_slice(&v.to_ne_bytes());
+                });
+        }
+        if cmyk {
+            // libtiff's putRGBcontig8bitCMYKtile.
+            buf.get_mut(..w * h * 4)
+                .ok_or_else(|| err("TIFF output buffer too small"))?
+                .chunks_exact_mut(4)
+                .for_each(|p| {
+                    let k = 255 - u32::from(p[3]);
+                    for c in &mut p[..3] {
+                        *c = (k * (255 - u32::from(*c)) / 255) as u8;
+                    }
+                    p[3] = 255;
                 });
         }
         if lab {
@@ -740,6 +758,7 @@ fn layout_of<R: std::io::Read + std::io::Seek>(dec: &mut Decoder<R>) -> ImageRes
         planar: planar && samples > 1,
         index: false,
         lab: false,
+        cmyk: matches!(color, Tc::CMYK(8)),
     })
 }
 
@@ -776,6 +795,7 @@ fn palette_layout<R: std::io::Read + std::io::Seek>(dec: &mut Decoder<R>) -> Ima
         planar: planar && samples > 1,
         index: true,
         lab: false,
+        cmyk: false,
     })
 }
 

@@ -3,7 +3,7 @@
 //! (the `tiff` crate asserts on the tiled ones), `FillOrder=2`, WhiteIsZero
 //! bitmaps, CCITT modified Huffman and Group 3 bitmaps, LZW tiles, the
 //! Orientation tag, a BitsPerSample tag with a value too many, 12-bit gray,
-//! CIE L*a*b*, a multi-page
+//! CIE L*a*b*, CMYK, a multi-page
 //! file, gray PNGs with `tRNS`, the Netpbm family, BMPs (gray palette, RLE8
 //! with skipped pixels, bit-field masks), a GIF with a transparent color,
 //! and formats recognised but not read. `centralized`, `run` over shared
@@ -454,6 +454,27 @@ fn write_corpus(dir: &Path) -> Vec<(&'static str, Vec<usize>, Vec<u16>)> {
             139, 255,
         ],
     );
+    // 8-bit CMYK: RGBA with alpha 255, as libtiff's RGBA interface gives it
+    // to OpenCV: each of R, G, B = (255 - K) * (255 - C|M|Y) / 255.
+    let cmyk = gradient(5, 3, 4, 255);
+    let cmyk_page = Page {
+        width: 5,
+        height: 3,
+        bits: 8,
+        spp: 4,
+        photometric: 5,
+        samples: &cmyk,
+        ..page(1)
+    };
+    let want: Vec<u16> = cmyk
+        .chunks(4)
+        .flat_map(|p| {
+            let k = 255 - u32::from(p[3]);
+            let c = |v: u16| (k * (255 - u32::from(v)) / 255) as u16;
+            [c(p[0]), c(p[1]), c(p[2]), 255]
+        })
+        .collect();
+    put("cmyk.tif", tiff(&[cmyk_page]), vec![3, 5, 4], want);
     // 12-bit gray: OpenCV gives the values in 16-bit words.
     let gray12 = gradient(9, 5, 1, 4095);
     let twelve = Page {

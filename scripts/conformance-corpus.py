@@ -68,7 +68,7 @@ EXPECTED = REPO / "tests" / "python" / "conformance_expected.json"
 OK_VERDICTS = {"match", "both-fail", "ours-only", "lossy"}
 # Written into the cached corpus; a cache with another version is rebuilt
 # (bump it whenever generate() changes).
-CORPUS_VERSION = "4: BMP variants, GIF without a color table, palette TIFFs\n"
+CORPUS_VERSION = "7: TIFF Orientation tags, CCITT Group 3 / modified Huffman, BitsPerSample count, 12-bit, CIE L*a*b*\n"
 
 
 def cache_dir() -> Path:
@@ -190,6 +190,31 @@ def generate(dest: Path) -> None:
                      colormap=cmap16, tile=(16, 16))
     tiff_palette_packed(t / "palette4.tif", rgb8[:, :, 0] >> 4, 4, cmap16[:, :16])
     tiff_palette_packed(t / "palette1.tif", bits.astype(np.uint8), 1, cmap16[:, :2])
+    # The Orientation tag (OpenCV 5 applies 2-4 to every TIFF; 5-8 it fails).
+    for o in range(2, 9):
+        tifffile.imwrite(t / f"gray8_orientation{o}.tif", gray8, extratags=[(274, "H", 1, o, True)])
+    tifffile.imwrite(t / "rgb16_lzw_orientation3.tif", rgb16, photometric="rgb",
+                     compression="lzw", tile=(16, 16), extratags=[(274, "H", 1, 3, True)])
+    tifffile.imwrite(t / "palette8_orientation4.tif", rgb8[:, :, 0], photometric="palette",
+                     colormap=cmap16, extratags=[(274, "H", 1, 4, True)])
+    # CCITT bitmaps written by libtiff (through Pillow): modified Huffman
+    # (Compression=2) and Group 3 1-D (Compression=3), one and several strips.
+    Image.fromarray(bits).save(t / "bilevel_ccitt_rle.tif", compression="tiff_ccitt")
+    Image.fromarray(bits).save(t / "bilevel_group3.tif", compression="group3")
+    Image.fromarray(bits[:, ::-1].copy()).save(t / "bilevel_group3_strips.tif",
+                                               compression="group3", rowsperstrip=4)
+    Image.fromarray(bits).save(t / "bilevel_group4.tif", compression="group4")
+    # BitsPerSample with one value more than SamplesPerPixel (libtiff reads
+    # one per sample).
+    tiff_bps_extra(t / "rgb8_bits_per_sample_count4.tif", rgb8)
+    # CIE L*a*b* (OpenCV: RGB through libtiff's RGBA interface), every a*/b*.
+    lab = np.dstack([rgb8[:, :, 0], rgb8[:, :, 1], rgb8[:, :, 2]])
+    tifffile.imwrite(t / "cielab8.tif", lab, photometric="cielab")
+    tifffile.imwrite(t / "cielab8_tiled_lzw.tif", lab, photometric="cielab", compression="lzw",
+                     tile=(16, 16))
+    # 12-bit gray (OpenCV: the values in uint16), one and several strips.
+    tifffile.imwrite(t / "gray12.tif", gray16 >> 4, bitspersample=12)
+    tifffile.imwrite(t / "gray12_strips.tif", gray16[:, :-2] >> 4, bitspersample=12, rowsperstrip=5)
     tifffile.imwrite(t / "float32.tif", rgb8.astype(np.float32) / 7)
     tifffile.imwrite(t / "int16.tif", gray16.astype(np.int16))
     tifffile.imwrite(t / "uint32.tif", gray16.astype(np.uint32) * 3)
@@ -265,6 +290,26 @@ def tiff_palette_packed(path: Path, idx: np.ndarray, bits: int, cmap: np.ndarray
                (279, 4, 1, len(data)), (320, 3, cmap.size, 8 + len(data))]
     ifd_at = 8 + len(data) + len(cmap_bytes)
     out = b"II*\0" + struct.pack("<I", ifd_at) + data + cmap_bytes
+    out += struct.pack("<H", len(entries))
+    for tag, typ, count, value in entries:
+        field = struct.pack("<H", value) + b"\0\0" if typ == 3 and count == 1 else struct.pack("<I", value)
+        out += struct.pack("<HHI", tag, typ, count) + field
+    path.write_bytes(out + b"\0\0\0\0")
+
+
+def tiff_bps_extra(path: Path, rgb: np.ndarray) -> None:
+    """A one-strip little-endian RGB TIFF whose BitsPerSample holds four
+    values (8, 8, 8, 1) for three samples."""
+    import struct
+
+    h, w, _ = rgb.shape
+    data = rgb.tobytes()
+    bps_at = 8 + len(data)
+    entries = [(256, 3, 1, w), (257, 3, 1, h), (258, 3, 4, bps_at), (259, 3, 1, 1),
+               (262, 3, 1, 2), (273, 4, 1, 8), (277, 3, 1, 3), (278, 3, 1, h),
+               (279, 4, 1, len(data))]
+    ifd_at = bps_at + 8
+    out = b"II*\0" + struct.pack("<I", ifd_at) + data + struct.pack("<4H", 8, 8, 8, 1)
     out += struct.pack("<H", len(entries))
     for tag, typ, count, value in entries:
         field = struct.pack("<H", value) + b"\0\0" if typ == 3 and count == 1 else struct.pack("<I", value)

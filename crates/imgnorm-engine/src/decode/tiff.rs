@@ -4,12 +4,18 @@
 //! the crate's whole-image path (which asserts on tiled planar files) is never
 //! called. Adds what the crate leaves out and OpenCV (libtiff) does:
 //! `FillOrder=2` (bits reversed in every byte of the raw chunks), 1-bit
-//! images as 0/255, 12-bit samples widened like OpenCV, the first page of
+//! images as 0/255, 12-bit gray samples unpacked to 16-bit words as OpenCV gives them, the first page of
 //! a multi-page file with a warning (also when the page chain loops back, where
 //! libtiff stops), and palette images (`PhotometricInterpretation=3`, which the
 //! crate refuses: read as gray indices from a copy whose photometric tag says
 //! so, then expanded as libtiff's RGBA interface does for OpenCV: 4- and
-//! 8-bit to RGB, 1-bit to one gray channel).
+//! 8-bit to RGB, 1-bit to one gray channel). LZW and CCITT modified
+//! Huffman / Group 3 pages are decompressed by the `unpack` submodule before
+//! the crate reads them, and the Orientation tag
+//! is applied to the pixels, as OpenCV 5 does for TIFF even with
+//! `IMREAD_UNCHANGED`. CIE L*a*b* pages (8-bit) are read as RGB samples and
+//! converted as libtiff's RGBA interface does for OpenCV, and so are 8-bit
+//! CMYK pages (to RGBA with alpha 255, OpenCV's 4 channels).
 use std::io::Cursor;
 
 use image::error::{DecodingError, ImageFormatHint, LimitError, LimitErrorKind};
@@ -17,6 +23,8 @@ use image::{ColorType, ImageDecoder, ImageError, ImageFormat, ImageResult};
 use tiff::ColorType as Tc;
 use tiff::decoder::{ChunkType, Decoder, DecodingResult, Limits};
 use tiff::tags::{CompressionMethod, PhotometricInterpretation, SampleFormat, Tag};
+
+mod unpack;
 
 /// A TIFF's first page, ready to decode into interleaved 8- or 16-bit samples.
 pub struct TiffDecoder<'a> {
@@ -28,6 +36,11 @@ pub struct TiffDecoder<'a> {
     orientation: u16,
     /// Palette image: the color of each index (8-bit, as libtiff makes it).
     palette: Option<Vec<[u8; 3]>>,
+    /// 12-bit gray: the image's width. The crate reads the page as 8-bit
+    /// rows of the packed bytes (`width` is their count); the samples are
+    /// unpacked here to 16-bit words holding the 12-bit values, as OpenCV
+    /// gives them.
+    twelve: Option<u32>,
 }
 
 /// How the decoded chunk samples map to output samples.
@@ -49,6 +62,11 @@ struct Layout {
     planar: bool,
     /// Palette indices: 1- and 4-bit samples kept as numbers (not 0/255).
     index: bool,
+    /// CIE L*a*b* samples (read as RGB), converted to RGB after decoding.
+    lab: bool,
+    /// 8-bit CMYK: converted to RGBA (alpha 255) after decoding, as
+    /// libtiff's RGBA interface gives it to OpenCV.
+    cmyk: bool,
 }
 
 fn err(msg: impl Into<String>) -> ImageError {
@@ -86,8 +104,11 @@ impl<'a> TiffDecoder<'a> {
             Err(e) => {
                 // A first page whose next-page pointer points back to it:
                 // libtiff stops there and reads the page; so do we, from a
-                // copy that ends the chain.
-                let Some(fixed) = ifd::end_chain(data) else {
+                // copy that ends the chain. More BitsPerSample values than
+                // samples: libtiff reads one per sample; so do we, from a
+                // copy whose tag has that count.
+                let Some(fixed) = ifd::end_chain(data).or_else(|| ifd::per_sample_counts(data))
+                else {
                     return Err(e);
                 };
                 let d = open(std::borrow::Cow::Owned(fixed.clone()))?;
@@ -139,6 +160,28 @@ impl<'a> TiffDecoder<'a> {
             dec = open(std::borrow::Cow::Owned(fixed.clone()))?;
             copy = Some(fixed);
         }
+        let lab = photometric == Some(8);
+        if lab {
+            // CIE L*a*b*, which the crate refuses: read the samples from a
+            // copy that says RGB, converted after decoding (`lab_to_rgb`).
+            let bits = dec
+                .find_tag_unsigned_vec::<u16>(Tag::BitsPerSample)
+                .map_err(tiff_err)?
+                .unwrap_or_default();
+            let spp = dec
+                .find_tag_unsigned::<u16>(Tag::SamplesPerPixel)
+                .map_err(tiff_err)?;
+            if spp != Some(3) || bits.iter().any(|&b| b != 8) {
+                return Err(err(
+                    "CIE L*a*b* TIFF: only 8-bit samples without extra samples are read",
+                ));
+            }
+            let base = copy.as_deref().unwrap_or(data);
+            let fixed = ifd::set_photometric(base, 2)
+                .ok_or_else(|| err("CIE L*a*b* TIFF: PhotometricInterpretation tag not found"))?;
+            dec = open(std::borrow::Cow::Owned(fixed.clone()))?;
+            copy = Some(fixed);
+        }
         let fill_order = dec
             .find_tag_unsigned::<u16>(Tag::FillOrder)
             .map_err(tiff_err)?;
@@ -146,13 +189,32 @@ impl<'a> TiffDecoder<'a> {
             // libtiff reverses the bits of every raw byte before decompressing;
             // the tiff crate ignores the tag: do it on a copy of the file.
             let reversed = reverse_chunk_bits(&mut dec, copy.as_deref().unwrap_or(data))?;
-            dec = open(std::borrow::Cow::Owned(reversed))?;
+            dec = open(std::borrow::Cow::Owned(reversed.clone()))?;
+            copy = Some(reversed);
+        }
+        let mut twelve = None;
+        let first_bits = dec
+            .find_tag_unsigned_vec::<u16>(Tag::BitsPerSample)
+            .map_err(tiff_err)?
+            .and_then(|v| v.first().copied());
+        if palette.is_none() && first_bits == Some(12) {
+            let (w, _) = dec.dimensions().map_err(tiff_err)?;
+            let fixed = twelve_bit_copy(&mut dec, copy.as_deref().unwrap_or(data), w)?;
+            dec = open(std::borrow::Cow::Owned(fixed.clone()))?;
+            copy = Some(fixed);
+            twelve = Some(w);
+        }
+        if let Some(unpacked) =
+            unpack::unpack(&mut dec, copy.as_deref().unwrap_or(data), max_alloc)?
+        {
+            dec = open(std::borrow::Cow::Owned(unpacked))?;
         }
         let (width, height) = dec.dimensions().map_err(tiff_err)?;
-        let layout = match &palette {
+        let mut layout = match &palette {
             Some(_) => palette_layout(&mut dec)?,
             None => layout_of(&mut dec)?,
         };
+        layout.lab = lab;
         let orientation = dec
             .find_tag_unsigned::<u16>(Tag::Orientation)
             .ok()
@@ -167,6 +229,7 @@ impl<'a> TiffDecoder<'a> {
             pages,
             orientation,
             palette,
+            twelve,
         })
     }
 
@@ -175,12 +238,69 @@ impl<'a> TiffDecoder<'a> {
         self.pages
     }
 
-    fn decode_into(mut self, buf: &mut [u8]) -> ImageResult<()> {
+    /// The Orientation tag, applied as OpenCV 5 applies it to every TIFF
+    /// (with `IMREAD_UNCHANGED` too): 2-4 flip, 5-8 also transpose (where
+    /// OpenCV 5 means to, but fails on an internal assertion).
+    fn orientation_tag(&self) -> u16 {
+        if (1..=8).contains(&self.orientation) {
+            self.orientation
+        } else {
+            1
+        }
+    }
+
+    fn decode_into(self, buf: &mut [u8]) -> ImageResult<()> {
+        // Stored rows: for 12-bit pages, of packed bytes.
+        let (w, h) = (self.width as usize, self.height as usize);
+        let o = self.orientation_tag();
+        if let Some(real) = self.twelve {
+            let real = real as usize;
+            let mut packed = vec![0u8; w * h];
+            self.decode_stored(&mut packed)?;
+            let out = buf
+                .get_mut(..real * h * 2)
+                .ok_or_else(|| err("TIFF output buffer too small"))?;
+            for (row, dst) in packed.chunks_exact(w).zip(out.chunks_exact_mut(real * 2)) {
+                for (x, d) in dst.chunks_exact_mut(2).enumerate() {
+                    let bit = x * 12;
+                    let (b0, b1) = (
+                        u16::from(row.get(bit / 8).copied().unwrap_or(0)),
+                        u16::from(row.get(bit / 8 + 1).copied().unwrap_or(0)),
+                    );
+                    let v = if bit % 8 == 0 {
+                        b0 << 4 | b1 >> 4
+                    } else {
+                        (b0 & 0xf) << 8 | b1
+                    };
+                    d.copy_from_slice(&v.to_ne_bytes());
+                }
+            }
+            orient(out, real, h, 2, o);
+            return Ok(());
+        }
+        let px = match self.color_type() {
+            ColorType::L8 => 1,
+            ColorType::La8 | ColorType::L16 => 2,
+            ColorType::Rgb8 => 3,
+            ColorType::Rgba8 | ColorType::La16 => 4,
+            ColorType::Rgb16 => 6,
+            _ => 8,
+        };
+        self.decode_stored(buf)?;
+        let img = buf
+            .get_mut(..w * h * px)
+            .ok_or_else(|| err("TIFF output buffer too small"))?;
+        orient(img, w, h, px, o);
+        Ok(())
+    }
+
+    /// The pixels in stored order (Orientation not applied).
+    fn decode_stored(mut self, buf: &mut [u8]) -> ImageResult<()> {
         if let Some(palette) = self.palette.take() {
             let (w, h) = (self.width as usize, self.height as usize);
             let bits = self.layout.bits;
             let mut indices = vec![0u8; w * h];
-            self.decode_into(&mut indices)?;
+            self.decode_stored(&mut indices)?;
             let n = palette.len();
             if bits == 1 {
                 let out = buf
@@ -208,6 +328,8 @@ impl<'a> TiffDecoder<'a> {
             bits,
             planar,
             index: palette_indices,
+            lab,
+            cmyk,
         } = self.layout;
         let (w, h) = (self.width as usize, self.height as usize);
         let (cw, ch) = self.dec.chunk_dimensions();
@@ -269,6 +391,26 @@ impl<'a> TiffDecoder<'a> {
                     p.copy_from_slice(&v.to_ne_bytes());
                 });
         }
+        if cmyk {
+            // libtiff's putRGBcontig8bitCMYKtile.
+            buf.get_mut(..w * h * 4)
+                .ok_or_else(|| err("TIFF output buffer too small"))?
+                .chunks_exact_mut(4)
+                .for_each(|p| {
+                    let k = 255 - u32::from(p[3]);
+                    for c in &mut p[..3] {
+                        *c = (k * (255 - u32::from(*c)) / 255) as u8;
+                    }
+                    p[3] = 255;
+                });
+        }
+        if lab {
+            let lab = LabToRgb::new();
+            buf.get_mut(..w * h * 3)
+                .ok_or_else(|| err("TIFF output buffer too small"))?
+                .chunks_exact_mut(3)
+                .for_each(|p| lab.convert(p));
+        }
         if ycbcr && bits == 8 {
             let n = w * h * 3;
             buf.get_mut(..n)
@@ -277,6 +419,152 @@ impl<'a> TiffDecoder<'a> {
                 .for_each(ycbcr_to_rgb);
         }
         Ok(())
+    }
+}
+
+/// A copy of `data` whose first page, 12-bit gray strips, reads as 8-bit
+/// rows of the packed bytes: ImageWidth the bytes per row, BitsPerSample 8.
+/// Other 12-bit layouts are refused.
+fn twelve_bit_copy<R: std::io::Read + std::io::Seek>(
+    dec: &mut Decoder<R>,
+    data: &[u8],
+    width: u32,
+) -> ImageResult<Vec<u8>> {
+    let get = |dec: &mut Decoder<R>, tag| {
+        dec.find_tag_unsigned::<u16>(tag)
+            .map_err(tiff_err)
+            .map(|v| v.unwrap_or(1))
+    };
+    let spp = get(dec, Tag::SamplesPerPixel)?;
+    let photometric = get(dec, Tag::PhotometricInterpretation)?;
+    let predictor = get(dec, Tag::Predictor)?;
+    let format = get(dec, Tag::SampleFormat)?;
+    if spp != 1
+        || photometric != 1
+        || predictor != 1
+        || format != 1
+        || matches!(dec.get_chunk_type(), ChunkType::Tile)
+    {
+        return Err(err(
+            "12-bit TIFF: only BlackIsZero gray strips of unsigned samples without a predictor are read",
+        ));
+    }
+    let packed = u32::try_from((u64::from(width) * 12).div_ceil(8))
+        .map_err(|_| err("12-bit TIFF too wide"))?;
+    ifd::set_value(data, 256, packed)
+        .and_then(|d| ifd::set_value(&d, 258, 8))
+        .ok_or_else(|| err("12-bit TIFF: ImageWidth or BitsPerSample tag not found"))
+}
+
+/// Turns `img` (`w` x `h` pixels of `px` bytes, stored order) into the
+/// display order of TIFF/EXIF orientation `o`; 5-8 give an `h` x `w` image.
+fn orient(img: &mut [u8], w: usize, h: usize, px: usize, o: u16) {
+    let row = w * px;
+    match o {
+        2 => img.chunks_exact_mut(row).for_each(|r| {
+            for x in 0..w / 2 {
+                let (a, b) = r.split_at_mut((w - 1 - x) * px);
+                a[x * px..(x + 1) * px].swap_with_slice(&mut b[..px]);
+            }
+        }),
+        3 => {
+            let n = w * h;
+            for i in 0..n / 2 {
+                let (a, b) = img.split_at_mut((n - 1 - i) * px);
+                a[i * px..(i + 1) * px].swap_with_slice(&mut b[..px]);
+            }
+        }
+        4 => {
+            for y in 0..h / 2 {
+                let (a, b) = img.split_at_mut((h - 1 - y) * row);
+                a[y * row..(y + 1) * row].swap_with_slice(&mut b[..row]);
+            }
+        }
+        5..=8 => {
+            let src = img.to_vec();
+            // Output is `h` wide and `w` high.
+            for oy in 0..w {
+                for ox in 0..h {
+                    let (sx, sy) = match o {
+                        5 => (oy, ox),
+                        6 => (oy, h - 1 - ox),
+                        7 => (w - 1 - oy, h - 1 - ox),
+                        _ => (w - 1 - oy, ox),
+                    };
+                    let from = (sy * w + sx) * px;
+                    let to = (oy * h + ox) * px;
+                    img[to..to + px].copy_from_slice(&src[from..from + px]);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// libtiff's CIE L*a*b* to RGB conversion for its RGBA interface (OpenCV's
+/// path): `TIFFCIELabToXYZ` with the default D50 white point, then
+/// `TIFFXYZToRGB` with the sRGB display of `tif_getimage.c` (gamma 2.4
+/// through a 1500-step table), in `f32` as libtiff computes it.
+struct LabToRgb {
+    white: [f32; 3],
+    /// Linear light (1..100) to the 8-bit value, one entry per step.
+    table: Vec<f32>,
+    step: f32,
+}
+
+impl LabToRgb {
+    const RANGE: usize = 1500;
+    const MATRIX: [[f32; 3]; 3] = [
+        [3.2410, -1.5374, -0.4986],
+        [-0.9692, 1.8760, 0.0416],
+        [0.0556, -0.2040, 1.0570],
+    ];
+
+    fn new() -> LabToRgb {
+        let (x, y, z) = (96.4250f32, 100.0f32, 82.4680f32);
+        let sum = x + y + z;
+        let (w0, w1) = (x / sum, y / sum);
+        let y0 = 100.0f32;
+        let white = [w0 / w1 * y0, y0, (1.0 - w0 - w1) / w1 * y0];
+        let table = (0..=Self::RANGE)
+            .map(|i| 255.0f32 * ((i as f64 / Self::RANGE as f64).powf(1.0 / 2.4) as f32))
+            .collect();
+        LabToRgb {
+            white,
+            table,
+            step: (100.0f32 - 1.0) / Self::RANGE as f32,
+        }
+    }
+
+    /// One pixel: stored (L, a, b) in, (R, G, B) out.
+    fn convert(&self, p: &mut [u8]) {
+        let [x0, y0, z0] = self.white;
+        // TIFFCIELabToXYZ via its 16-bit form, as libtiff 4 computes it.
+        let l = (u32::from(p[0]) * 257) as f32 * 100.0 / 65535.0;
+        let a = (i32::from(p[1] as i8) * 256) as f32 / 256.0 / 500.0;
+        let b = (i32::from(p[2] as i8) * 256) as f32 / 256.0 / 200.0;
+        let (y, cby) = if l < 8.856 {
+            let y = (l * y0) / 903.292;
+            (y, 7.787 * (y / y0) + 16.0 / 116.0)
+        } else {
+            let cby = (l + 16.0) / 116.0;
+            (y0 * cby * cby * cby, cby)
+        };
+        let f = |t: f32, w: f32| {
+            if t < 0.2069 {
+                w * (t - 0.13793) / 7.787
+            } else {
+                w * t * t * t
+            }
+        };
+        let x = f(a + cby, x0);
+        let z = f(cby - b, z0);
+        for (out, m) in p.iter_mut().zip(Self::MATRIX) {
+            let lum = (m[0] * x + m[1] * y + m[2] * z).clamp(1.0, 100.0);
+            let i = (((lum - 1.0) / self.step) as usize).min(Self::RANGE);
+            let v = (f64::from(self.table[i]) + 0.5) as u32;
+            *out = v.min(255) as u8;
+        }
     }
 }
 
@@ -469,6 +757,8 @@ fn layout_of<R: std::io::Read + std::io::Seek>(dec: &mut Decoder<R>) -> ImageRes
         bits,
         planar: planar && samples > 1,
         index: false,
+        lab: false,
+        cmyk: matches!(color, Tc::CMYK(8)),
     })
 }
 
@@ -504,6 +794,8 @@ fn palette_layout<R: std::io::Read + std::io::Seek>(dec: &mut Decoder<R>) -> Ima
         bits: bits as u8,
         planar: planar && samples > 1,
         index: true,
+        lab: false,
+        cmyk: false,
     })
 }
 
@@ -516,7 +808,7 @@ mod ifd {
     }
 
     /// The first IFD: byte order, BigTIFF, where it starts.
-    fn first(data: &[u8]) -> Option<(bool, bool, usize)> {
+    pub(super) fn first(data: &[u8]) -> Option<(bool, bool, usize)> {
         let le = match data.get(..2)? {
             b"II" => true,
             b"MM" => false,
@@ -551,7 +843,7 @@ mod ifd {
 
     /// Entry positions of the first IFD and the position of its next-IFD
     /// pointer.
-    fn entries(data: &[u8]) -> Option<(bool, bool, Vec<usize>, usize)> {
+    pub(super) fn entries(data: &[u8]) -> Option<(bool, bool, Vec<usize>, usize)> {
         let (le, big, at) = first(data)?;
         let (count, head, size) = if big {
             let b: [u8; 8] = data.get(span(at, 8)?)?.try_into().ok()?;
@@ -601,6 +893,101 @@ mod ifd {
         let mut copy = data.to_vec();
         copy[value..value + 2].copy_from_slice(&if le { v.to_le_bytes() } else { v.to_be_bytes() });
         Some(copy)
+    }
+
+    /// A copy whose first page's one-value SHORT or LONG tag `tag` is `v`
+    /// (`None` when there is no such entry or `v` does not fit).
+    pub fn set_value(data: &[u8], tag: u16, v: u32) -> Option<Vec<u8>> {
+        let (le, big, entries, _) = entries(data)?;
+        let u16_at = |at: usize| {
+            let b = [data[at], data[at + 1]];
+            if le {
+                u16::from_le_bytes(b)
+            } else {
+                u16::from_be_bytes(b)
+            }
+        };
+        let at = *entries.iter().find(|&&e| u16_at(e) == tag)?;
+        let count_len = if big { 8 } else { 4 };
+        let count = data.get(at + 4..at + 4 + count_len)?;
+        let one = if le {
+            count[0] == 1
+        } else {
+            count[count_len - 1] == 1
+        } && count.iter().filter(|&&b| b != 0).count() == 1;
+        if !one {
+            return None;
+        }
+        let value = at + 4 + count_len;
+        let mut copy = data.to_vec();
+        match u16_at(at + 2) {
+            3 => {
+                let v = u16::try_from(v).ok()?;
+                copy[value..value + 2].copy_from_slice(&if le {
+                    v.to_le_bytes()
+                } else {
+                    v.to_be_bytes()
+                });
+            }
+            4 => copy[value..value + 4].copy_from_slice(&if le {
+                v.to_le_bytes()
+            } else {
+                v.to_be_bytes()
+            }),
+            _ => return None,
+        }
+        Some(copy)
+    }
+
+    /// A copy whose first page's BitsPerSample and SampleFormat hold no more
+    /// values than SamplesPerPixel (the first ones, as libtiff reads them),
+    /// when one of them holds more; `None` when neither does.
+    pub fn per_sample_counts(data: &[u8]) -> Option<Vec<u8>> {
+        let (le, big, entries, _) = entries(data)?;
+        let u = |at: usize, n: usize| -> Option<u64> {
+            let b = data.get(at..at + n)?;
+            Some(
+                b.iter()
+                    .enumerate()
+                    .map(|(i, &v)| u64::from(v) << (8 * if le { i } else { n - 1 - i }))
+                    .sum(),
+            )
+        };
+        let (count_len, field) = if big { (8, 8) } else { (4, 4) };
+        let spp_entry = entries.iter().find(|&&e| u(e, 2) == Some(277))?;
+        // SamplesPerPixel: a SHORT, left-justified in the value field.
+        let spp = u(spp_entry + 4 + count_len, 2)?;
+        if spp == 0 {
+            return None;
+        }
+        let mut copy = data.to_vec();
+        let mut changed = false;
+        for &e in &entries {
+            let tag = u(e, 2)?;
+            if (tag != 258 && tag != 339) || u(e + 2, 2)? != 3 {
+                continue;
+            }
+            let count = u(e + 4, count_len)?;
+            if count <= spp {
+                continue;
+            }
+            let value = e + 4 + count_len;
+            let n = usize::try_from(spp).ok()?.checked_mul(2)?;
+            if n <= field {
+                // The values now fit in the entry: move the first ones in.
+                let from = usize::try_from(u(value, field)?).ok()?;
+                let first = data.get(from..from.checked_add(n)?)?.to_vec();
+                copy[value..value + field].fill(0);
+                copy[value..value + n].copy_from_slice(&first);
+            }
+            let c = spp.to_le_bytes();
+            let c = &c[..count_len];
+            for (i, &b) in c.iter().enumerate() {
+                copy[e + 4 + if le { i } else { count_len - 1 - i }] = b;
+            }
+            changed = true;
+        }
+        changed.then_some(copy)
     }
 
     /// A copy whose first page is the last (its next-IFD pointer zeroed),
@@ -658,10 +1045,18 @@ fn reverse_chunk_bits<R: std::io::Read + std::io::Seek>(
 
 impl ImageDecoder for TiffDecoder<'_> {
     fn dimensions(&self) -> (u32, u32) {
-        (self.width, self.height)
+        let width = self.twelve.unwrap_or(self.width);
+        if self.orientation_tag() >= 5 {
+            (self.height, width)
+        } else {
+            (width, self.height)
+        }
     }
 
     fn color_type(&self) -> ColorType {
+        if self.twelve.is_some() {
+            return ColorType::L16;
+        }
         if self.palette.is_some() {
             return if self.layout.bits == 1 {
                 ColorType::L8
@@ -681,11 +1076,10 @@ impl ImageDecoder for TiffDecoder<'_> {
         }
     }
 
+    /// Always none: the decoder applies the Orientation tag itself (see
+    /// `orientation_tag`), so `--exif-orientation apply` adds nothing.
     fn orientation(&mut self) -> ImageResult<image::metadata::Orientation> {
-        Ok(
-            image::metadata::Orientation::from_exif(self.orientation.min(255) as u8)
-                .unwrap_or(image::metadata::Orientation::NoTransforms),
-        )
+        Ok(image::metadata::Orientation::NoTransforms)
     }
 
     fn read_image(self, buf: &mut [u8]) -> ImageResult<()> {

@@ -1,10 +1,14 @@
 //! Real-world layouts of the non-JPEG formats, each with the array OpenCV
 //! (`IMREAD_UNCHANGED`) gives: tiled and stripped TIFFs with separate planes
 //! (the `tiff` crate asserts on the tiled ones), `FillOrder=2`, WhiteIsZero
-//! bitmaps, a multi-page file, gray PNGs with `tRNS`, the Netpbm family,
-//! BMPs (gray palette, RLE8 with skipped pixels, bit-field masks), a GIF
-//! with a transparent color, and formats recognised but not read. `centralized`, `run` over shared storage
-//! and `run --transfer stream` give the same manifest for all of them.
+//! bitmaps, CCITT modified Huffman and Group 3 bitmaps, LZW tiles, the
+//! Orientation tag, a BitsPerSample tag with a value too many, 12-bit gray,
+//! CIE L*a*b*, CMYK, a multi-page
+//! file, gray PNGs with `tRNS`, the Netpbm family, BMPs (gray palette, RLE8
+//! with skipped pixels, bit-field masks), a GIF with a transparent color,
+//! and formats recognised but not read. `centralized`, `run` over shared
+//! storage and `run --transfer stream` give the same manifest for all of
+//! them.
 use std::path::Path;
 
 use serde_json::Value;
@@ -21,6 +25,10 @@ struct Page<'a> {
     planar: bool,
     tile: Option<(u32, u32)>,
     fill_order: u16,
+    /// Compression=5 (LZW, as libtiff writes it) instead of none.
+    lzw: bool,
+    /// The Orientation tag (1: none written).
+    orientation: u16,
     /// ColorMap tag values (photometric 3); empty for none.
     colormap: &'a [u16],
     /// Interleaved samples, row-major.
@@ -41,6 +49,20 @@ fn pack(vals: &[u16], bits: u16, row_samples: usize) -> Vec<u8> {
                 out.extend(bytes);
             }
             8 => out.extend(row.iter().map(|&v| v as u8)),
+            12 => {
+                let mut bytes = vec![0u8; (row.len() * 12).div_ceil(8)];
+                for (i, &v) in row.iter().enumerate() {
+                    let (at, v) = (i * 12 / 8, v & 0xfff);
+                    if i % 2 == 0 {
+                        bytes[at] = (v >> 4) as u8;
+                        bytes[at + 1] |= ((v & 0xf) << 4) as u8;
+                    } else {
+                        bytes[at] |= (v >> 8) as u8;
+                        bytes[at + 1] = v as u8;
+                    }
+                }
+                out.extend(bytes);
+            }
             _ => out.extend(row.iter().flat_map(|v| v.to_le_bytes())),
         }
     }
@@ -79,6 +101,11 @@ fn tiff(pages: &[Page]) -> Vec<u8> {
                     }
                 }
                 let mut bytes = pack(&vals, p.bits, cw * per);
+                if p.lzw {
+                    bytes = weezl::encode::Encoder::with_tiff_size_switch(weezl::BitOrder::Msb, 8)
+                        .encode(&bytes)
+                        .expect("lzw");
+                }
                 if p.fill_order == 2 {
                     bytes.iter_mut().for_each(|b| *b = b.reverse_bits());
                 }
@@ -91,13 +118,16 @@ fn tiff(pages: &[Page]) -> Vec<u8> {
             (256, 4, vec![p.width]),
             (257, 4, vec![p.height]),
             (258, 3, vec![u32::from(p.bits); spp]),
-            (259, 3, vec![1]),
+            (259, 3, vec![if p.lzw { 5 } else { 1 }]),
             (262, 3, vec![u32::from(p.photometric)]),
             (277, 3, vec![u32::from(p.spp)]),
             (284, 3, vec![if p.planar { 2 } else { 1 }]),
         ];
         if p.fill_order != 1 {
             entries.push((266, 3, vec![u32::from(p.fill_order)]));
+        }
+        if p.orientation != 1 {
+            entries.push((274, 3, vec![u32::from(p.orientation)]));
         }
         if !p.colormap.is_empty() {
             entries.push((320, 3, p.colormap.iter().map(|&v| u32::from(v)).collect()));
@@ -154,6 +184,21 @@ fn tiff(pages: &[Page]) -> Vec<u8> {
     }
     out
 }
+
+/// An 11 x 3 bitmap (BlackIsZero) as libtiff writes it through Pillow with
+/// CCITT Group 3 1-D coding (`Compression=3`), which the `tiff` crate does
+/// not read.
+const CCITT_GROUP3: &[u8] = b"\x49\x49\x2a\x00\x18\x00\x00\x00\x00\x17\xb8\x00\x4d\x54\xf0\x01\x35\x43\xa1\xd0\xe8\x74\x3a\x00\x09\x00\x00\x01\x03\x00\x01\x00\x00\x00\x0b\x00\x00\x00\x01\x01\x03\x00\x01\x00\x00\x00\x03\x00\x00\x00\x02\x01\x03\x00\x01\x00\x00\x00\x01\x00\x00\x00\x03\x01\x03\x00\x01\x00\x00\x00\x03\x00\x00\x00\x06\x01\x03\x00\x01\x00\x00\x00\x01\x00\x00\x00\x11\x01\x04\x00\x01\x00\x00\x00\x08\x00\x00\x00\x16\x01\x03\x00\x01\x00\x00\x00\x03\x00\x00\x00\x17\x01\x04\x00\x01\x00\x00\x00\x0f\x00\x00\x00\x1c\x01\x03\x00\x01\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00";
+
+/// The same bitmap with CCITT modified Huffman coding (`Compression=2`).
+const CCITT_RLE: &[u8] = b"\x49\x49\x2a\x00\x14\x00\x00\x00\x7b\x80\x35\x53\xc0\x35\x43\xa1\xd0\xe8\x74\x3a\x09\x00\x00\x01\x03\x00\x01\x00\x00\x00\x0b\x00\x00\x00\x01\x01\x03\x00\x01\x00\x00\x00\x03\x00\x00\x00\x02\x01\x03\x00\x01\x00\x00\x00\x01\x00\x00\x00\x03\x01\x03\x00\x01\x00\x00\x00\x02\x00\x00\x00\x06\x01\x03\x00\x01\x00\x00\x00\x01\x00\x00\x00\x11\x01\x04\x00\x01\x00\x00\x00\x08\x00\x00\x00\x16\x01\x03\x00\x01\x00\x00\x00\x03\x00\x00\x00\x17\x01\x04\x00\x01\x00\x00\x00\x0c\x00\x00\x00\x1c\x01\x03\x00\x01\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00";
+
+/// The bitmap's samples, as OpenCV reads both files.
+const CCITT_PIXELS: [&str; 3] = ["00111000000", "10000000011", "10101010101"];
+
+/// A 2 x 2 RGB TIFF whose BitsPerSample holds (8, 8, 8, 1) for three samples
+/// (libtiff reads one per sample; the `tiff` crate refuses the count).
+const BITS_PER_SAMPLE_COUNT_4: &[u8] = b"\x49\x49\x2a\x00\x1c\x00\x00\x00\x0a\x14\x1e\x28\x32\x3c\x46\x50\x5a\xc8\xd2\xdc\x08\x00\x08\x00\x08\x00\x01\x00\x09\x00\x00\x01\x03\x00\x01\x00\x00\x00\x02\x00\x00\x00\x01\x01\x03\x00\x01\x00\x00\x00\x02\x00\x00\x00\x02\x01\x03\x00\x04\x00\x00\x00\x14\x00\x00\x00\x03\x01\x03\x00\x01\x00\x00\x00\x01\x00\x00\x00\x06\x01\x03\x00\x01\x00\x00\x00\x02\x00\x00\x00\x11\x01\x04\x00\x01\x00\x00\x00\x08\x00\x00\x00\x15\x01\x03\x00\x01\x00\x00\x00\x03\x00\x00\x00\x16\x01\x03\x00\x01\x00\x00\x00\x02\x00\x00\x00\x17\x01\x04\x00\x01\x00\x00\x00\x0c\x00\x00\x00\x00\x00\x00\x00";
 
 /// The shape and the float32 values of an `.npy` output.
 fn floats(npy: &[u8]) -> (Vec<usize>, Vec<f32>) {
@@ -212,28 +257,112 @@ fn write_corpus(dir: &Path) -> Vec<(&'static str, Vec<usize>, Vec<u16>)> {
     };
     let rgb8 = gradient(13, 11, 3, 255);
     let rgba16 = gradient(13, 11, 4, 65535);
-    for (name, tile, planar, bits, spp, samples) in [
-        ("tiled_planar_8.tif", Some((16, 16)), true, 8, 3, &rgb8),
-        ("tiled_planar_16.tif", Some((16, 16)), true, 16, 4, &rgba16),
-        ("strip_planar_16.tif", None, true, 16, 4, &rgba16),
-        ("tiled_chunky_8.tif", Some((16, 16)), false, 8, 3, &rgb8),
+    // LZW tiles with right-hand padding: the tiff crate's own LZW reader
+    // fails some of them ("no lzw end code found") though every one ends
+    // with its end code; libtiff reads them.
+    let (lw, lh) = (45, 37);
+    let lzw8 = gradient(lw, lh, 3, 255);
+    let lzw16 = gradient(lw, lh, 4, 65535);
+    for (name, (width, height), tile, planar, bits, spp, lzw, samples) in [
+        (
+            "tiled_planar_8.tif",
+            (13, 11),
+            Some((16, 16)),
+            true,
+            8,
+            3,
+            false,
+            &rgb8,
+        ),
+        (
+            "tiled_planar_16.tif",
+            (13, 11),
+            Some((16, 16)),
+            true,
+            16,
+            4,
+            false,
+            &rgba16,
+        ),
+        (
+            "strip_planar_16.tif",
+            (13, 11),
+            None,
+            true,
+            16,
+            4,
+            false,
+            &rgba16,
+        ),
+        (
+            "tiled_chunky_8.tif",
+            (13, 11),
+            Some((16, 16)),
+            false,
+            8,
+            3,
+            false,
+            &rgb8,
+        ),
+        (
+            "tiled_lzw_8.tif",
+            (lw, lh),
+            Some((16, 16)),
+            false,
+            8,
+            3,
+            true,
+            &lzw8,
+        ),
+        (
+            "tiled_lzw_planar_8.tif",
+            (lw, lh),
+            Some((16, 16)),
+            true,
+            8,
+            3,
+            true,
+            &lzw8,
+        ),
+        (
+            "tiled_lzw_16.tif",
+            (lw, lh),
+            Some((16, 16)),
+            false,
+            16,
+            4,
+            true,
+            &lzw16,
+        ),
+        (
+            "strip_lzw_16.tif",
+            (lw, lh),
+            None,
+            true,
+            16,
+            4,
+            true,
+            &lzw16,
+        ),
     ] {
         let page = Page {
-            width: 13,
-            height: 11,
+            width,
+            height,
             bits,
             spp,
             photometric: 2,
             planar,
             tile,
             fill_order: 1,
+            lzw,
+            orientation: 1,
             colormap: &[],
             samples,
         };
         put(
             name,
             tiff(&[page]),
-            vec![11, 13, usize::from(spp)],
+            vec![height as usize, width as usize, usize::from(spp)],
             samples.clone(),
         );
     }
@@ -247,6 +376,8 @@ fn write_corpus(dir: &Path) -> Vec<(&'static str, Vec<usize>, Vec<u16>)> {
         planar: false,
         tile: None,
         fill_order,
+        lzw: false,
+        orientation: 1,
         colormap: &[],
         samples: &gray16,
     };
@@ -255,6 +386,119 @@ fn write_corpus(dir: &Path) -> Vec<(&'static str, Vec<usize>, Vec<u16>)> {
         tiff(&[page(2)]),
         vec![5, 9, 1],
         gray16.clone(),
+    );
+    // The Orientation tag: OpenCV 5 applies it to TIFFs even with
+    // IMREAD_UNCHANGED (2-4 measured; 5-8 it means to, but fails).
+    let (ow, oh) = (9usize, 5usize);
+    for (name, orientation) in [
+        ("orientation_2.tif", 2u16),
+        ("orientation_3.tif", 3),
+        ("orientation_4.tif", 4),
+        ("orientation_6.tif", 6),
+    ] {
+        let oriented = Page {
+            orientation,
+            ..page(1)
+        };
+        let at = |x: usize, y: usize| gray16[y * ow + x];
+        let (shape, want): (Vec<usize>, Vec<u16>) = match orientation {
+            2 => (
+                vec![oh, ow, 1],
+                (0..oh)
+                    .flat_map(|y| (0..ow).map(move |x| at(ow - 1 - x, y)))
+                    .collect(),
+            ),
+            3 => (
+                vec![oh, ow, 1],
+                (0..oh)
+                    .flat_map(|y| (0..ow).map(move |x| at(ow - 1 - x, oh - 1 - y)))
+                    .collect(),
+            ),
+            4 => (
+                vec![oh, ow, 1],
+                (0..oh)
+                    .flat_map(|y| (0..ow).map(move |x| at(x, oh - 1 - y)))
+                    .collect(),
+            ),
+            // Rotated 90 degrees clockwise: `oh` wide, `ow` high.
+            _ => (
+                vec![ow, oh, 1],
+                (0..ow)
+                    .flat_map(|y| (0..oh).map(move |x| at(y, oh - 1 - x)))
+                    .collect(),
+            ),
+        };
+        put(name, tiff(&[oriented]), shape, want);
+    }
+    // CIE L*a*b* (a*, b* signed): RGB as libtiff's RGBA interface gives it
+    // to OpenCV (D50 white, sRGB display); values from cv2.imread.
+    let lab: Vec<u16> = vec![
+        0, 0, 0, 255, 0, 0, 128, 100, 156, 60, 200, 40, 200, 127, 129, 20, 250, 5, 240, 30, 220,
+        100, 128, 128,
+    ];
+    let lab_page = Page {
+        width: 4,
+        height: 2,
+        bits: 8,
+        spp: 3,
+        photometric: 8,
+        samples: &lab,
+        ..page(1)
+    };
+    put(
+        "cielab.tif",
+        tiff(&[lab_page]),
+        vec![2, 4, 3],
+        vec![
+            0, 0, 0, 255, 252, 222, 211, 0, 255, 0, 75, 0, 255, 0, 255, 0, 0, 0, 255, 218, 255, 0,
+            139, 255,
+        ],
+    );
+    // 8-bit CMYK: RGBA with alpha 255, as libtiff's RGBA interface gives it
+    // to OpenCV: each of R, G, B = (255 - K) * (255 - C|M|Y) / 255.
+    let cmyk = gradient(5, 3, 4, 255);
+    let cmyk_page = Page {
+        width: 5,
+        height: 3,
+        bits: 8,
+        spp: 4,
+        photometric: 5,
+        samples: &cmyk,
+        ..page(1)
+    };
+    let want: Vec<u16> = cmyk
+        .chunks(4)
+        .flat_map(|p| {
+            let k = 255 - u32::from(p[3]);
+            let c = |v: u16| (k * (255 - u32::from(v)) / 255) as u16;
+            [c(p[0]), c(p[1]), c(p[2]), 255]
+        })
+        .collect();
+    put("cmyk.tif", tiff(&[cmyk_page]), vec![3, 5, 4], want);
+    // 12-bit gray: OpenCV gives the values in 16-bit words.
+    let gray12 = gradient(9, 5, 1, 4095);
+    let twelve = Page {
+        bits: 12,
+        samples: &gray12,
+        ..page(1)
+    };
+    put("gray12.tif", tiff(&[twelve]), vec![5, 9, 1], gray12.clone());
+    let ccitt: Vec<u16> = CCITT_PIXELS
+        .iter()
+        .flat_map(|row| row.bytes().map(|b| if b == b'1' { 255 } else { 0 }))
+        .collect();
+    put(
+        "ccitt_group3.tif",
+        CCITT_GROUP3.to_vec(),
+        vec![3, 11, 1],
+        ccitt.clone(),
+    );
+    put("ccitt_rle.tif", CCITT_RLE.to_vec(), vec![3, 11, 1], ccitt);
+    put(
+        "bits_per_sample_count_4.tif",
+        BITS_PER_SAMPLE_COUNT_4.to_vec(),
+        vec![2, 2, 3],
+        vec![10, 20, 30, 40, 50, 60, 70, 80, 90, 200, 210, 220],
     );
     put(
         "two_pages.tif",
@@ -273,6 +517,8 @@ fn write_corpus(dir: &Path) -> Vec<(&'static str, Vec<usize>, Vec<u16>)> {
         planar: false,
         tile: None,
         fill_order: 1,
+        lzw: false,
+        orientation: 1,
         colormap: &[],
         samples: &bits,
     };
@@ -298,6 +544,8 @@ fn write_corpus(dir: &Path) -> Vec<(&'static str, Vec<usize>, Vec<u16>)> {
         planar: false,
         tile: None,
         fill_order: 1,
+        lzw: false,
+        orientation: 1,
         colormap: &colormap,
         samples: &indices,
     };

@@ -464,10 +464,13 @@ fn a_serving_master_releases_finished_jobs() {
     let after_ten = rss_kib(m.pid());
     // Each job holds 20,000 file names, records and provenance: kept, nine
     // more jobs add over 60 MiB (measured before the fix: 41 -> 108 MiB).
-    // Released, the level is flat once the allocator is warm (the second
-    // job's discovery may run in another malloc arena: a one-time step).
+    // Released, the level is flat once the allocator is warm: a job's work
+    // may land in a new malloc arena (a thread's first large allocation), a
+    // one-time step of 5-7 MiB at a job that varies with the machine's load,
+    // so the bound after the third job allows one such step but not the
+    // 45+ MiB that seven kept jobs add.
     assert!(
-        after_ten < after_first + 16 * 1024 && after_ten < after_third + 4 * 1024,
+        after_ten < after_first + 20 * 1024 && after_ten < after_third + 12 * 1024,
         "RSS after the first job {after_first} KiB, the third {after_third} KiB, the tenth {after_ten} KiB"
     );
     let s = status(&url);

@@ -59,6 +59,16 @@ impl Dtype {
         }
     }
 
+    /// The name `--dtype` takes (`f32`, `f16`, `u8`, `u16`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Dtype::F32 => "f32",
+            Dtype::F16 => "f16",
+            Dtype::U8 => "u8",
+            Dtype::U16 => "u16",
+        }
+    }
+
     /// The output range used when the user gives none.
     pub fn default_range(self) -> (f64, f64) {
         match self {
@@ -233,7 +243,7 @@ pub enum OptionsError {
     #[error("--per-channel needs --scope dataset (image scope has --scope channel)")]
     PerChannelScope,
     /// Z-scores do not fit integer outputs.
-    #[error("--standardize needs a float output (--dtype f32 or f16), got {0}")]
+    #[error("--standardize needs a float output (--dtype f32 or f16), got --dtype {0}")]
     StandardizeDtype(&'static str),
     /// Only one of mean and std given, or lists of different lengths.
     #[error(
@@ -278,7 +288,7 @@ impl EngineOptions {
         }
         if let Some(z) = &self.standardize {
             if !matches!(self.dtype, Dtype::F32 | Dtype::F16) {
-                return Err(OptionsError::StandardizeDtype(self.dtype.descr()));
+                return Err(OptionsError::StandardizeDtype(self.dtype.name()));
             }
             let (m, s) = (z.mean.len(), z.std.len());
             if m != s || m > 4 {

@@ -204,6 +204,7 @@ fn webdataset_shards_are_identical_across_modes_and_hold_the_tree_arrays() {
     assert!(!out.join(".imgnorm-staging").exists());
 
     // Every ok image, in path order, 4 per shard, as <key>.npy + <key>.json.
+    // (+ <key>.cls).
     let ok: Vec<Value> = manifest(&tree)
         .into_iter()
         .filter(|r| r["status"] == "ok")
@@ -221,13 +222,28 @@ fn webdataset_shards_are_identical_across_modes_and_hold_the_tree_arrays() {
             members.push((s.clone(), name, data));
         }
     }
-    assert_eq!(members.len(), 2 * ok.len());
+    // A sample in a class folder has a `<key>.cls` between the two: the
+    // ImageFolder index of its class, in ASCII.
+    let classes: Vec<&str> = ok
+        .iter()
+        .filter_map(|r| r["path"].as_str().unwrap().split_once('/'))
+        .map(|(c, _)| c)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut next = members.iter();
     for (i, row) in ok.iter().enumerate() {
         let path = row["path"].as_str().unwrap();
-        let (shard, npy_name, npy) = &members[2 * i];
-        let (_, json_name, json) = &members[2 * i + 1];
-        assert_eq!(shard, &shards[i / 4]);
+        let (shard, npy_name, npy) = next.next().expect("npy member");
         let key = npy_name.strip_suffix(".npy").expect("npy member");
+        if let Some((class, _)) = path.split_once('/') {
+            let (_, cls_name, cls) = next.next().expect("cls member");
+            assert_eq!(cls_name, &format!("{key}.cls"));
+            let want = classes.iter().position(|c| *c == class).unwrap();
+            assert_eq!(cls, want.to_string().as_bytes(), "{path}");
+        }
+        let (_, json_name, json) = next.next().expect("json member");
+        assert_eq!(shard, &shards[i / 4]);
         assert_eq!(json_name, &format!("{key}.json"));
         let base = key.rsplit('/').next().unwrap();
         assert!(!base.contains('.'), "key {key} has a dot in its last part");
@@ -240,6 +256,7 @@ fn webdataset_shards_are_identical_across_modes_and_hold_the_tree_arrays() {
         assert_eq!(meta["shape"], serde_json::json!([12, 16, 3]));
         assert_eq!(meta["checksum"], row["checksum"]);
     }
+    assert!(next.next().is_none());
     assert_same_rows(&tree, &out, |r| r["output"].as_str().map(String::from));
     let outputs: Vec<Value> = manifest(&out)
         .into_iter()

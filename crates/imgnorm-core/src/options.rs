@@ -156,6 +156,9 @@ pub struct EngineOptions {
     /// Layout of the output dataset (a `.npy` tree by default).
     #[serde(default)]
     pub format: OutputFormat,
+    /// Axis order of every array: H×W×C (default) or C×H×W (PyTorch).
+    #[serde(default)]
+    pub layout: ArrayLayout,
     /// With [`Scope::Dataset`]: one min and max per channel instead of one
     /// over all channels.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -163,6 +166,42 @@ pub struct EngineOptions {
     /// Z-score after the min-max scaling (see [`crate::dataset`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub standardize: Option<Standardize>,
+}
+
+/// `--layout`: the axis order of the arrays written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArrayLayout {
+    /// Height, width, channels (numpy/OpenCV/PIL order).
+    #[default]
+    Hwc,
+    /// Channels, height, width (PyTorch order).
+    Chw,
+}
+
+impl ArrayLayout {
+    /// The array shape of an image of `h`×`w` pixels and `c` channels.
+    pub fn shape(self, h: usize, w: usize, c: usize) -> [usize; 3] {
+        match self {
+            ArrayLayout::Hwc => [h, w, c],
+            ArrayLayout::Chw => [c, h, w],
+        }
+    }
+
+    /// Reorders `body` (H×W×C elements of `size` bytes) into this layout.
+    pub fn arrange(self, body: &mut [u8], channels: usize, size: usize) {
+        if self == ArrayLayout::Hwc || channels < 2 {
+            return;
+        }
+        let src = body.to_vec();
+        let plane = src.len() / (channels * size);
+        for (i, px) in src.chunks_exact(channels * size).enumerate() {
+            for (c, elem) in px.chunks_exact(size).enumerate() {
+                let at = (c * plane + i) * size;
+                body[at..at + size].copy_from_slice(elem);
+            }
+        }
+    }
 }
 
 /// `--standardize`: `(u - mean[c]) / std[c]` per channel, where `u` is the
@@ -199,6 +238,7 @@ impl Default for EngineOptions {
             dry_run: false,
             geometry: Geometry::default(),
             format: OutputFormat::default(),
+            layout: ArrayLayout::Hwc,
             per_channel: false,
             standardize: None,
         }

@@ -266,9 +266,22 @@ pub struct LayoutArgs {
     /// N×H×W×C array (needs a fixed shape).
     #[arg(long, value_enum, default_value = "npy")]
     pub format: FormatArg,
+    /// Axis order of every array (every format; the stack is N×C×H×W with
+    /// chw): H×W×C as numpy/OpenCV/PIL, or C×H×W as PyTorch expects.
+    #[arg(long, value_enum, default_value = "hwc")]
+    pub layout: LayoutArg,
     /// Samples (ok images) per webdataset shard.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_SHARD_SIZE)]
     pub shard_size: u64,
+}
+
+/// `--layout`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LayoutArg {
+    /// Height × width × channels.
+    Hwc,
+    /// Channels × height × width.
+    Chw,
 }
 
 /// `--filter`.
@@ -396,6 +409,10 @@ impl EngineArgs {
             dry_run: self.dry_run,
             geometry: self.layout.geometry(),
             format: self.layout.format(),
+            layout: match self.layout.layout {
+                LayoutArg::Hwc => imgnorm_core::options::ArrayLayout::Hwc,
+                LayoutArg::Chw => imgnorm_core::options::ArrayLayout::Chw,
+            },
             ..EngineOptions::default()
         };
         self.dataset_options(&mut opts);

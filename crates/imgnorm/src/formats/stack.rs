@@ -49,7 +49,8 @@ impl Layout for Stack {
         files: &[String],
     ) -> Result<(), FormatError> {
         let [h, w, c] = opts.stack_shape().ok_or(FormatError::NoStackShape)?;
-        let header = npy_header(opts.dtype, &[files.len(), h, w, c]);
+        let [a, b, d] = opts.layout.shape(h, w, c);
+        let header = npy_header(opts.dtype, &[files.len(), a, b, d]);
         let slice = (h * w * c * opts.dtype.size()) as u64;
         let path = out.join(STACK_PARTIAL);
         let mut f = File::create(&path).map_err(io(&path))?;

@@ -120,11 +120,14 @@ fn write_shards(
         let key = sample_key(&r.path);
         let meta = SampleMeta {
             path: &r.path,
-            shape: [
-                r.height.unwrap_or(0),
-                r.width.unwrap_or(0),
-                r.channels.unwrap_or(0),
-            ],
+            shape: opts
+                .layout
+                .shape(
+                    r.height.unwrap_or(0) as usize,
+                    r.width.unwrap_or(0) as usize,
+                    r.channels.unwrap_or(0) as usize,
+                )
+                .map(|v| v as u32),
             dtype: opts.dtype.descr(),
             class: class_of(&r.path),
             min: &r.min,

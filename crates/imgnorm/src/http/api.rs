@@ -304,6 +304,7 @@ pub async fn start_job(
             center_crop: None,
             filter: FilterArg::Bilinear,
             format: pick(&req.format, "format", FormatArg::Npy)?,
+            layout: crate::args::LayoutArg::Hwc,
             shard_size: imgnorm_core::options::DEFAULT_SHARD_SIZE,
         },
     };

@@ -166,6 +166,17 @@ pub struct EngineOptions {
     /// Z-score after the min-max scaling (see [`crate::dataset`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub standardize: Option<Standardize>,
+    /// `--scope dataset` with a given dataset minimum (`--stats-from`: a
+    /// previous run's), one value or one per channel; empty: measured.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dataset_min: Vec<u32>,
+    /// The given dataset maximum, as `dataset_min`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dataset_max: Vec<u32>,
+    /// The class list labels index (`--stats-from`: a previous run's), so
+    /// that splits agree; `None`: this run's sorted class folders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<Vec<String>>,
 }
 
 /// `--layout`: the axis order of the arrays written.
@@ -240,6 +251,9 @@ impl Default for EngineOptions {
             format: OutputFormat::default(),
             layout: ArrayLayout::Hwc,
             per_channel: false,
+            dataset_min: Vec::new(),
+            dataset_max: Vec::new(),
+            classes: None,
             standardize: None,
         }
     }
@@ -282,6 +296,19 @@ pub enum OptionsError {
     /// `--per-channel` only applies to `--scope dataset`.
     #[error("--per-channel needs --scope dataset (image scope has --scope channel)")]
     PerChannelScope,
+    /// A given dataset min/max that does not fit the options.
+    #[error(
+        "a given dataset min/max needs --scope dataset and one value (one per channel with --per-channel), min <= max"
+    )]
+    GivenDatasetRange,
+    /// `--stats-from` could not be used.
+    #[error("--stats-from {path}: {why}")]
+    StatsFrom {
+        /// The file given.
+        path: String,
+        /// Why it cannot be used.
+        why: String,
+    },
     /// Z-scores do not fit integer outputs.
     #[error("--standardize needs a float output (--dtype f32 or f16), got --dtype {0}")]
     StandardizeDtype(&'static str),
@@ -326,6 +353,20 @@ impl EngineOptions {
         if self.per_channel && self.scope != Scope::Dataset {
             return Err(OptionsError::PerChannelScope);
         }
+        let given = (self.dataset_min.len(), self.dataset_max.len());
+        if given != (0, 0)
+            && (self.scope != Scope::Dataset
+                || given.0 != given.1
+                || given.0 > 4
+                || (!self.per_channel && given.0 != 1)
+                || self
+                    .dataset_min
+                    .iter()
+                    .zip(&self.dataset_max)
+                    .any(|(lo, hi)| lo > hi))
+        {
+            return Err(OptionsError::GivenDatasetRange);
+        }
         if let Some(z) = &self.standardize {
             if !matches!(self.dtype, Dtype::F32 | Dtype::F16) {
                 return Err(OptionsError::StandardizeDtype(self.dtype.name()));
@@ -346,7 +387,8 @@ impl EngineOptions {
     /// True when the job needs a statistics phase over the whole dataset
     /// before any output is written.
     pub fn two_phase(&self) -> bool {
-        self.scope == Scope::Dataset || self.standardize.as_ref().is_some_and(|z| z.computed())
+        (self.scope == Scope::Dataset && self.dataset_min.is_empty())
+            || self.standardize.as_ref().is_some_and(|z| z.computed())
     }
 
     /// The checks on geometry and output format (kept apart from the

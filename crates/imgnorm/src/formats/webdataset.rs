@@ -86,14 +86,17 @@ fn write_shards(
     let staging = out.join(STAGING);
     // The ImageFolder numbering of `--format stack`'s labels: the index of
     // the class folder among the sorted classes of the files not skipped.
-    let classes: Vec<String> = records
-        .iter()
-        .filter(|r| r.status != Status::Skipped)
-        .filter_map(|r| class_of(&r.path))
-        .collect::<BTreeSet<&str>>()
-        .into_iter()
-        .map(str::to_string)
-        .collect();
+    let classes: Vec<String> = match &opts.classes {
+        Some(given) => given.clone(),
+        None => records
+            .iter()
+            .filter(|r| r.status != Status::Skipped)
+            .filter_map(|r| class_of(&r.path))
+            .collect::<BTreeSet<&str>>()
+            .into_iter()
+            .map(str::to_string)
+            .collect(),
+    };
     let mut open: Option<(tar::Builder<BufWriter<File>>, PathBuf, PathBuf)> = None;
     let mut done = 0u64;
     let mut npy = Vec::new();
@@ -136,9 +139,7 @@ fn write_shards(
         };
         let json = serde_json::to_vec(&meta).unwrap_or_default();
         append(builder, &format!("{key}.npy"), &npy).map_err(io(tmp))?;
-        if let Some(label) =
-            class_of(&r.path).and_then(|c| classes.binary_search_by(|x| x.as_str().cmp(c)).ok())
-        {
+        if let Some(label) = class_of(&r.path).and_then(|c| classes.iter().position(|x| x == c)) {
             append(builder, &format!("{key}.cls"), label.to_string().as_bytes())
                 .map_err(io(tmp))?;
         }

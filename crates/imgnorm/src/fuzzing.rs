@@ -474,29 +474,6 @@ pub fn bmp_gif_decode(data: &[u8]) {
     );
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Every option set is valid: the targets must not test impossible jobs.
-    #[test]
-    fn every_option_set_is_valid() {
-        for k in 0..OPTION_SETS {
-            let o = options_for(k);
-            assert_eq!(o.validate(), Ok(()), "option set {k}");
-        }
-    }
-
-    #[test]
-    fn the_targets_survive_trivial_inputs() {
-        for data in [&b""[..], b"\0", b"\x07\x89PNG", &[0xFF; 300]] {
-            decode_normalize(data);
-            validate_result(data);
-            bmp_gif_decode(data);
-        }
-    }
-}
-
 /// Entries [`zip_read`] accepts before it stops, like an upload's file limit.
 const FUZZ_ZIP_ENTRIES: u64 = 4096;
 
@@ -571,4 +548,27 @@ pub fn zip_read(data: &[u8]) {
     // Either way of stopping is an answer; only the asserts above are bugs.
     let _: Result<(), Stop> = zipread::for_each_entry(&path, before, each);
     let _ = std::fs::remove_file(&path);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every option set is valid: the targets must not test impossible jobs.
+    #[test]
+    fn every_option_set_is_valid() {
+        for k in 0..OPTION_SETS {
+            let o = options_for(k);
+            assert_eq!(o.validate(), Ok(()), "option set {k}");
+        }
+    }
+
+    #[test]
+    fn the_targets_survive_trivial_inputs() {
+        for data in [&b""[..], b"\0", b"\x07\x89PNG", &[0xFF; 300]] {
+            decode_normalize(data);
+            validate_result(data);
+            bmp_gif_decode(data);
+        }
+    }
 }

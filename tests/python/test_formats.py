@@ -113,6 +113,8 @@ def test_webdataset_library_reads_every_sample(dataset, tree, tmp_path):
         meta = sample["json"]
         assert meta["path"] == row["path"]
         assert meta["class"] == row["path"].split("/")[0]
+        classes = sorted({r["path"].split("/")[0] for r in ok})
+        assert sample["cls"] == classes.index(meta["class"])
         assert meta["shape"] == [16, 20, 3]
         assert isinstance(sample["npy"], np.ndarray)
         np.testing.assert_array_equal(sample["npy"], np.load(tree / row["output"]))

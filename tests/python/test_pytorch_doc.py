@@ -114,6 +114,16 @@ def test_hwc_when_asked(page, outputs):
     assert a.shape == (10, 12, 3)
 
 
+def test_layout_chw_on_disk_needs_no_transpose(page, data, outputs, tmp_path):
+    want = expected(outputs["npy"])
+    for fmt, cls in (("npy", "NpyTree"), ("stack", "Stack"), ("webdataset", "Shards")):
+        out = tmp_path / fmt
+        run("centralized", "--quiet", "--input", str(data), "--output", str(out),
+            "--format", fmt, "--layout", "chw", *OPTIONS)
+        ds = page[cls](out, chw=False)
+        same(list(ds) if fmt == "webdataset" else [ds[i] for i in range(len(ds))], want)
+
+
 def test_a_validation_split_missing_a_class_keeps_the_training_numbers(
         page, data, outputs, tmp_path):
     val_in = tmp_path / "val"

@@ -943,7 +943,18 @@ pub async fn status(
             url: url.to_string(),
             message: s.message().to_string(),
         })?;
-    Ok(r.into_inner())
+    let r = r.into_inner();
+    // A job id the master does not know is an error, not an empty table
+    // (and `submit --wait` does not poll it forever).
+    if let Some(id) = job.filter(|id| !id.is_empty())
+        && !r.jobs.iter().any(|j| j.job_id == id)
+    {
+        return Err(AppError::Remote {
+            url: url.to_string(),
+            message: format!("no job {id} (`imgnorm status` lists the jobs)"),
+        });
+    }
+    Ok(r)
 }
 
 /// Polls a remote job until it ends.
@@ -1012,6 +1023,15 @@ pub fn status_table(s: &pb::StatusResponse) -> String {
             "{:<7} {:<20} {:<16} {:<9} {:>6} {:>7}  {:.1}s ago\n",
             w.worker_id, w.name, w.hostname, w.state, w.images_done, w.leases, w.last_seen_s_ago
         ));
+    }
+    let waiting = s
+        .jobs
+        .iter()
+        .any(|j| matches!(j.state.as_str(), "queued" | "running"));
+    if waiting && !s.workers.iter().any(|w| w.state != "dead") {
+        out.push_str(
+            "\nwaiting: no worker connected; start one with `imgnorm worker --master URL`\n",
+        );
     }
     if let Some(a) = &s.autoscale {
         out.push_str(&format!(

@@ -3,7 +3,7 @@
 //! scheduling, autoscaling and dashboard flags, and the value types and
 //! parsers the tools' own arguments (`imgnorm bench`) use. The subcommands
 //! themselves (`cli`) flatten these; nothing below this layer sees clap.
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 use imgnorm_core::options::{
@@ -236,6 +236,12 @@ pub struct EngineArgs {
     /// Per-channel standard deviations for --standardize, e.g. 0.229,0.224,0.225.
     #[arg(long, value_parser = parse_list, requires = "mean")]
     pub std: Option<Floats>,
+    /// Reuse a previous run's normalization (its stats.json "normalization":
+    /// scope, per-channel, range, dataset min/max, mean/std) and class list,
+    /// e.g. the training split's for validation and test. FILE is a
+    /// stats.json or the output folder holding it.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["scope", "range", "per_channel", "standardize", "mean", "std"])]
+    pub stats_from: Option<PathBuf>,
     /// Geometry and output layout (`--resize`, `--format`, ...).
     #[command(flatten)]
     pub layout: LayoutArgs,
@@ -266,9 +272,22 @@ pub struct LayoutArgs {
     /// N×H×W×C array (needs a fixed shape).
     #[arg(long, value_enum, default_value = "npy")]
     pub format: FormatArg,
+    /// Axis order of every array (every format; the stack is N×C×H×W with
+    /// chw): H×W×C as numpy/OpenCV/PIL, or C×H×W as PyTorch expects.
+    #[arg(long, value_enum, default_value = "hwc")]
+    pub layout: LayoutArg,
     /// Samples (ok images) per webdataset shard.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_SHARD_SIZE)]
     pub shard_size: u64,
+}
+
+/// `--layout`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LayoutArg {
+    /// Height × width × channels.
+    Hwc,
+    /// Channels × height × width.
+    Chw,
 }
 
 /// `--filter`.
@@ -396,9 +415,16 @@ impl EngineArgs {
             dry_run: self.dry_run,
             geometry: self.layout.geometry(),
             format: self.layout.format(),
+            layout: match self.layout.layout {
+                LayoutArg::Hwc => imgnorm_core::options::ArrayLayout::Hwc,
+                LayoutArg::Chw => imgnorm_core::options::ArrayLayout::Chw,
+            },
             ..EngineOptions::default()
         };
         self.dataset_options(&mut opts);
+        if let Some(path) = &self.stats_from {
+            stats_from(path, &mut opts)?;
+        }
         opts.validate()?;
         Ok(opts)
     }
@@ -471,4 +497,75 @@ pub fn parse_range(s: &str) -> Result<(f64, f64), String> {
         return Err("range bounds must differ".into());
     }
     Ok((a, b))
+}
+
+/// `--stats-from`: sets `opts`' normalization and class list to those a
+/// previous run recorded in its `stats.json` (and `classes.json` beside it,
+/// when it has one).
+fn stats_from(path: &Path, opts: &mut EngineOptions) -> Result<(), OptionsError> {
+    let file = if path.is_dir() {
+        path.join("stats.json")
+    } else {
+        path.to_path_buf()
+    };
+    let fail = |why: String| OptionsError::StatsFrom {
+        path: file.display().to_string(),
+        why,
+    };
+    let text = std::fs::read_to_string(&file).map_err(|e| fail(e.to_string()))?;
+    let stats: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| fail(format!("not JSON: {e}")))?;
+    let prev: EngineOptions = serde_json::from_value(stats["options"].clone())
+        .map_err(|e| fail(format!("no usable \"options\": {e}")))?;
+    if (prev.dtype, prev.channels) != (opts.dtype, opts.channels) {
+        return Err(fail(format!(
+            "that run wrote --dtype {} with --channels {:?}; give the same here (this run: --dtype {}, --channels {:?})",
+            prev.dtype.name(),
+            prev.channels,
+            opts.dtype.name(),
+            opts.channels
+        )));
+    }
+    let n = &stats["normalization"];
+    let numbers = |key: &str| -> Vec<f64> {
+        n[key]
+            .as_array()
+            .map(|v| v.iter().filter_map(serde_json::Value::as_f64).collect())
+            .unwrap_or_default()
+    };
+    opts.scope = prev.scope;
+    opts.range = prev.range;
+    opts.per_channel = prev.per_channel;
+    if prev.scope == Scope::Dataset {
+        opts.dataset_min = numbers("min").iter().map(|v| *v as u32).collect();
+        opts.dataset_max = numbers("max").iter().map(|v| *v as u32).collect();
+        if opts.dataset_min.is_empty() {
+            return Err(fail("its \"normalization\" has no dataset min/max".into()));
+        }
+    }
+    if prev.standardize.is_some() {
+        let (mean, std) = (numbers("mean"), numbers("std"));
+        if mean.is_empty() || mean.len() != std.len() {
+            return Err(fail("its \"normalization\" has no mean/std".into()));
+        }
+        // A channel with no spread was applied with std 1 (docs/FORMAT.md).
+        let std = std
+            .into_iter()
+            .map(|s| if s > 0.0 { s } else { 1.0 })
+            .collect();
+        opts.standardize = Some(Standardize { mean, std });
+    } else {
+        opts.standardize = None;
+    }
+    let listed = file.with_file_name("classes.json");
+    let classes: Option<Vec<String>> = match std::fs::read_to_string(&listed) {
+        Ok(t) => {
+            Some(serde_json::from_str(&t).map_err(|e| fail(format!("{}: {e}", listed.display())))?)
+        }
+        Err(_) => stats["dataset"]["classes"]
+            .as_object()
+            .map(|m| m.keys().cloned().collect()),
+    };
+    opts.classes = classes;
+    Ok(())
 }

@@ -262,8 +262,8 @@ impl DatasetParams {
     pub fn from_options(opts: &EngineOptions) -> DatasetParams {
         let z = opts.standardize.clone().unwrap_or_default();
         DatasetParams {
-            min: Vec::new(),
-            max: Vec::new(),
+            min: opts.dataset_min.clone(),
+            max: opts.dataset_max.clone(),
             mean: z.mean,
             std: z.std,
         }

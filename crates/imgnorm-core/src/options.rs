@@ -59,6 +59,16 @@ impl Dtype {
         }
     }
 
+    /// The name `--dtype` takes (`f32`, `f16`, `u8`, `u16`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Dtype::F32 => "f32",
+            Dtype::F16 => "f16",
+            Dtype::U8 => "u8",
+            Dtype::U16 => "u16",
+        }
+    }
+
     /// The output range used when the user gives none.
     pub fn default_range(self) -> (f64, f64) {
         match self {
@@ -146,6 +156,9 @@ pub struct EngineOptions {
     /// Layout of the output dataset (a `.npy` tree by default).
     #[serde(default)]
     pub format: OutputFormat,
+    /// Axis order of every array: H×W×C (default) or C×H×W (PyTorch).
+    #[serde(default)]
+    pub layout: ArrayLayout,
     /// With [`Scope::Dataset`]: one min and max per channel instead of one
     /// over all channels.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -153,6 +166,53 @@ pub struct EngineOptions {
     /// Z-score after the min-max scaling (see [`crate::dataset`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub standardize: Option<Standardize>,
+    /// `--scope dataset` with a given dataset minimum (`--stats-from`: a
+    /// previous run's), one value or one per channel; empty: measured.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dataset_min: Vec<u32>,
+    /// The given dataset maximum, as `dataset_min`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dataset_max: Vec<u32>,
+    /// The class list labels index (`--stats-from`: a previous run's), so
+    /// that splits agree; `None`: this run's sorted class folders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<Vec<String>>,
+}
+
+/// `--layout`: the axis order of the arrays written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArrayLayout {
+    /// Height, width, channels (numpy/OpenCV/PIL order).
+    #[default]
+    Hwc,
+    /// Channels, height, width (PyTorch order).
+    Chw,
+}
+
+impl ArrayLayout {
+    /// The array shape of an image of `h`×`w` pixels and `c` channels.
+    pub fn shape(self, h: usize, w: usize, c: usize) -> [usize; 3] {
+        match self {
+            ArrayLayout::Hwc => [h, w, c],
+            ArrayLayout::Chw => [c, h, w],
+        }
+    }
+
+    /// Reorders `body` (H×W×C elements of `size` bytes) into this layout.
+    pub fn arrange(self, body: &mut [u8], channels: usize, size: usize) {
+        if self == ArrayLayout::Hwc || channels < 2 {
+            return;
+        }
+        let src = body.to_vec();
+        let plane = src.len() / (channels * size);
+        for (i, px) in src.chunks_exact(channels * size).enumerate() {
+            for (c, elem) in px.chunks_exact(size).enumerate() {
+                let at = (c * plane + i) * size;
+                body[at..at + size].copy_from_slice(elem);
+            }
+        }
+    }
 }
 
 /// `--standardize`: `(u - mean[c]) / std[c]` per channel, where `u` is the
@@ -189,7 +249,11 @@ impl Default for EngineOptions {
             dry_run: false,
             geometry: Geometry::default(),
             format: OutputFormat::default(),
+            layout: ArrayLayout::Hwc,
             per_channel: false,
+            dataset_min: Vec::new(),
+            dataset_max: Vec::new(),
+            classes: None,
             standardize: None,
         }
     }
@@ -232,8 +296,21 @@ pub enum OptionsError {
     /// `--per-channel` only applies to `--scope dataset`.
     #[error("--per-channel needs --scope dataset (image scope has --scope channel)")]
     PerChannelScope,
+    /// A given dataset min/max that does not fit the options.
+    #[error(
+        "a given dataset min/max needs --scope dataset and one value (one per channel with --per-channel), min <= max"
+    )]
+    GivenDatasetRange,
+    /// `--stats-from` could not be used.
+    #[error("--stats-from {path}: {why}")]
+    StatsFrom {
+        /// The file given.
+        path: String,
+        /// Why it cannot be used.
+        why: String,
+    },
     /// Z-scores do not fit integer outputs.
-    #[error("--standardize needs a float output (--dtype f32 or f16), got {0}")]
+    #[error("--standardize needs a float output (--dtype f32 or f16), got --dtype {0}")]
     StandardizeDtype(&'static str),
     /// Only one of mean and std given, or lists of different lengths.
     #[error(
@@ -276,9 +353,23 @@ impl EngineOptions {
         if self.per_channel && self.scope != Scope::Dataset {
             return Err(OptionsError::PerChannelScope);
         }
+        let given = (self.dataset_min.len(), self.dataset_max.len());
+        if given != (0, 0)
+            && (self.scope != Scope::Dataset
+                || given.0 != given.1
+                || given.0 > 4
+                || (!self.per_channel && given.0 != 1)
+                || self
+                    .dataset_min
+                    .iter()
+                    .zip(&self.dataset_max)
+                    .any(|(lo, hi)| lo > hi))
+        {
+            return Err(OptionsError::GivenDatasetRange);
+        }
         if let Some(z) = &self.standardize {
             if !matches!(self.dtype, Dtype::F32 | Dtype::F16) {
-                return Err(OptionsError::StandardizeDtype(self.dtype.descr()));
+                return Err(OptionsError::StandardizeDtype(self.dtype.name()));
             }
             let (m, s) = (z.mean.len(), z.std.len());
             if m != s || m > 4 {
@@ -296,7 +387,8 @@ impl EngineOptions {
     /// True when the job needs a statistics phase over the whole dataset
     /// before any output is written.
     pub fn two_phase(&self) -> bool {
-        self.scope == Scope::Dataset || self.standardize.as_ref().is_some_and(|z| z.computed())
+        (self.scope == Scope::Dataset && self.dataset_min.is_empty())
+            || self.standardize.as_ref().is_some_and(|z| z.computed())
     }
 
     /// The checks on geometry and output format (kept apart from the

@@ -59,7 +59,7 @@ impl From<finish::FinishError> for RunError {
 
 /// Creates the output folder.
 pub fn create_output(out: &Path) -> Result<(), RunError> {
-    std::fs::create_dir_all(out).map_err(|source| RunError::CreateOutput {
+    crate::fsio::create_output_dir(out).map_err(|source| RunError::CreateOutput {
         path: out.to_path_buf(),
         source,
     })

@@ -15,7 +15,9 @@ use imgnorm_core::dataset::{DatasetParams, RawStats, check_channels, raw_stats, 
 use imgnorm_core::normalize::{
     Extremes, Kernel, Pixels, extremes, luma_u8, luma_u16, npy_header, output_value, round_to,
 };
-use imgnorm_core::options::{ChannelMode, EngineOptions, GeometryError, Orientation, Scope};
+use imgnorm_core::options::{
+    ArrayLayout, ChannelMode, EngineOptions, GeometryError, Orientation, Scope,
+};
 use imgnorm_core::record::{Record, Status};
 use imgnorm_core::stats::{ImageStats, StatsScratch, image_stats, scale_domains};
 
@@ -463,8 +465,10 @@ impl Engine {
         index: u64,
         output_root: &Path,
     ) -> Record {
-        self.direct =
-            (!self.slices).then(|| crate::formats::tree_root(output_root, &self.opts.format));
+        // Per-image files are written while scaled (H×W×C tiles); a C×H×W
+        // array is reordered in memory first, then written whole.
+        self.direct = (!self.slices && self.opts.layout == ArrayLayout::Hwc)
+            .then(|| crate::formats::tree_root(output_root, &self.opts.format));
         let direct = self.direct.is_some();
         self.fused_write = Duration::ZERO;
         let mut record = self.process_bytes_inner(rel, data);
@@ -474,7 +478,7 @@ impl Engine {
         self.times.write += self.fused_write;
         if record.status == Status::Ok && !fused {
             let t = Instant::now();
-            if let Err(p) = self.write_output(output_root, index) {
+            if let Err(p) = self.write_output(output_root, rel, index) {
                 record = failed_from(rel, &record, p);
                 self.stats = None;
             }
@@ -968,9 +972,10 @@ impl Engine {
         }
         let scope = self.opts.scope;
         let ext = extremes(px, channels, scope);
+        let layout = self.opts.layout;
         let header = npy_header(
             self.opts.dtype,
-            &[d.height as usize, d.width as usize, channels],
+            &layout.shape(d.height as usize, d.width as usize, channels),
         );
         let (range, dtype) = (self.opts.range, self.opts.dtype);
         if let Some(sink) = sink {
@@ -1022,6 +1027,7 @@ impl Engine {
             self.opts.dtype,
             body,
         );
+        layout.arrange(body, channels, self.opts.dtype.size());
         self.stats = Some(image_stats(
             px,
             channels,
@@ -1139,7 +1145,11 @@ impl Engine {
             .copied()
             .zip(ext.max.iter().copied())
             .collect();
-        let header = npy_header(dtype, &[d.height as usize, d.width as usize, channels]);
+        let layout = self.opts.layout;
+        let header = npy_header(
+            dtype,
+            &layout.shape(d.height as usize, d.width as usize, channels),
+        );
         let shown = if self.opts.per_channel || self.opts.scope == Scope::Channel {
             ext
         } else {
@@ -1183,6 +1193,7 @@ impl Engine {
             head.copy_from_slice(&header);
             self.kernel
                 .map_to_slice(px, &domains, |c, x| maps[c].value(x), dtype, body);
+            layout.arrange(body, channels, dtype.size());
             self.stats_scratch.begin(eight, &domains);
             self.stats_scratch.count(px);
             checksum(&self.out)
@@ -1329,7 +1340,17 @@ impl Engine {
     /// stack`; per-image files are written as they are scaled, see
     /// [`Engine::open_output`]). The error shows the path relative to the
     /// output folder.
-    fn write_output(&mut self, output_root: &Path, index: u64) -> Result<(), Problem> {
+    fn write_output(&mut self, output_root: &Path, rel: &str, index: u64) -> Result<(), Problem> {
+        if !self.slices {
+            let root = crate::formats::tree_root(output_root, &self.opts.format);
+            let path = root.join(format!("{rel}.npy"));
+            return crate::formats::make_parent_dirs(&root, &path)
+                .and_then(|()| crate::fsio::write_atomic(&path, &self.out, &self.tmp_suffix))
+                .map_err(|source| Problem::Write {
+                    path: format!("{rel}.npy"),
+                    source,
+                });
+        }
         let header = crate::formats::npy_data_offset(&self.out);
         crate::formats::StackWriter::write(&mut self.stack, output_root, index, &self.out[header..])
             .map_err(|(path, source)| Problem::Write {

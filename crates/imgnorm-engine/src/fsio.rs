@@ -44,3 +44,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8], suffix: &str) -> std::io::Result<
     }
     result
 }
+
+/// `create_dir_all` for an output folder, with a clear error when the path
+/// (or a folder on the way) is a file: "File exists" alone does not say
+/// which.
+pub fn create_output_dir(path: &Path) -> std::io::Result<()> {
+    match std::fs::create_dir_all(path) {
+        Err(e) if path.is_file() => Err(std::io::Error::new(
+            e.kind(),
+            "it is a file, not a folder (give a folder for the dataset)",
+        )),
+        r => r,
+    }
+}

@@ -75,8 +75,13 @@ impl Progress {
 
     fn message(&self) -> String {
         let mut m = String::new();
-        if let Some(w) = self.workers {
-            m.push_str(&format!("workers {w}  "));
+        match self.workers {
+            // A job nobody works on would otherwise wait without a word.
+            Some(0) if self.done < self.total => {
+                m.push_str("waiting: no worker connected (start `imgnorm worker --master URL`)  ");
+            }
+            Some(w) => m.push_str(&format!("workers {w}  ")),
+            None => {}
         }
         if self.failed > 0 {
             m.push_str(&format!("failed {}", self.failed));

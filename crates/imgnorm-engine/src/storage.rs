@@ -573,7 +573,7 @@ pub async fn prepare(input: &Location, output: &Location) -> Result<Discovered, 
     match output {
         Location::S3(u) => Store::open(u)?.check_writable().await?,
         Location::Local(p) => {
-            std::fs::create_dir_all(p).map_err(|source| StorageError::CreateOutput {
+            crate::fsio::create_output_dir(p).map_err(|source| StorageError::CreateOutput {
                 path: p.clone(),
                 source,
             })?

@@ -581,9 +581,11 @@ impl Master {
             (found, crate::claim::OutputClaim::acquire(&output)?)
         } else {
             tokio::task::spawn_blocking(move || {
-                std::fs::create_dir_all(&out).map_err(|source| MasterError::CreateOutput {
-                    path: out.clone(),
-                    source,
+                crate::fsio::create_output_dir(&out).map_err(|source| {
+                    MasterError::CreateOutput {
+                        path: out.clone(),
+                        source,
+                    }
                 })?;
                 // Before anything in the output is touched: another
                 // process's unfinished job there is refused, untouched.

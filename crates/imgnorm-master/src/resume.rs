@@ -150,7 +150,7 @@ fn stack_row_hash(
     f.read_exact_at(&mut row, data + index * slice as u64)
         .ok()?;
     let mut x = Xxh3::new();
-    x.update(&npy_header(opts.dtype, &[h, w, c]));
+    x.update(&npy_header(opts.dtype, &opts.layout.shape(h, w, c)));
     x.update(&row);
     Some(format!("{:032x}", x.digest128()))
 }

@@ -125,11 +125,24 @@ pub fn run(dir: &Path, count: u64) -> Result<(), DemoError> {
         "  manifest.jsonl        one row per input file: status, shape, source min/max, checksum"
     );
     println!("  stats.json            counts, options, timings");
-    println!(
-        "Load one in Python:  numpy.load('{}/class_000/img_000000.jpg.npy')",
-        out.display()
-    );
+    // The first array the manifest lists, so the hint names a file that
+    // exists whatever the generator called its images.
+    if let Some(first) = first_output(&out) {
+        println!(
+            "Load one in Python:  numpy.load('{}')",
+            out.join(first).display()
+        );
+    }
     Ok(())
+}
+
+/// The `output` of the first `ok` row of a dataset's manifest.
+fn first_output(out: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(out.join("manifest.jsonl")).ok()?;
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|r| r["status"] == "ok")
+        .and_then(|r| r["output"].as_str().map(str::to_string))
 }
 
 /// Compares the two datasets' manifests and every array file.

@@ -29,6 +29,36 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// Colour in log lines: only when stderr is a terminal and NO_COLOR is
+    /// unset (auto), always, or never.
+    #[arg(long, value_enum, global = true, default_value = "auto")]
+    pub color: ColorArg,
+}
+
+/// `--color`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorArg {
+    /// On a terminal, unless NO_COLOR is set to a non-empty value.
+    Auto,
+    /// Always (even into a pipe or a file).
+    Always,
+    /// Never.
+    Never,
+}
+
+impl ColorArg {
+    /// Whether log lines on stderr get ANSI colour codes.
+    pub fn enabled(self) -> bool {
+        use std::io::IsTerminal;
+        match self {
+            ColorArg::Always => true,
+            ColorArg::Never => false,
+            ColorArg::Auto => {
+                std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+                    && std::io::stderr().is_terminal()
+            }
+        }
+    }
 }
 
 /// Subcommands.

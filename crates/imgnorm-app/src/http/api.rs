@@ -297,6 +297,7 @@ pub async fn start_job(
         max_input_bytes: imgnorm_core::options::DEFAULT_MAX_INPUT_BYTES,
         allow_truncated: false,
         dry_run: false,
+        stats_from: None,
         layout: LayoutArgs {
             resize: None,
             resize_shorter: None,
@@ -304,6 +305,7 @@ pub async fn start_job(
             center_crop: None,
             filter: FilterArg::Bilinear,
             format: pick(&req.format, "format", FormatArg::Npy)?,
+            layout: crate::args::LayoutArg::Hwc,
             shard_size: imgnorm_core::options::DEFAULT_SHARD_SIZE,
         },
     };

@@ -49,7 +49,8 @@ impl Layout for Stack {
         files: &[String],
     ) -> Result<(), FormatError> {
         let [h, w, c] = opts.stack_shape().ok_or(FormatError::NoStackShape)?;
-        let header = npy_header(opts.dtype, &[files.len(), h, w, c]);
+        let [a, b, d] = opts.layout.shape(h, w, c);
+        let header = npy_header(opts.dtype, &[files.len(), a, b, d]);
         let slice = (h * w * c * opts.dtype.size()) as u64;
         let path = out.join(STACK_PARTIAL);
         let mut f = File::create(&path).map_err(io(&path))?;
@@ -200,13 +201,17 @@ fn finish_stack(
         .filter(|r| r.status != Status::Skipped)
         .filter_map(|r| class_of(&r.path))
         .collect();
-    let classes: Vec<&str> = classes.into_iter().collect();
+    // `--stats-from`: the previous run's list, so that splits agree.
+    let classes: Vec<&str> = match &opts.classes {
+        Some(given) => given.iter().map(String::as_str).collect(),
+        None => classes.into_iter().collect(),
+    };
     let labels: Vec<u8> = records
         .iter()
         .flat_map(|r| {
             let label = class_of(&r.path)
                 .filter(|_| r.status != Status::Skipped)
-                .and_then(|c| classes.binary_search(&c).ok())
+                .and_then(|c| classes.iter().position(|x| *x == c))
                 .map_or(-1i64, |i| i as i64);
             label.to_le_bytes()
         })

@@ -1,6 +1,8 @@
 //! `--format webdataset`: per-image arrays staged, then packed in index
-//! order into tar shards of `shard_size` samples, each sample a `.npy` and a
-//! `.json` member, byte-identical across runs.
+//! order into tar shards of `shard_size` samples, each sample a `.npy`, (in
+//! a class folder) a `.cls` and a `.json` member, byte-identical across
+//! runs.
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{BufWriter, Read};
 use std::path::{Path, PathBuf};
@@ -82,6 +84,19 @@ fn write_shards(
     records: &mut [Record],
 ) -> Result<(), FormatError> {
     let staging = out.join(STAGING);
+    // The ImageFolder numbering of `--format stack`'s labels: the index of
+    // the class folder among the sorted classes of the files not skipped.
+    let classes: Vec<String> = match &opts.classes {
+        Some(given) => given.clone(),
+        None => records
+            .iter()
+            .filter(|r| r.status != Status::Skipped)
+            .filter_map(|r| class_of(&r.path))
+            .collect::<BTreeSet<&str>>()
+            .into_iter()
+            .map(str::to_string)
+            .collect(),
+    };
     let mut open: Option<(tar::Builder<BufWriter<File>>, PathBuf, PathBuf)> = None;
     let mut done = 0u64;
     let mut npy = Vec::new();
@@ -108,11 +123,14 @@ fn write_shards(
         let key = sample_key(&r.path);
         let meta = SampleMeta {
             path: &r.path,
-            shape: [
-                r.height.unwrap_or(0),
-                r.width.unwrap_or(0),
-                r.channels.unwrap_or(0),
-            ],
+            shape: opts
+                .layout
+                .shape(
+                    r.height.unwrap_or(0) as usize,
+                    r.width.unwrap_or(0) as usize,
+                    r.channels.unwrap_or(0) as usize,
+                )
+                .map(|v| v as u32),
             dtype: opts.dtype.descr(),
             class: class_of(&r.path),
             min: &r.min,
@@ -121,6 +139,10 @@ fn write_shards(
         };
         let json = serde_json::to_vec(&meta).unwrap_or_default();
         append(builder, &format!("{key}.npy"), &npy).map_err(io(tmp))?;
+        if let Some(label) = class_of(&r.path).and_then(|c| classes.iter().position(|x| x == c)) {
+            append(builder, &format!("{key}.cls"), label.to_string().as_bytes())
+                .map_err(io(tmp))?;
+        }
         append(builder, &format!("{key}.json"), &json).map_err(io(tmp))?;
         r.output = Some(shard_name(done / shard_size));
         done += 1;

@@ -42,7 +42,7 @@ fn main() -> ExitCode {
         Command::Master(_) | Command::Worker(_) | Command::Resume(_) => "info",
         _ => "warn",
     };
-    init_tracing(default_level);
+    init_tracing(default_level, cli.color.enabled());
     match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -54,10 +54,30 @@ fn main() -> ExitCode {
                 eprintln!("imgnorm: {a}");
                 return ExitCode::from(code);
             }
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", chain_once(e.as_ref()));
             ExitCode::from(2)
         }
     }
+}
+
+/// The error and its causes joined by ": ", each cause written once: a
+/// cause whose text its parent already contains (an error type that
+/// repeats its source in its message) is not repeated.
+fn chain_once(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = String::new();
+    let mut next = Some(e);
+    while let Some(cause) = next {
+        next = cause.source();
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 /// glibc returns freed memory at the top of the main heap to the kernel as
@@ -73,11 +93,12 @@ fn tune_allocator() {
     }
 }
 
-fn init_tracing(default_level: &str) {
+fn init_tracing(default_level: &str, ansi: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("IMGNORM_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .try_init();
 }
@@ -152,6 +173,14 @@ fn generate(a: &GenArgs) -> anyhow::Result<ExitCode> {
 /// `imgnorm master`: one job (`--input`/`--output`), or a long-running
 /// service (`--serve`, optionally with the dashboard).
 fn master(a: &MasterArgs) -> anyhow::Result<ExitCode> {
+    // Flags that would do nothing are refused before anything is created
+    // (the default data directory of the dashboard included).
+    if !a.serve && a.dashboard.http.is_some() {
+        anyhow::bail!("--http (the dashboard) needs --serve: a one-job master serves no dashboard");
+    }
+    if a.dashboard.http.is_none() && a.dashboard.token.is_some() {
+        anyhow::bail!("--token is the dashboard's: it needs --http (and --serve)");
+    }
     let opts = a.engine.to_options().context("invalid options")?;
     let mut config = a.sched.to_config()?;
     config.state_dir = a.dashboard.data_dir.clone().or_else(|| {
@@ -321,7 +350,7 @@ fn resume(a: &ResumeArgs) -> anyhow::Result<ExitCode> {
                     }
                 }
                 Err(e) => {
-                    eprintln!("imgnorm: {e:#}");
+                    eprintln!("imgnorm: {}", chain_once(&e));
                     code = ExitCode::from(2);
                 }
             }
@@ -356,6 +385,15 @@ fn submit(a: &SubmitArgs) -> anyhow::Result<ExitCode> {
             "{} {}: {} files, {} ok, {} failed, {} skipped in {:.2}s",
             j.job_id, j.state, j.images, j.ok, j.failed, j.skipped, j.elapsed_s
         );
+        // The same last line as every other run (README, "Output").
+        let counts = imgnorm_core::record::Counts {
+            images: j.images,
+            ok: j.ok,
+            failed: j.failed,
+            skipped: j.skipped,
+        };
+        let elapsed = Duration::try_from_secs_f64(j.elapsed_s).unwrap_or_default();
+        println!("{}", Summary::new(counts, elapsed).json());
         Ok(match j.state.as_str() {
             "done" if j.failed == 0 => ExitCode::SUCCESS,
             "done" => ExitCode::from(3),

@@ -204,6 +204,7 @@ fn webdataset_shards_are_identical_across_modes_and_hold_the_tree_arrays() {
     assert!(!out.join(".imgnorm-staging").exists());
 
     // Every ok image, in path order, 4 per shard, as <key>.npy + <key>.json.
+    // (+ <key>.cls).
     let ok: Vec<Value> = manifest(&tree)
         .into_iter()
         .filter(|r| r["status"] == "ok")
@@ -221,13 +222,28 @@ fn webdataset_shards_are_identical_across_modes_and_hold_the_tree_arrays() {
             members.push((s.clone(), name, data));
         }
     }
-    assert_eq!(members.len(), 2 * ok.len());
+    // A sample in a class folder has a `<key>.cls` between the two: the
+    // ImageFolder index of its class, in ASCII.
+    let classes: Vec<&str> = ok
+        .iter()
+        .filter_map(|r| r["path"].as_str().unwrap().split_once('/'))
+        .map(|(c, _)| c)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut next = members.iter();
     for (i, row) in ok.iter().enumerate() {
         let path = row["path"].as_str().unwrap();
-        let (shard, npy_name, npy) = &members[2 * i];
-        let (_, json_name, json) = &members[2 * i + 1];
-        assert_eq!(shard, &shards[i / 4]);
+        let (shard, npy_name, npy) = next.next().expect("npy member");
         let key = npy_name.strip_suffix(".npy").expect("npy member");
+        if let Some((class, _)) = path.split_once('/') {
+            let (_, cls_name, cls) = next.next().expect("cls member");
+            assert_eq!(cls_name, &format!("{key}.cls"));
+            let want = classes.iter().position(|c| *c == class).unwrap();
+            assert_eq!(cls, want.to_string().as_bytes(), "{path}");
+        }
+        let (_, json_name, json) = next.next().expect("json member");
+        assert_eq!(shard, &shards[i / 4]);
         assert_eq!(json_name, &format!("{key}.json"));
         let base = key.rsplit('/').next().unwrap();
         assert!(!base.contains('.'), "key {key} has a dot in its last part");
@@ -240,6 +256,7 @@ fn webdataset_shards_are_identical_across_modes_and_hold_the_tree_arrays() {
         assert_eq!(meta["shape"], serde_json::json!([12, 16, 3]));
         assert_eq!(meta["checksum"], row["checksum"]);
     }
+    assert!(next.next().is_none());
     assert_same_rows(&tree, &out, |r| r["output"].as_str().map(String::from));
     let outputs: Vec<Value> = manifest(&out)
         .into_iter()
@@ -317,4 +334,92 @@ fn stack_without_a_fixed_shape_and_too_large_crops_are_refused() {
             .contains("smaller than the center crop 12x4"),
         "{row}"
     );
+}
+
+/// The H×W×C body `hwc` (f32, `c` channels) reordered to C×H×W.
+fn to_chw(hwc: &[u8], c: usize) -> Vec<u8> {
+    let plane = hwc.len() / (4 * c);
+    let mut out = vec![0u8; hwc.len()];
+    for (i, px) in hwc.chunks_exact(4 * c).enumerate() {
+        for (ch, v) in px.chunks_exact(4).enumerate() {
+            out[(ch * plane + i) * 4..][..4].copy_from_slice(v);
+        }
+    }
+    out
+}
+
+#[test]
+fn chw_layout_is_identical_across_modes_in_every_format_and_holds_the_tree_transposed() {
+    let dir = tempdir();
+    let input = dataset(dir.path());
+    let tree = reference_tree(dir.path(), &input);
+    let ok: Vec<Value> = manifest(&tree)
+        .into_iter()
+        .filter(|r| r["status"] == "ok")
+        .collect();
+    let hwc_body = |row: &Value| {
+        let npy = read(&tree.join(row["output"].as_str().unwrap()));
+        let (_, _, at) = npy_shape(&npy);
+        npy[at..].to_vec()
+    };
+    // npy: every array C×H×W, the tree's values reordered.
+    let mut opts = GEOMETRY.to_vec();
+    opts.extend(["--layout", "chw"]);
+    let npy = all_modes_agree(dir.path(), &input, "chw-npy", &opts);
+    for row in &ok {
+        let bytes = read(&npy.join(row["output"].as_str().unwrap()));
+        let (descr, shape, at) = npy_shape(&bytes);
+        assert_eq!((descr.as_str(), shape), ("<f4", vec![3, 12, 16]));
+        assert!(bytes[at..] == to_chw(&hwc_body(row), 3), "{row}");
+    }
+    let stats: Value = serde_json::from_slice(&read(&npy.join("stats.json"))).expect("stats.json");
+    assert_eq!(stats["options"]["layout"], "chw", "{stats}");
+    // The manifest's checksum is the written (C×H×W) file's.
+    let rows = manifest(&npy);
+    for row in rows.iter().filter(|r| r["status"] == "ok") {
+        let bytes = read(&npy.join(row["output"].as_str().unwrap()));
+        let sum = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&bytes));
+        assert_eq!(row["checksum"], sum.as_str());
+    }
+    // stack: N×C×H×W, row i the tree's image i reordered.
+    let mut opts = GEOMETRY.to_vec();
+    opts.extend(["--layout", "chw", "--format", "stack"]);
+    let stack = all_modes_agree(dir.path(), &input, "chw-stack", &opts);
+    let bytes = read(&stack.join("images.npy"));
+    let (_, shape, at) = npy_shape(&bytes);
+    let all = manifest(&tree);
+    assert_eq!(shape, vec![all.len(), 3, 12, 16]);
+    let slice = 3 * 12 * 16 * 4;
+    for (i, row) in all.iter().enumerate() {
+        if row["status"] == "ok" {
+            assert!(bytes[at + i * slice..][..slice] == to_chw(&hwc_body(row), 3));
+        }
+    }
+    // webdataset: the member arrays are the chw tree's files.
+    let mut opts = GEOMETRY.to_vec();
+    opts.extend(["--layout", "chw", "--format", "webdataset"]);
+    let wds = all_modes_agree(dir.path(), &input, "chw-wds", &opts);
+    let mut arrays = Vec::new();
+    for s in files_under(&wds).iter().filter(|f| f.ends_with(".tar")) {
+        let mut archive = tar::Archive::new(std::fs::File::open(wds.join(s)).unwrap());
+        for e in archive.entries().unwrap() {
+            let mut e = e.unwrap();
+            let name = e.path().unwrap().to_string_lossy().into_owned();
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+            if name.ends_with(".npy") {
+                arrays.push(data);
+            } else if name.ends_with(".json") {
+                let meta: Value = serde_json::from_slice(&data).unwrap();
+                assert_eq!(meta["shape"], serde_json::json!([3, 12, 16]));
+            }
+        }
+    }
+    assert_eq!(arrays.len(), ok.len());
+    for (row, a) in ok.iter().zip(&arrays) {
+        assert!(
+            a == &read(&npy.join(row["output"].as_str().unwrap())),
+            "{row}"
+        );
+    }
 }

@@ -16,6 +16,7 @@ mod helpers;
 mod jpeg;
 mod lifecycle;
 mod limits;
+mod ml;
 mod names;
 mod scope;
 mod security;

@@ -15,7 +15,7 @@ pub mod view;
 // Lower layers' modules under the `crate::` paths these files used before
 // the split into crates (issue 17), so moved files kept their imports and
 // concurrent branches still merge by rename. Not re-exported.
-use imgnorm_engine::{claim, discovery, formats, output};
+use imgnorm_engine::{claim, discovery, formats, fsio, output};
 use imgnorm_net::{health, limits, security, wire};
 
 use std::future::Future;

@@ -355,7 +355,7 @@ def test_hpa_follows_the_masters_policy_through_the_service():
     names = [r["name"]["as"] for r in adapter["rules"]["external"]]
     assert metric["metric"]["name"] in names
     # The series the adapter reads is the one the master exports.
-    metrics_rs = (ROOT / "crates" / "imgnorm" / "src" / "metrics.rs").read_text()
+    metrics_rs = (ROOT / "crates" / "imgnorm-app" / "src" / "metrics.rs").read_text()
     assert f'"{metric["metric"]["name"]}"' in metrics_rs
     scrape = yaml.safe_load((K8S / "adapter" / "prometheus-scrape.yaml").read_text())
     assert scrape[0]["scheme"] == "https" and scrape[0]["authorization"]["type"] == "Bearer"

@@ -84,13 +84,37 @@ pub struct Record {
     pub warning: Option<String>,
 }
 
+/// Longest reason or warning a row carries, in bytes: a decoder's message
+/// can repeat a whole tag (a TIFF with thousands of BitsPerSample values gave
+/// a 41 KB reason), which says nothing more after the first lines and would
+/// exceed what the master accepts from a worker
+/// ([`crate::validate::MAX_TEXT_BYTES`]).
+pub const MAX_REASON_BYTES: usize = 2048;
+
+/// `text`, cut on a character boundary to at most [`MAX_REASON_BYTES`] plus a
+/// note saying how many bytes were left out.
+pub fn bounded_text(mut text: String) -> String {
+    if text.len() <= MAX_REASON_BYTES {
+        return text;
+    }
+    let mut end = MAX_REASON_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = text.len() - end;
+    text.truncate(end);
+    text.push_str(&format!(" … ({cut} more bytes)"));
+    text
+}
+
 impl Record {
-    /// A row with only path, status and reason set.
+    /// A row with only path, status and reason set (the reason bounded by
+    /// [`bounded_text`]).
     pub fn bare(path: impl Into<String>, status: Status, reason: Option<String>) -> Record {
         Record {
             path: path.into(),
             status,
-            reason,
+            reason: reason.map(bounded_text),
             format: None,
             output: None,
             width: None,
@@ -128,5 +152,21 @@ impl Counts {
             Status::Failed => self.failed += 1,
             Status::Skipped => self.skipped += 1,
         }
+    }
+}
+
+#[cfg(test)]
+mod bounded_tests {
+    use super::*;
+
+    #[test]
+    fn long_reasons_are_cut_on_a_char_boundary_and_say_so() {
+        assert_eq!(bounded_text("short".into()), "short");
+        let long = "é".repeat(MAX_REASON_BYTES); // 2 bytes each
+        let r = Record::bare("p", Status::Failed, Some(long));
+        let reason = r.reason.unwrap();
+        assert!(reason.len() < crate::validate::MAX_TEXT_BYTES);
+        assert!(reason.ends_with(&format!(" … ({} more bytes)", MAX_REASON_BYTES)));
+        assert!(reason.starts_with("éé"));
     }
 }

@@ -1101,7 +1101,7 @@ impl Engine {
         r.bit_depth = Some(raw.bit_depth);
         r.min = raw.channels.iter().map(|c| c.min).collect();
         r.max = raw.channels.iter().map(|c| c.max).collect();
-        r.warning = warning;
+        r.warning = warning.map(imgnorm_core::record::bounded_text);
         self.dataset.raw = Some(raw);
         r
     }

@@ -38,6 +38,22 @@ fn fixture_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// The hand-made seeds of a corpus (named `seed-*`): the cut and flipped
+/// variants are made from these only; what the fuzzer found (`fuzz-*`,
+/// `regress-*`) is replayed as it is.
+fn hand_made(corpus: &[(PathBuf, Vec<u8>)]) -> Vec<&Vec<u8>> {
+    corpus
+        .iter()
+        .filter(|(p, b)| {
+            b.len() > 1
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("seed-"))
+        })
+        .map(|(_, b)| b)
+        .collect()
+}
+
 /// Deterministic pseudo-random bytes (xorshift64*).
 fn noise(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -92,7 +108,7 @@ fn jpeg_decode_target_passes_its_corpus_every_cut_and_random_flips() {
     }
     // Each seed cut short and with bytes flipped: never a crash; the
     // properties of the target hold for every such variant.
-    for (i, (_, bytes)) in seeds.iter().enumerate() {
+    for (i, bytes) in hand_made(&seeds).into_iter().enumerate() {
         for n in (0..bytes.len()).step_by(bytes.len() / 40 + 1) {
             jpeg_decode(&bytes[..n]);
         }
@@ -113,7 +129,7 @@ fn zip_read_target_passes_its_corpus_every_cut_and_random_flips() {
         eprintln!("{}", path.display());
         zip_read(bytes);
     }
-    for (i, (_, bytes)) in seeds.iter().enumerate() {
+    for (i, bytes) in hand_made(&seeds).into_iter().enumerate() {
         for n in 0..bytes.len() {
             zip_read(&bytes[..n]);
         }
@@ -134,7 +150,7 @@ fn bmp_gif_decode_target_passes_its_corpus_every_cut_and_random_flips() {
         eprintln!("{}", path.display());
         bmp_gif_decode(bytes);
     }
-    for (i, (_, bytes)) in seeds.iter().enumerate() {
+    for (i, bytes) in hand_made(&seeds).into_iter().enumerate() {
         for n in (0..bytes.len()).step_by(bytes.len() / 60 + 1) {
             bmp_gif_decode(&bytes[..n]);
         }

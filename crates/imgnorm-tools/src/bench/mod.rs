@@ -534,6 +534,12 @@ pub fn run(args: &BenchArgs) -> Result<Results, BenchError> {
     }
     let configs = plan(&args.workers, python, args.autoscale, &frameworks);
     let machine = Machine::probe();
+    if !imgnorm_engine::jpeg::SIMD {
+        eprintln!(
+            "bench: warning: JPEG decoder is {}; JPEG timings will understate imgnorm",
+            imgnorm_engine::jpeg::DECODER
+        );
+    }
     if let Some(&max) = args.workers.iter().max()
         && max > machine.cores_available
     {

@@ -221,6 +221,9 @@ pub struct Summary {
 pub struct Results {
     /// imgnorm version.
     pub imgnorm_version: &'static str,
+    /// The JPEG decoder this binary links, with or without SIMD (a build
+    /// without `nasm` decodes JPEG at about 0.6× the speed).
+    pub jpeg_decoder: &'static str,
     /// `git rev-parse HEAD` in the working directory, or "unknown"; with
     /// `-dirty` appended when tracked files differ from it.
     pub git_commit: String,
@@ -354,6 +357,7 @@ impl Results {
         }
         let mut results = Results {
             imgnorm_version: env!("CARGO_PKG_VERSION"),
+            jpeg_decoder: imgnorm_engine::jpeg::DECODER,
             git_commit: git_commit(),
             command_line: std::env::args().collect::<Vec<_>>().join(" "),
             finished_at: command_output("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
@@ -390,6 +394,7 @@ impl Results {
             "- imgnorm {} at commit `{}`, finished {}",
             self.imgnorm_version, self.git_commit, self.finished_at
         );
+        let _ = writeln!(s, "- JPEG decoder: {}", self.jpeg_decoder);
         let _ = writeln!(
             s,
             "- Machine: {} — {} CPUs usable ({} in /proc/cpuinfo), {} MiB RAM, {}, {}",

@@ -196,6 +196,8 @@ pub struct Kernel {
     groups: Vec<Group>,
     /// Bytes per output value of the table.
     size: usize,
+    /// The output type of the table's values.
+    dtype: Dtype,
 }
 
 /// One group's slice of the table.
@@ -273,6 +275,7 @@ impl Kernel {
         self.lut.clear();
         self.groups.clear();
         self.size = dtype.size();
+        self.dtype = dtype;
         for g in 0..groups {
             let lo = ext.min.get(g).copied().unwrap_or(0);
             let hi = ext.max.get(g).copied().unwrap_or(0).max(lo);
@@ -339,6 +342,7 @@ impl Kernel {
         self.lut.clear();
         self.groups.clear();
         self.size = dtype.size();
+        self.dtype = dtype;
         for (c, &(lo, hi)) in domains.iter().enumerate() {
             let hi = hi.max(lo);
             let (first, last) = if eight { (0, 255) } else { (lo, hi) };
@@ -350,6 +354,36 @@ impl Kernel {
             for x in first..=last {
                 push_value(&mut self.lut, value(c, x), dtype);
             }
+        }
+    }
+
+    /// The value the table of the last [`Kernel::prepare_map`] or
+    /// [`Kernel::prepare_scale`] holds for sample `x` of channel `c`, widened
+    /// to f64: exactly what that call rounded to the output type
+    /// (`round_to(value(c, x), dtype)`, or [`output_value`] with the group's
+    /// extremes), without evaluating it again: statistics read it for every
+    /// distinct sample, twice. Channel `c` reads group `c`, or the only group
+    /// of a one-group table (`Scope::Image`). `x` outside the group's entries
+    /// is clamped to them; a group that does not exist gives 0.
+    pub fn table_value(&self, c: usize, x: u32) -> f64 {
+        let g = if self.groups.len() == 1 { 0 } else { c };
+        let Some(group) = self.groups.get(g) else {
+            return 0.0;
+        };
+        if group.entries == 0 {
+            return 0.0;
+        }
+        let i = (x as usize).saturating_sub(group.lo).min(group.entries - 1);
+        let at = group.off + i * self.size;
+        let Some(b) = self.lut.get(at..at + self.size) else {
+            return 0.0;
+        };
+        match (self.dtype, b) {
+            (Dtype::F32, &[a, b, c, d]) => f64::from(f32::from_le_bytes([a, b, c, d])),
+            (Dtype::F16, &[a, b]) => half::f16::from_le_bytes([a, b]).to_f64(),
+            (Dtype::U16, &[a, b]) => f64::from(u16::from_le_bytes([a, b])),
+            (Dtype::U8, &[a]) => f64::from(a),
+            _ => 0.0,
         }
     }
 }
@@ -746,6 +780,71 @@ mod tests {
         let mut d = Vec::new();
         luma_u8(&[255, 255, 255, 0, 0, 0, 255, 0, 0], 3, &mut d);
         assert_eq!(d, vec![255, 0, 76]);
+    }
+
+    proptest! {
+        /// What statistics read from the table is exactly what evaluating
+        /// the map and rounding it to the output type gives, for every
+        /// dtype, 8- and 16-bit tables and samples anywhere in the domain.
+        #[test]
+        fn table_value_is_the_rounded_map_value(
+            lo in 0u32..60000,
+            width in 0u32..5000,
+            eight in any::<bool>(),
+            a in -10.0f64..10.0,
+            span in 0.001f64..100.0,
+            dtype in prop_oneof![Just(Dtype::F32), Just(Dtype::F16), Just(Dtype::U8), Just(Dtype::U16)],
+            probe in any::<u32>(),
+        ) {
+            let (lo, hi) = if eight { (lo % 256, (lo % 256 + width).min(255)) } else { (lo, lo + width) };
+            let domains = [(lo, hi), (hi / 2, hi)];
+            let value = |c: usize, x: u32| {
+                let (l, h) = domains[c];
+                (c as f64) + scaled(x.clamp(l, h), l, h, (a, a + span))
+            };
+            let mut k = Kernel::new();
+            k.prepare_map(eight, &domains, value, dtype);
+            for (c, &(l, h)) in domains.iter().enumerate() {
+                let x = l + probe % (h - l + 1);
+                prop_assert_eq!(
+                    k.table_value(c, x).to_bits(),
+                    round_to(value(c, x), dtype).to_bits()
+                );
+            }
+        }
+
+        /// The same for the tables of `prepare_scale` (no map: the scaled
+        /// value of [`output_value`]), one group per channel or one for all.
+        #[test]
+        fn table_value_is_the_output_value(
+            lo in 0u32..60000,
+            width in 0u32..5000,
+            eight in any::<bool>(),
+            per_channel in any::<bool>(),
+            a in -10.0f64..10.0,
+            span in 0.001f64..100.0,
+            dtype in prop_oneof![Just(Dtype::F32), Just(Dtype::F16), Just(Dtype::U8), Just(Dtype::U16)],
+            probe in any::<u32>(),
+        ) {
+            let (lo, hi) = if eight { (lo % 256, (lo % 256 + width).min(255)) } else { (lo, lo + width) };
+            let (scope, ext) = if per_channel {
+                (Scope::Channel, Extremes { min: vec![lo, lo / 2], max: vec![hi, hi] })
+            } else {
+                (Scope::Image, Extremes { min: vec![lo], max: vec![hi] })
+            };
+            let range = (a, a + span);
+            let mut k = Kernel::new();
+            k.prepare_scale(eight, 2, scope, &ext, range, dtype);
+            for c in 0..2 {
+                let g = if per_channel { c } else { 0 };
+                let (l, h) = (ext.min[g], ext.max[g]);
+                let x = l + probe % (h - l + 1);
+                prop_assert_eq!(
+                    k.table_value(c, x).to_bits(),
+                    output_value(x, l, h, range, dtype).to_bits()
+                );
+            }
+        }
     }
 
     proptest! {

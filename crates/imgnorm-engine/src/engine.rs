@@ -12,14 +12,12 @@ use std::sync::Arc;
 
 use image::{ColorType, DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
 use imgnorm_core::dataset::{DatasetParams, RawStats, check_channels, raw_stats, transform};
-use imgnorm_core::normalize::{
-    Extremes, Kernel, Pixels, extremes, luma_u8, luma_u16, npy_header, output_value, round_to,
-};
+use imgnorm_core::normalize::{Extremes, Kernel, Pixels, extremes, luma_u8, luma_u16, npy_header};
 use imgnorm_core::options::{
     ArrayLayout, ChannelMode, EngineOptions, GeometryError, Orientation, Scope,
 };
 use imgnorm_core::record::{Record, Status};
-use imgnorm_core::stats::{ImageStats, StatsScratch, image_stats, scale_domains};
+use imgnorm_core::stats::{ImageStats, StatsScratch, image_stats_by, scale_domains};
 
 use crate::budget::{MemoryBudget, Permit};
 use crate::decode::Sniffed;
@@ -1000,13 +998,14 @@ impl Engine {
             return match written {
                 Ok((checksum, spent)) => {
                     self.fused_write = spent;
-                    self.stats = Some(self.stats_scratch.finish(
-                        |c, x| {
-                            let (lo, hi) = domains[c];
-                            output_value(x, lo, hi, range, dtype)
-                        },
-                        range,
-                    ));
+                    // The table holds `output_value(x, lo, hi, ..)` for
+                    // every counted sample: read, not recomputed (see
+                    // `scale_mapped`).
+                    let kernel = &self.kernel;
+                    self.stats = Some(
+                        self.stats_scratch
+                            .finish(|c, x| kernel.table_value(c, x), range),
+                    );
                     ok_record(rel, format, d, channels, ext, warning, checksum)
                 }
                 Err(e) => failed(e.into()),
@@ -1028,13 +1027,13 @@ impl Engine {
             body,
         );
         layout.arrange(body, channels, self.opts.dtype.size());
-        self.stats = Some(image_stats(
+        // Read from the table `scale_to_slice` built, as in the tiled path.
+        let kernel = &self.kernel;
+        self.stats = Some(image_stats_by(
             px,
-            channels,
-            scope,
-            &ext,
+            &scale_domains(channels, scope, &ext),
+            |c, x| kernel.table_value(c, x),
             self.opts.range,
-            self.opts.dtype,
             &mut self.stats_scratch,
         ));
         ok_record(rel, format, d, channels, ext, warning, checksum(&self.out))
@@ -1198,9 +1197,15 @@ impl Engine {
             self.stats_scratch.count(px);
             checksum(&self.out)
         };
+        // The table holds `round_to(maps[c].value(x), dtype)` for every
+        // sample the statistics counted (same domains): reading it instead of
+        // evaluating the map again per distinct sample halves the statistics'
+        // cost on 16-bit images, whose tables have up to 65,536 entries per
+        // channel.
+        let kernel = &self.kernel;
         self.stats = Some(
             self.stats_scratch
-                .finish(|c, x| round_to(maps[c].value(x), dtype), range),
+                .finish(|c, x| kernel.table_value(c, x), range),
         );
         ok_record(rel, format, d, channels, shown, warning, checksum)
     }

@@ -1188,3 +1188,88 @@ impl ImageDecoder for TiffDecoder<'_> {
         (*self).read_image(buf)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A one-strip little-endian TIFF: `spp` samples of `bits`-bit `format`
+    /// (1 unsigned, 2 signed, 3 float) per pixel, with an Orientation tag.
+    fn tiff(w: u32, h: u32, bits: u16, format: u16, orientation: u16, data: &[u8]) -> Vec<u8> {
+        let mut out = b"II*\0".to_vec();
+        let ifd = 8 + data.len() as u32;
+        out.extend(ifd.to_le_bytes());
+        out.extend(data);
+        let entries: [(u16, u16, u32); 10] = [
+            (256, 4, w),
+            (257, 4, h),
+            (258, 3, u32::from(bits)),
+            (259, 3, 1),
+            (262, 3, 1),
+            (273, 4, 8),
+            (274, 3, u32::from(orientation)),
+            (278, 4, h),
+            (279, 4, data.len() as u32),
+            (339, 3, u32::from(format)),
+        ];
+        out.extend(10u16.to_le_bytes());
+        for (tag, ty, v) in entries {
+            out.extend(tag.to_le_bytes());
+            out.extend(ty.to_le_bytes());
+            out.extend(1u32.to_le_bytes());
+            out.extend(v.to_le_bytes());
+        }
+        out.extend([0, 0, 0, 0]);
+        out
+    }
+
+    fn decode(file: &[u8]) -> (Option<(usize, SampleType)>, (u32, u32), Vec<u8>) {
+        let d = TiffDecoder::new(file, 1 << 20).unwrap();
+        let (w, h) = d.dimensions();
+        let (samples, n) = (d.samples(), d.total_bytes() as usize);
+        let mut buf = vec![0; n];
+        d.read_image(&mut buf).unwrap();
+        (samples, (w, h), buf)
+    }
+
+    #[test]
+    fn signed_and_float_samples_come_out_as_stored_and_oriented() {
+        let vals: Vec<i16> = vec![-3, 7, 32767, -32768, 0, 5];
+        let bytes: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let (samples, dims, buf) = decode(&tiff(3, 2, 16, 2, 1, &bytes));
+        assert_eq!(samples, Some((1, SampleType::Int16)));
+        assert_eq!(dims, (3, 2));
+        let got: Vec<i16> = buf
+            .chunks(2)
+            .map(|p| i16::from_ne_bytes([p[0], p[1]]))
+            .collect();
+        assert_eq!(got, vals);
+        // Float, orientation 6 (turned 90 degrees clockwise): 2 x 3.
+        let vals: Vec<f32> = vec![0.5, -1.0, 2.0, 3.5, 4.0, -0.25];
+        let bytes: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let (samples, dims, buf) = decode(&tiff(3, 2, 32, 3, 6, &bytes));
+        assert_eq!(samples, Some((1, SampleType::Float32)));
+        assert_eq!(dims, (2, 3));
+        let got: Vec<f32> = buf
+            .chunks(4)
+            .map(|p| f32::from_ne_bytes([p[0], p[1], p[2], p[3]]))
+            .collect();
+        assert_eq!(got, [3.5, 0.5, 4.0, -1.0, -0.25, 2.0]);
+        // 64-bit floats are refused with a reason.
+        let e = TiffDecoder::new(&tiff(1, 1, 64, 3, 1, &[0; 8]), 1 << 20)
+            .err()
+            .expect("refused");
+        assert!(e.to_string().contains("64-bit"), "{e}");
+    }
+
+    #[test]
+    fn scratch_counts_what_the_decoder_allocates_beside_the_samples() {
+        let file = tiff(3, 2, 8, 1, 1, &[1, 2, 3, 4, 5, 6]);
+        let plain = TiffDecoder::new(&file, 1 << 20).unwrap();
+        assert_eq!(plain.scratch_bytes(), 0);
+        // Orientation 5-8: a copy of the whole output to transpose from.
+        let file = tiff(3, 2, 32, 3, 8, &[0; 24]);
+        let turned = TiffDecoder::new(&file, 1 << 20).unwrap();
+        assert_eq!(turned.scratch_bytes(), 24);
+    }
+}

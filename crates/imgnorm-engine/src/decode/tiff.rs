@@ -1223,7 +1223,11 @@ mod tests {
         out
     }
 
-    fn decode(file: &[u8]) -> (Option<(usize, SampleType)>, (u32, u32), Vec<u8>) {
+    /// What a decode gives: the layout `samples` reports, the dimensions
+    /// and the bytes.
+    type Decoded = (Option<(usize, SampleType)>, (u32, u32), Vec<u8>);
+
+    fn decode(file: &[u8]) -> Decoded {
         let d = TiffDecoder::new(file, 1 << 20).unwrap();
         let (w, h) = d.dimensions();
         let (samples, n) = (d.samples(), d.total_bytes() as usize);

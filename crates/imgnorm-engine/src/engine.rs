@@ -225,7 +225,7 @@ enum Problem {
         value: f64,
     },
     #[error(
-        "--channels gray on {channels}-channel {ty} samples: luma is computed for uint8 and uint16 samples only (OpenCV's cvtColor has no such conversion)"
+        "--channels gray on {channels}-channel {ty} samples: luma is computed for uint8, uint16 and float32 samples only (OpenCV's cvtColor has no such conversion)"
     )]
     GrayOf { ty: &'static str, channels: usize },
     #[error(
@@ -1341,7 +1341,8 @@ fn ok_record(
 
 /// The samples after `--channels`, borrowing the engine's buffers. Keeping
 /// or repeating channels works for every sample type; luma (`gray` from
-/// color) for 8- and 16-bit samples only.
+/// color) for `uint8`, `uint16` and `float32` samples (OpenCV's
+/// `cvtColor` has no conversion for the others).
 fn convert<'a>(
     samples: &'a [u32],
     conv: &'a mut Vec<u32>,
@@ -1368,6 +1369,14 @@ fn convert<'a>(
         (ChannelMode::Gray, Pixels::U16(s)) if c > 2 => {
             let mut tmp = Vec::new();
             luma_u16(s, c, &mut tmp);
+            store(conv, bytemuck::cast_slice(&tmp));
+        }
+        (ChannelMode::Gray, Pixels::F32(s)) if c > 2 => {
+            // OpenCV's COLOR_RGB2GRAY for CV_32F: float weights, in float.
+            let tmp: Vec<f32> = s
+                .chunks_exact(c)
+                .map(|p| p[2] * 0.114f32 + p[1] * 0.587f32 + p[0] * 0.299f32)
+                .collect();
             store(conv, bytemuck::cast_slice(&tmp));
         }
         (ChannelMode::Gray, _) if c > 2 => {
@@ -1575,6 +1584,63 @@ mod tests {
         });
         assert_eq!(std::fs::read(&path).unwrap().len(), 4096);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn channel_conversion_works_on_wide_samples_and_refuses_signed_luma() {
+        let d = |channels, sample| Decoded {
+            width: 2,
+            height: 1,
+            channels,
+            sample,
+        };
+        // Float RGB to gray: OpenCV's float weights.
+        let rgb: Vec<f32> = vec![1.0, 0.5, 0.25, -2.0, 4.0, 8.0];
+        let mut words = vec![0u32; 6];
+        bytemuck::cast_slice_mut::<u32, u8>(&mut words).copy_from_slice(bytemuck::cast_slice(&rgb));
+        let mut conv = Vec::new();
+        let (px, c) = convert(
+            &words,
+            &mut conv,
+            ChannelMode::Gray,
+            &d(3, SampleType::Float32),
+            6,
+        )
+        .unwrap();
+        assert_eq!(c, 1);
+        let want = |p: &[f32]| p[2] * 0.114f32 + p[1] * 0.587f32 + p[0] * 0.299f32;
+        assert_eq!(
+            (px.value(0), px.value(1)),
+            (f64::from(want(&rgb[..3])), f64::from(want(&rgb[3..])))
+        );
+        // int16 gray to RGB: repeated, whatever the type.
+        let gray: Vec<i16> = vec![-5, 300];
+        let mut words = vec![0u32; 1];
+        bytemuck::cast_slice_mut::<u32, u8>(&mut words)
+            .copy_from_slice(bytemuck::cast_slice(&gray));
+        let (px, c) = convert(
+            &words,
+            &mut conv,
+            ChannelMode::Rgb,
+            &d(1, SampleType::Int16),
+            2,
+        )
+        .unwrap();
+        assert_eq!(c, 3);
+        let got: Vec<f64> = (0..6).map(|i| px.value(i)).collect();
+        assert_eq!(got, [-5.0, -5.0, -5.0, 300.0, 300.0, 300.0]);
+        // Signed RGB to gray: no OpenCV conversion to match, refused.
+        let words = vec![0u32; 3];
+        let e = convert(
+            &words,
+            &mut conv,
+            ChannelMode::Gray,
+            &d(3, SampleType::Int32),
+            6,
+        )
+        .err()
+        .expect("refused");
+        assert!(e.to_string().contains("int32"), "{e}");
     }
 
     #[test]

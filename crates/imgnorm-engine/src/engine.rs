@@ -1638,8 +1638,7 @@ mod tests {
             &d(3, SampleType::Int32),
             6,
         )
-        .err()
-        .expect("refused");
+        .expect_err("refused");
         assert!(e.to_string().contains("int32"), "{e}");
     }
 

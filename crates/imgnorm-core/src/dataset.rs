@@ -151,7 +151,7 @@ fn exact<T: Sample>(s: &[T], c: usize) -> Vec<RawChannel> {
         let mut s2 = vec![0u64; c];
         for p in block.chunks_exact(c) {
             for k in 0..c {
-                let v = p[k].to_f64() as i64;
+                let v = p[k].to_i64();
                 s1[k] += v;
                 s2[k] += v.unsigned_abs() * v.unsigned_abs();
                 lo[k] = lo[k].min(v);

@@ -158,6 +158,8 @@ pub(crate) trait Sample: Copy + PartialOrd + 'static {
     /// Table index (value minus the type's [`SampleType::table_offset`]);
     /// only meaningful for types of at most 16 bits.
     fn key(self) -> usize;
+    /// The value as an integer; only meaningful for integer types.
+    fn to_i64(self) -> i64;
 }
 
 macro_rules! sample {
@@ -170,6 +172,10 @@ macro_rules! sample {
             #[inline]
             fn key(self) -> usize {
                 (i64::from(self) - $off) as usize
+            }
+            #[inline]
+            fn to_i64(self) -> i64 {
+                i64::from(self)
             }
         }
     };
@@ -189,6 +195,10 @@ impl Sample for f32 {
     #[inline]
     fn key(self) -> usize {
         0
+    }
+    #[inline]
+    fn to_i64(self) -> i64 {
+        self as i64
     }
 }
 
@@ -240,6 +250,9 @@ pub fn extremes(px: Pixels<'_>, channels: usize, scope: Scope) -> Extremes {
             let (lo, hi) = min_max(s);
             single(f64::from(lo), f64::from(hi))
         }
+        // Integer comparisons for the common types, per channel.
+        (Pixels::U8(s), _) => per_channel(s, channels),
+        (Pixels::U16(s), _) => per_channel(s, channels),
         _ => each!(px, s => per_group(s, channels, groups)),
     };
     if px.len() < channels {
@@ -280,6 +293,22 @@ fn min_max<T: Copy + Ord + Bounded>(s: &[T]) -> (T, T) {
         h = h.max(v);
     }
     (l, h)
+}
+
+/// Extremes of each channel of unsigned samples, compared as integers.
+fn per_channel<T: Copy + Ord + Bounded + Into<u32>>(s: &[T], channels: usize) -> Extremes {
+    let mut lo = vec![T::MAX; channels];
+    let mut hi = vec![T::MIN; channels];
+    for px in s.chunks_exact(channels) {
+        for c in 0..channels {
+            lo[c] = lo[c].min(px[c]);
+            hi[c] = hi[c].max(px[c]);
+        }
+    }
+    Extremes {
+        min: lo.into_iter().map(|v| f64::from(v.into())).collect(),
+        max: hi.into_iter().map(|v| f64::from(v.into())).collect(),
+    }
 }
 
 /// Extremes per channel (`groups == channels`) or over all channels.

@@ -30,8 +30,10 @@ use std::collections::BTreeMap;
 
 use thiserror::Error;
 
-use crate::normalize::{Pixels, scaled};
+pub use crate::normalize::ChannelMap;
+use crate::normalize::{Pixels, Sample};
 use crate::options::{EngineOptions, Scope};
+use crate::sample::SampleType;
 
 /// Raw statistics of one channel of one decoded image (after `--channels`).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -43,16 +45,16 @@ pub struct RawChannel {
     /// Sum of squared deviations from the mean.
     pub m2: f64,
     /// Smallest sample.
-    pub min: u32,
+    pub min: f64,
     /// Largest sample.
-    pub max: u32,
+    pub max: f64,
 }
 
 /// What the statistics phase reports for one image.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RawStats {
-    /// Bits per sample of the decoded image (8 or 16).
-    pub bit_depth: u32,
+    /// Sample type of the decoded image.
+    pub sample_type: SampleType,
     /// One entry per channel.
     pub channels: Vec<RawChannel>,
 }
@@ -83,16 +85,16 @@ impl RawStats {
                 want: channels,
             });
         }
-        let top = if self.bit_depth == 16 { 65535 } else { 255 };
+        let ty = self.sample_type;
         for (c, ch) in self.channels.iter().enumerate() {
             let ok = ch.count == pixels
+                && ty.holds(ch.min)
+                && ty.holds(ch.max)
                 && ch.min <= ch.max
-                && ch.max <= top
                 && ch.mean.is_finite()
                 && ch.m2.is_finite()
                 && ch.m2 >= 0.0
-                && (f64::from(ch.min)..=f64::from(ch.max)).contains(&ch.mean)
-                && matches!(self.bit_depth, 8 | 16);
+                && (ch.min..=ch.max).contains(&ch.mean);
             if !ok {
                 return Err(RawStatsError::Inconsistent(c));
             }
@@ -101,76 +103,122 @@ impl RawStats {
     }
 }
 
-/// Exact per-channel statistics of `px` (`channels` interleaved channels).
+/// Per-channel statistics of `px` (`channels` interleaved channels): exact
+/// integer sums for samples of at most 16 bits; for 32-bit samples the mean
+/// and M2 in two f64 passes in sample order (deterministic, so every mode
+/// gets the same bits).
 pub fn raw_stats(px: Pixels<'_>, channels: usize) -> RawStats {
     let channels = channels.max(1);
-    let mut sum = vec![0u128; channels];
-    let mut sq = vec![0u128; channels];
-    let mut lo = vec![u32::MAX; channels];
-    let mut hi = vec![0u32; channels];
+    let stats = match px {
+        Pixels::U8(s) => exact(s, channels),
+        Pixels::U16(s) => exact(s, channels),
+        Pixels::I8(s) => exact(s, channels),
+        Pixels::I16(s) => exact(s, channels),
+        Pixels::U32(s) => two_pass(s, channels),
+        Pixels::I32(s) => two_pass(s, channels),
+        Pixels::F32(s) => two_pass(s, channels),
+    };
+    RawStats {
+        sample_type: px.sample_type(),
+        channels: stats,
+    }
+}
+
+fn empty_channels(channels: usize) -> Vec<RawChannel> {
+    vec![
+        RawChannel {
+            count: 0,
+            mean: 0.0,
+            m2: 0.0,
+            min: 0.0,
+            max: 0.0,
+        };
+        channels
+    ]
+}
+
+/// Exact sums of samples of at most 16 bits (as signed integers).
+fn exact<T: Sample>(s: &[T], c: usize) -> Vec<RawChannel> {
+    let mut sum = vec![0i128; c];
+    let mut sq = vec![0u128; c];
+    let mut lo = vec![i64::MAX; c];
+    let mut hi = vec![i64::MIN; c];
     let mut n = 0u64;
-    fn acc<T: Copy + Into<u32>>(
-        s: &[T],
-        sum: &mut [u128],
-        sq: &mut [u128],
-        lo: &mut [u32],
-        hi: &mut [u32],
-    ) -> u64 {
-        let c = sum.len();
-        // Per-pixel u64 partial sums, flushed before they could overflow.
-        const FLUSH: usize = 1 << 20;
-        let mut n = 0u64;
-        for block in s.chunks(FLUSH * c) {
-            let mut s1 = vec![0u64; c];
-            let mut s2 = vec![0u64; c];
-            for p in block.chunks_exact(c) {
-                for k in 0..c {
-                    let v: u32 = p[k].into();
-                    s1[k] += u64::from(v);
-                    s2[k] += u64::from(v) * u64::from(v);
-                    lo[k] = lo[k].min(v);
-                    hi[k] = hi[k].max(v);
-                }
-                n += 1;
-            }
+    // Per-pixel 64-bit partial sums, flushed before they could overflow.
+    const FLUSH: usize = 1 << 20;
+    for block in s.chunks(FLUSH * c) {
+        let mut s1 = vec![0i64; c];
+        let mut s2 = vec![0u64; c];
+        for p in block.chunks_exact(c) {
             for k in 0..c {
-                sum[k] += u128::from(s1[k]);
-                sq[k] += u128::from(s2[k]);
+                let v = p[k].to_i64();
+                s1[k] += v;
+                s2[k] += v.unsigned_abs() * v.unsigned_abs();
+                lo[k] = lo[k].min(v);
+                hi[k] = hi[k].max(v);
             }
+            n += 1;
         }
-        n
+        for k in 0..c {
+            sum[k] += i128::from(s1[k]);
+            sq[k] += u128::from(s2[k]);
+        }
     }
-    match px {
-        Pixels::U8(s) => n += acc(s, &mut sum, &mut sq, &mut lo, &mut hi),
-        Pixels::U16(s) => n += acc(s, &mut sum, &mut sq, &mut lo, &mut hi),
+    if n == 0 {
+        return empty_channels(c);
     }
-    let channels = (0..channels)
+    (0..c)
         .map(|k| {
-            if n == 0 {
-                return RawChannel {
-                    count: 0,
-                    mean: 0.0,
-                    m2: 0.0,
-                    min: 0,
-                    max: 0,
-                };
-            }
-            let nn = u128::from(n);
-            // n * Σx² − (Σx)² is exact in u128 (and never negative).
-            let num = (nn * sq[k]).saturating_sub(sum[k] * sum[k]);
+            let nn = n as i128;
+            // n * Σx² − (Σx)² is exact in i128 (and never negative).
+            let num = (nn * sq[k] as i128 - sum[k] * sum[k]).max(0);
             RawChannel {
                 count: n,
                 mean: sum[k] as f64 / n as f64,
                 m2: num as f64 / n as f64,
-                min: lo[k],
-                max: hi[k],
+                min: lo[k] as f64,
+                max: hi[k] as f64,
             }
         })
-        .collect();
-    RawStats {
-        bit_depth: px.bit_depth(),
-        channels,
+        .collect()
+}
+
+/// Two f64 passes (mean, then squared deviations) for 32-bit samples.
+fn two_pass<T: Sample>(s: &[T], c: usize) -> Vec<RawChannel> {
+    let n = (s.len() / c) as u64;
+    if n == 0 {
+        return empty_channels(c);
     }
+    let mut sum = vec![0f64; c];
+    let mut lo = vec![f64::INFINITY; c];
+    let mut hi = vec![f64::NEG_INFINITY; c];
+    for p in s.chunks_exact(c) {
+        for k in 0..c {
+            let v = p[k].to_f64();
+            sum[k] += v;
+            lo[k] = lo[k].min(v);
+            hi[k] = hi[k].max(v);
+        }
+    }
+    let mean: Vec<f64> = (0..c)
+        .map(|k| (sum[k] / n as f64).clamp(lo[k], hi[k]))
+        .collect();
+    let mut m2 = vec![0f64; c];
+    for p in s.chunks_exact(c) {
+        for k in 0..c {
+            let d = p[k].to_f64() - mean[k];
+            m2[k] += d * d;
+        }
+    }
+    (0..c)
+        .map(|k| RawChannel {
+            count: n,
+            mean: mean[k],
+            m2: m2[k],
+            min: lo[k],
+            max: hi[k],
+        })
+        .collect()
 }
 
 /// A mergeable `(count, mean, M2)` partial.
@@ -228,17 +276,12 @@ impl Moments {
 
 /// The slope of the min-max stage for `lo..=hi` into `range` (0 when
 /// `hi == lo`: every sample maps to `a`).
-fn slope(lo: u32, hi: u32, range: (f64, f64)) -> f64 {
-    if hi <= lo {
+fn slope(lo: f64, hi: f64, range: (f64, f64)) -> f64 {
+    if crate::normalize::constant(lo, hi) {
         0.0
     } else {
-        (range.1 - range.0) / f64::from(hi - lo)
+        (range.1 - range.0) / (hi - lo)
     }
-}
-
-/// Full-scale maximum of a bit depth.
-fn full_scale(bit_depth: u32) -> u32 {
-    if bit_depth == 16 { 65535 } else { 255 }
 }
 
 /// The dataset-wide parameters the writing phase applies (carried in each
@@ -247,9 +290,9 @@ fn full_scale(bit_depth: u32) -> u32 {
 pub struct DatasetParams {
     /// `--scope dataset`: the dataset's minimum, one value (all channels) or
     /// one per channel. Empty for other scopes.
-    pub min: Vec<u32>,
+    pub min: Vec<f64>,
     /// `--scope dataset`: the dataset's maximum, as `min`.
-    pub max: Vec<u32>,
+    pub max: Vec<f64>,
     /// `--standardize`: per-channel means (one value: every channel).
     pub mean: Vec<f64>,
     /// `--standardize`: per-channel standard deviations, as `mean`.
@@ -262,8 +305,8 @@ impl DatasetParams {
     pub fn from_options(opts: &EngineOptions) -> DatasetParams {
         let z = opts.standardize.clone().unwrap_or_default();
         DatasetParams {
-            min: opts.dataset_min.clone(),
-            max: opts.dataset_max.clone(),
+            min: opts.dataset_min.iter().map(|&v| f64::from(v)).collect(),
+            max: opts.dataset_max.iter().map(|&v| f64::from(v)).collect(),
             mean: z.mean,
             std: z.std,
         }
@@ -324,46 +367,21 @@ pub fn check_channels(opts: &EngineOptions, channels: usize) -> Result<(), Trans
     }
 }
 
-/// What one channel of one image maps its samples through.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ChannelMap {
-    /// Min-max bounds.
-    pub lo: u32,
-    /// Min-max bounds.
-    pub hi: u32,
-    /// Output range of the min-max stage.
-    pub range: (f64, f64),
-    /// `(mean, std)` of the standardization, if any (`std > 0`).
-    pub z: Option<(f64, f64)>,
-}
-
-impl ChannelMap {
-    /// The output value of sample `x`, in f64 before rounding to the dtype.
-    #[inline]
-    pub fn value(&self, x: u32) -> f64 {
-        let u = scaled(x.clamp(self.lo, self.hi), self.lo, self.hi, self.range);
-        match self.z {
-            Some((m, s)) => (u - m) / s,
-            None => u,
-        }
-    }
-}
-
 /// The per-channel maps of an image with per-channel extremes
 /// `min[c]..=max[c]` (from [`crate::normalize::extremes`] with
-/// [`Scope::Channel`]) and `bit_depth`, under `opts` and `params`.
+/// [`Scope::Channel`]) and sample type `ty`, under `opts` and `params`.
 pub fn transform(
     opts: &EngineOptions,
     params: &DatasetParams,
-    min: &[u32],
-    max: &[u32],
-    bit_depth: u32,
+    min: &[f64],
+    max: &[f64],
+    ty: SampleType,
 ) -> Result<Vec<ChannelMap>, TransformError> {
     let channels = min.len();
     check_channels(opts, channels)?;
-    let img_lo = min.iter().copied().min().unwrap_or(0);
-    let img_hi = max.iter().copied().max().unwrap_or(0);
-    let pick = |v: &[u32], c: usize| -> Result<u32, TransformError> {
+    let img_lo = min.iter().copied().reduce(f64::min).unwrap_or(0.0);
+    let img_hi = max.iter().copied().reduce(f64::max).unwrap_or(0.0);
+    let pick = |v: &[f64], c: usize| -> Result<f64, TransformError> {
         match v.len() {
             1 => Ok(v[0]),
             _ => v.get(c).copied().ok_or(TransformError::Missing(c)),
@@ -374,7 +392,7 @@ pub fn transform(
             let (lo, hi) = match opts.scope {
                 Scope::Image => (img_lo, img_hi),
                 Scope::Channel => (min[c], max.get(c).copied().unwrap_or(min[c])),
-                Scope::Full => (0, full_scale(bit_depth)),
+                Scope::Full => ty.full_scale(),
                 Scope::Dataset => (pick(&params.min, c)?, pick(&params.max, c)?),
             };
             let z = match &opts.standardize {
@@ -410,8 +428,8 @@ pub struct ParamsFold {
     opts: EngineOptions,
     next: u64,
     ahead: BTreeMap<u64, Option<RawStats>>,
-    min: Vec<u32>,
-    max: Vec<u32>,
+    min: Vec<f64>,
+    max: Vec<f64>,
     /// Moments of `u` (image-local scopes) or of the raw samples (`dataset`,
     /// turned into moments of `u` at the end: the stage is one affine map).
     moments: Vec<Moments>,
@@ -459,12 +477,22 @@ impl ParamsFold {
         self.images += 1;
         let n = s.channels.len();
         if self.min.len() < n {
-            self.min.resize(n, u32::MAX);
-            self.max.resize(n, 0);
+            self.min.resize(n, f64::INFINITY);
+            self.max.resize(n, f64::NEG_INFINITY);
             self.moments.resize(n, Moments::default());
         }
-        let img_lo = s.channels.iter().map(|c| c.min).min().unwrap_or(0);
-        let img_hi = s.channels.iter().map(|c| c.max).max().unwrap_or(0);
+        let img_lo = s
+            .channels
+            .iter()
+            .map(|c| c.min)
+            .reduce(f64::min)
+            .unwrap_or(0.0);
+        let img_hi = s
+            .channels
+            .iter()
+            .map(|c| c.max)
+            .reduce(f64::max)
+            .unwrap_or(0.0);
         let range = self.opts.range;
         for (k, ch) in s.channels.iter().enumerate() {
             self.min[k] = self.min[k].min(ch.min);
@@ -477,13 +505,13 @@ impl ParamsFold {
             let (lo, hi) = match self.opts.scope {
                 Scope::Image => (img_lo, img_hi),
                 Scope::Channel => (ch.min, ch.max),
-                Scope::Full => (0, full_scale(s.bit_depth)),
+                Scope::Full => s.sample_type.full_scale(),
                 Scope::Dataset => {
                     self.moments[k].merge(&raw);
                     continue;
                 }
             };
-            let u = raw.affine(range.0, f64::from(lo), slope(lo, hi, range));
+            let u = raw.affine(range.0, lo, slope(lo, hi, range));
             self.moments[k].merge(&u);
         }
     }
@@ -500,8 +528,8 @@ impl ParamsFold {
                 p.min = self.min.clone();
                 p.max = self.max.clone();
             } else {
-                p.min = vec![self.min.iter().copied().min().unwrap_or(0)];
-                p.max = vec![self.max.iter().copied().max().unwrap_or(0)];
+                p.min = vec![self.min.iter().copied().reduce(f64::min).unwrap_or(0.0)];
+                p.max = vec![self.max.iter().copied().reduce(f64::max).unwrap_or(0.0)];
             }
         }
         if self.opts.standardize.as_ref().is_some_and(|z| z.computed()) {
@@ -514,7 +542,7 @@ impl ParamsFold {
                     Scope::Dataset => {
                         let g = if p.min.len() == 1 { 0 } else { k };
                         let (lo, hi) = (p.min[g], p.max[g]);
-                        m.affine(range.0, f64::from(lo), slope(lo, hi, range))
+                        m.affine(range.0, lo, slope(lo, hi, range))
                     }
                     _ => *m,
                 })
@@ -631,15 +659,15 @@ mod tests {
         let mut out = Vec::new();
         for (px, ch) in images {
             let r = raw_stats(Pixels::U8(px), *ch);
-            let min: Vec<u32> = r.channels.iter().map(|c| c.min).collect();
-            let max: Vec<u32> = r.channels.iter().map(|c| c.max).collect();
-            let maps = transform(o, &p, &min, &max, 8).unwrap();
+            let min: Vec<f64> = r.channels.iter().map(|c| c.min).collect();
+            let max: Vec<f64> = r.channels.iter().map(|c| c.max).collect();
+            let maps = transform(o, &p, &min, &max, SampleType::Uint8).unwrap();
             for (k, map) in maps.iter().enumerate() {
                 out.push(
                     px.iter()
                         .skip(k)
                         .step_by(*ch)
-                        .map(|&x| map.value(x as u32))
+                        .map(|&x| map.value(f64::from(x)))
                         .collect(),
                 );
             }
@@ -755,12 +783,19 @@ mod tests {
         });
         let p = DatasetParams::from_options(&o);
         assert!(matches!(
-            transform(&o, &p, &[0], &[255], 8),
+            transform(&o, &p, &[0.0], &[255.0], SampleType::Uint8),
             Err(TransformError::ChannelCount { image: 1, given: 3 })
         ));
-        let maps = transform(&o, &p, &[0, 0, 0], &[255, 255, 255], 8).unwrap();
-        assert!((maps[0].value(255) - (1.0 - 0.485) / 0.229).abs() < 1e-12);
-        assert!((maps[2].value(0) - (0.0 - 0.406) / 0.225).abs() < 1e-12);
+        let maps = transform(
+            &o,
+            &p,
+            &[0.0, 0.0, 0.0],
+            &[255.0, 255.0, 255.0],
+            SampleType::Uint8,
+        )
+        .unwrap();
+        assert!((maps[0].value(255.0) - (1.0 - 0.485) / 0.229).abs() < 1e-12);
+        assert!((maps[2].value(0.0) - (0.0 - 0.406) / 0.225).abs() < 1e-12);
     }
 
     #[test]
@@ -769,9 +804,65 @@ mod tests {
         let mut f = ParamsFold::new(&o);
         f.settle(0, Some(raw_stats(Pixels::U8(&[9, 9, 9]), 1)));
         let p = f.finish();
-        assert_eq!((p.min.clone(), p.max.clone()), (vec![9], vec![9]));
+        assert_eq!((p.min.clone(), p.max.clone()), (vec![9.0], vec![9.0]));
         assert_eq!(p.std, vec![0.0]);
-        let maps = transform(&o, &p, &[9], &[9], 8).unwrap();
-        assert_eq!(maps[0].value(9), 0.0);
+        let maps = transform(&o, &p, &[9.0], &[9.0], SampleType::Uint8).unwrap();
+        assert_eq!(maps[0].value(9.0), 0.0);
+    }
+
+    #[test]
+    fn signed_and_float_samples_fold_like_unsigned_ones() {
+        // The same values shifted into int16 and float32: the same
+        // min-max outputs, and raw statistics in their own units.
+        let o = opts(Scope::Dataset, false, true);
+        let u: Vec<u16> = vec![10, 20, 40, 70];
+        let i: Vec<i16> = u.iter().map(|&v| v as i16 - 1000).collect();
+        let f: Vec<f32> = u.iter().map(|&v| f32::from(v) / 4.0).collect();
+        let ru = raw_stats(Pixels::U16(&u), 1);
+        let ri = raw_stats(Pixels::I16(&i), 1);
+        let rf = raw_stats(Pixels::F32(&f), 1);
+        assert_eq!(ri.sample_type, SampleType::Int16);
+        assert_eq!((ri.channels[0].min, ri.channels[0].max), (-990.0, -930.0));
+        assert_eq!(ri.channels[0].mean, ru.channels[0].mean - 1000.0);
+        assert_eq!(ri.channels[0].m2, ru.channels[0].m2);
+        assert_eq!(rf.channels[0].m2, ru.channels[0].m2 / 16.0);
+        for r in [&ru, &ri, &rf] {
+            assert!(r.validate(1, 4).is_ok());
+        }
+        let mut bad = ri.clone();
+        bad.channels[0].min = 0.5;
+        assert!(bad.validate(1, 4).is_err());
+        let params = |r: &RawStats| {
+            let mut fold = ParamsFold::new(&o);
+            fold.settle(0, Some(r.clone()));
+            fold.finish()
+        };
+        let (pu, pi, pf) = (params(&ru), params(&ri), params(&rf));
+        assert!((pu.mean[0] - pi.mean[0]).abs() < 1e-12 && (pu.mean[0] - pf.mean[0]).abs() < 1e-12);
+        assert!((pu.std[0] - pi.std[0]).abs() < 1e-12 && (pu.std[0] - pf.std[0]).abs() < 1e-12);
+        let mi = transform(&o, &pi, &[-990.0], &[-930.0], SampleType::Int16).unwrap();
+        let mu = transform(&o, &pu, &[10.0], &[70.0], SampleType::Uint16).unwrap();
+        assert!((mi[0].value(-960.0) - mu[0].value(40.0)).abs() < 1e-12);
+        // --scope full: the type's range (floats: 0..=1).
+        let full = opts(Scope::Full, false, false);
+        let m = transform(
+            &full,
+            &DatasetParams::default(),
+            &[0.0],
+            &[0.5],
+            SampleType::Float32,
+        )
+        .unwrap();
+        assert_eq!(m[0].value(0.25), 0.25);
+        let m = transform(
+            &full,
+            &DatasetParams::default(),
+            &[0.0],
+            &[0.0],
+            SampleType::Int8,
+        )
+        .unwrap();
+        assert_eq!(m[0].value(-128.0), 0.0);
+        assert_eq!(m[0].value(127.0), 1.0);
     }
 }

@@ -3,6 +3,8 @@
 //! every mode writes byte-identical rows for the same input and options.
 use serde::{Deserialize, Serialize};
 
+use crate::sample::SampleType;
+
 /// Outcome of one input file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -37,7 +39,7 @@ impl Status {
 }
 
 /// A manifest row (`manifest.jsonl`, one JSON object per line).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
     /// Path relative to the input root, `/`-separated.
     pub path: String,
@@ -61,16 +63,28 @@ pub struct Record {
     /// Channels of the output array.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channels: Option<u32>,
-    /// Bits per sample of the source (8 or 16).
+    /// Bits per sample of the source (8, 16 or 32).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bit_depth: Option<u32>,
+    /// Type of the source samples (`uint8`, `uint16`, `int8`, `int16`,
+    /// `uint32`, `int32`, `float32`: OpenCV's depth for `IMREAD_UNCHANGED`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_type: Option<SampleType>,
     /// Minimum source value found: one entry, or one per channel for
-    /// `--scope channel`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub min: Vec<u32>,
+    /// `--scope channel` (integers written as JSON integers).
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        serialize_with = "crate::sample::serialize_values"
+    )]
+    pub min: Vec<f64>,
     /// Maximum source value found, shaped like `min`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub max: Vec<u32>,
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        serialize_with = "crate::sample::serialize_values"
+    )]
+    pub max: Vec<f64>,
     /// True when max == min (for any channel under `--scope channel`): the
     /// output is filled with the range's lower bound.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -121,6 +135,7 @@ impl Record {
             height: None,
             channels: None,
             bit_depth: None,
+            sample_type: None,
             min: Vec::new(),
             max: Vec::new(),
             constant: false,

@@ -14,8 +14,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::normalize::{Extremes, Pixels, output_value};
+use crate::normalize::{Extremes, Pixels, Sample, output_value};
 use crate::options::{Dtype, Scope};
+use crate::sample::SampleType;
 
 /// Number of histogram bins.
 pub const BINS: usize = 256;
@@ -323,18 +324,27 @@ impl ImageStats {
 /// [`image_stats`] and [`image_stats_by`], an image can be counted tile by
 /// tile: [`StatsScratch::begin`], [`StatsScratch::count`] for each tile (in
 /// any order; each starting at a pixel), then [`StatsScratch::finish`].
+///
+/// Samples of at most 16 bits are counted in tables indexed like the
+/// kernel's ([`SampleType::table_offset`]); 32-bit samples are kept (as
+/// f64) and sorted at the end, so both give the distinct values in
+/// increasing order with their counts.
 #[derive(Debug, Default)]
 pub struct StatsScratch {
     counts: Vec<u64>,
     /// Where each channel's counters start in `counts` (and the end).
     offsets: Vec<usize>,
-    /// The sample value of each channel's first counter.
+    /// The table index of each channel's first counter.
     firsts: Vec<usize>,
+    /// The value of table index 0; `None` for 32-bit samples.
+    offset: Option<f64>,
+    /// 32-bit samples: each channel's values.
+    values: Vec<Vec<f64>>,
 }
 
 /// The `lo..=hi` bounds of each output channel's samples for the min-max
 /// kernel with `ext` from [`crate::normalize::extremes`] over `scope`.
-pub fn scale_domains(channels: usize, scope: Scope, ext: &Extremes) -> Vec<(u32, u32)> {
+pub fn scale_domains(channels: usize, scope: Scope, ext: &Extremes) -> Vec<(f64, f64)> {
     let group = |c: usize| match scope {
         Scope::Channel => c,
         Scope::Image | Scope::Dataset | Scope::Full => 0,
@@ -342,8 +352,8 @@ pub fn scale_domains(channels: usize, scope: Scope, ext: &Extremes) -> Vec<(u32,
     (0..channels.max(1))
         .map(|c| {
             let g = group(c);
-            let lo = ext.min.get(g).copied().unwrap_or(0);
-            let hi = ext.max.get(g).copied().unwrap_or(0).max(lo);
+            let lo = ext.min.get(g).copied().unwrap_or(0.0);
+            let hi = ext.max.get(g).copied().unwrap_or(0.0).max(lo);
             (lo, hi)
         })
         .collect()
@@ -383,41 +393,74 @@ pub fn image_stats(
 /// sample value, in increasing order.
 pub fn image_stats_by(
     px: Pixels<'_>,
-    domains: &[(u32, u32)],
-    value: impl Fn(usize, u32) -> f64,
+    domains: &[(f64, f64)],
+    value: impl Fn(usize, f64) -> f64,
     range: (f64, f64),
     scratch: &mut StatsScratch,
 ) -> ImageStats {
-    scratch.begin(matches!(px, Pixels::U8(_)), domains);
+    scratch.begin(px.sample_type(), domains);
     scratch.count(px);
     scratch.finish(value, range)
 }
 
 impl StatsScratch {
-    /// Starts counting an image of `domains.len()` channels of 8-bit
-    /// (`eight`) or 16-bit samples bounded by `domains` (see
-    /// [`image_stats_by`]).
-    pub fn begin(&mut self, eight: bool, domains: &[(u32, u32)]) {
+    /// Starts counting an image of `domains.len()` channels of samples of
+    /// type `ty` bounded by `domains` (see [`image_stats_by`]).
+    pub fn begin(&mut self, ty: SampleType, domains: &[(f64, f64)]) {
         let channels = domains.len().max(1);
         self.offsets.clear();
         self.firsts.clear();
+        self.counts.clear();
+        self.offset = ty.table_offset();
+        self.values.resize_with(channels, Vec::new);
+        self.values.truncate(channels);
+        self.values.iter_mut().for_each(Vec::clear);
+        let Some(offset) = self.offset else {
+            self.firsts.resize(channels, 0);
+            return;
+        };
         let mut total = 0usize;
         for c in 0..channels {
-            let (lo, hi) = domains.get(c).copied().unwrap_or((0, 0));
-            let (first, last) = if eight { (0, 255) } else { (lo, hi.max(lo)) };
+            let (lo, hi) = domains.get(c).copied().unwrap_or((0.0, 0.0));
+            let key = |v: f64| (v - offset).clamp(0.0, 65535.0) as usize;
+            let (first, last) = if ty.eight() {
+                (0, 255)
+            } else {
+                (key(lo), key(hi.max(lo)))
+            };
             self.offsets.push(total);
-            self.firsts.push(first as usize);
-            total += (last - first) as usize + 1;
+            self.firsts.push(first);
+            total += last - first + 1;
         }
         self.offsets.push(total);
-        self.counts.clear();
         self.counts.resize(total, 0);
     }
 
     /// Counts the samples of `px` (whole pixels of the channels given to
-    /// [`StatsScratch::begin`], of the same bit depth).
+    /// [`StatsScratch::begin`], of the same type).
     pub fn count(&mut self, px: Pixels<'_>) {
         let channels = self.firsts.len().max(1);
+        if self.offset.is_none() {
+            let values = &mut self.values;
+            let mut keep = |i: usize, v: f64| values[i % channels].push(v);
+            match px {
+                Pixels::U32(s) => s
+                    .iter()
+                    .enumerate()
+                    .for_each(|(i, &x)| keep(i, f64::from(x))),
+                Pixels::I32(s) => s
+                    .iter()
+                    .enumerate()
+                    .for_each(|(i, &x)| keep(i, f64::from(x))),
+                Pixels::F32(s) => s
+                    .iter()
+                    .enumerate()
+                    .for_each(|(i, &x)| keep(i, f64::from(x))),
+                // Counted as another type than begun: nothing is counted.
+                _ => {}
+            }
+            return;
+        }
         let (counts, offsets, firsts) = (&mut self.counts, &self.offsets, &self.firsts);
         match (px, channels) {
             (Pixels::U8(s), 1) => count_u8::<1>(s, counts),
@@ -428,42 +471,69 @@ impl StatsScratch {
             (Pixels::U16(s), 2) => count_u16::<2>(s, counts, offsets, firsts),
             (Pixels::U16(s), 3) => count_u16::<3>(s, counts, offsets, firsts),
             (Pixels::U16(s), 4) => count_u16::<4>(s, counts, offsets, firsts),
-            (Pixels::U8(s), _) => {
-                for p in s.chunks_exact(channels) {
-                    for (k, &x) in p.iter().enumerate() {
-                        counts[offsets[k] + x as usize] += 1;
-                    }
-                }
-            }
-            (Pixels::U16(s), _) => {
-                for p in s.chunks_exact(channels) {
-                    for (k, &x) in p.iter().enumerate() {
-                        let width = offsets[k + 1] - offsets[k];
-                        let i = (x as usize).saturating_sub(firsts[k]).min(width - 1);
-                        counts[offsets[k] + i] += 1;
-                    }
-                }
-            }
+            (Pixels::U8(s), _) => count_keys(s, channels, counts, offsets, firsts),
+            (Pixels::U16(s), _) => count_keys(s, channels, counts, offsets, firsts),
+            (Pixels::I8(s), _) => count_keys(s, channels, counts, offsets, firsts),
+            (Pixels::I16(s), _) => count_keys(s, channels, counts, offsets, firsts),
+            (Pixels::U32(_) | Pixels::I32(_) | Pixels::F32(_), _) => {}
         }
     }
 
     /// The statistics of everything counted since [`StatsScratch::begin`],
     /// channel `c`'s sample `x` standing for the output value `value(c, x)`.
-    pub fn finish(&self, value: impl Fn(usize, u32) -> f64, range: (f64, f64)) -> ImageStats {
+    pub fn finish(&mut self, value: impl Fn(usize, f64) -> f64, range: (f64, f64)) -> ImageStats {
         let binning = Binning::new(range);
+        let value = &value;
+        let Some(offset) = self.offset else {
+            let channels = self
+                .values
+                .iter_mut()
+                .enumerate()
+                .map(|(c, vals)| {
+                    vals.sort_unstable_by(f64::total_cmp);
+                    let mut pairs: Vec<(f64, u64)> = Vec::new();
+                    for &x in vals.iter() {
+                        match pairs.last_mut() {
+                            Some((v, n)) if *v == x => *n += 1,
+                            _ => pairs.push((x, 1)),
+                        }
+                    }
+                    let pairs: Vec<(f64, u64)> =
+                        pairs.into_iter().map(|(x, n)| (value(c, x), n)).collect();
+                    ChannelStats::from_counts(pairs, &binning)
+                })
+                .collect();
+            return ImageStats { channels };
+        };
         let channels = (0..self.firsts.len())
             .map(|c| {
                 let slice = &self.counts[self.offsets[c]..self.offsets[c + 1]];
                 let first = self.firsts[c];
-                let value = &value;
                 let pairs = slice.iter().enumerate().map(move |(i, &n)| {
-                    let x = (first + i) as u32;
+                    let x = (first + i) as f64 + offset;
                     (value(c, x), n)
                 });
                 ChannelStats::from_counts(pairs, &binning)
             })
             .collect();
         ImageStats { channels }
+    }
+}
+
+/// Counts samples of any table type, channel by channel (the general case).
+fn count_keys<T: Sample>(
+    s: &[T],
+    channels: usize,
+    counts: &mut [u64],
+    offsets: &[usize],
+    firsts: &[usize],
+) {
+    for p in s.chunks_exact(channels) {
+        for (k, &x) in p.iter().enumerate() {
+            let width = offsets[k + 1] - offsets[k];
+            let i = x.key().saturating_sub(firsts[k]).min(width - 1);
+            counts[offsets[k] + i] += 1;
+        }
     }
 }
 
@@ -709,13 +779,28 @@ mod tests {
         fn image_stats_match_the_written_values(
             data in prop::collection::vec(0u16..1000, 4..200),
             c in 1usize..=4,
-            eight in any::<bool>(),
+            ty in 0usize..7,
             channel_scope in any::<bool>(),
             f16 in any::<bool>(),
         ) {
             let data = &data[..data.len() / c * c];
+            // Every sample type: 16-bit tables, 8-bit full tables, signed
+            // offsets and the per-sample 32-bit path.
             let bytes: Vec<u8> = data.iter().map(|&v| (v % 256) as u8).collect();
-            let px = if eight { Pixels::U8(&bytes) } else { Pixels::U16(data) };
+            let i8s: Vec<i8> = data.iter().map(|&v| (v % 256) as u8 as i8).collect();
+            let i16s: Vec<i16> = data.iter().map(|&v| v as i16 - 500).collect();
+            let u32s: Vec<u32> = data.iter().map(|&v| u32::from(v) * 4_000_000).collect();
+            let i32s: Vec<i32> = data.iter().map(|&v| (i32::from(v) - 500) * 4_000_000).collect();
+            let f32s: Vec<f32> = data.iter().map(|&v| (f32::from(v) - 500.0) / 7.0).collect();
+            let px = match ty {
+                0 => Pixels::U8(&bytes),
+                1 => Pixels::U16(data),
+                2 => Pixels::I8(&i8s),
+                3 => Pixels::I16(&i16s),
+                4 => Pixels::U32(&u32s),
+                5 => Pixels::I32(&i32s),
+                _ => Pixels::F32(&f32s),
+            };
             let scope = if channel_scope { Scope::Channel } else { Scope::Image };
             let dtype = if f16 { Dtype::F16 } else { Dtype::F32 };
             let range = (-1.0, 2.0);

@@ -208,9 +208,14 @@ pub enum Refusal {
         /// What the geometry requires.
         why: String,
     },
-    /// A bit depth other than 8 or 16.
-    #[error("bit depth {0:?} (expected 8 or 16)")]
-    BitDepth(Option<u32>),
+    /// No sample type, or a bit depth that is not the sample type's.
+    #[error("sample type {sample_type:?} with bit depth {bit_depth:?}")]
+    BitDepth {
+        /// The row's sample type.
+        sample_type: Option<&'static str>,
+        /// The row's bit depth.
+        bit_depth: Option<u32>,
+    },
     /// Minimum/maximum lists of the wrong length or with impossible values.
     #[error("impossible extremes: {0}")]
     Extremes(String),
@@ -229,13 +234,13 @@ pub enum Refusal {
     /// Raw statistics that do not fit the shape.
     #[error("inconsistent raw statistics: {0}")]
     Raw(#[from] RawStatsError),
-    /// Raw statistics of another bit depth than the row's.
-    #[error("raw statistics are {raw}-bit, the row says {row:?}")]
+    /// Raw statistics of another sample type than the row's.
+    #[error("raw statistics are {raw}, the row says {row}")]
     RawBitDepth {
         /// In the statistics.
-        raw: u32,
+        raw: &'static str,
         /// In the row.
-        row: Option<u32>,
+        row: &'static str,
     },
 }
 
@@ -326,10 +331,10 @@ pub fn check_result(
             }
             let raw = raw.ok_or(Refusal::MissingRaw)?;
             raw.validate(channels as usize, pixels)?;
-            if raw.bit_depth != depth {
+            if raw.sample_type != depth {
                 return Err(Refusal::RawBitDepth {
-                    raw: raw.bit_depth,
-                    row: r.bit_depth,
+                    raw: raw.sample_type.name(),
+                    row: depth.name(),
                 });
             }
         }
@@ -425,13 +430,23 @@ fn check_shape(o: &EngineOptions, r: &Record) -> Result<(u32, u32, u32), Refusal
     Ok((width, height, channels))
 }
 
-/// Checks `min`/`max` of an `ok` row and returns its bit depth: one entry
-/// per channel in the statistics phase and for per-channel scopes, one entry
-/// otherwise; `min <= max <= 2^depth - 1`.
-fn check_extremes(want: &Expected<'_>, r: &Record, channels: u32) -> Result<u32, Refusal> {
-    let depth = match r.bit_depth {
-        Some(d @ (8 | 16)) => d,
-        other => return Err(Refusal::BitDepth(other)),
+/// Checks `min`/`max` of an `ok` row and returns its sample type (whose
+/// bit depth the row's must be): one entry per channel in the statistics
+/// phase and for per-channel scopes, one entry otherwise; `min <= max`, both
+/// values of the sample type.
+fn check_extremes(
+    want: &Expected<'_>,
+    r: &Record,
+    channels: u32,
+) -> Result<crate::sample::SampleType, Refusal> {
+    let depth = match r.sample_type {
+        Some(t) if r.bit_depth == Some(t.bits()) => t,
+        other => {
+            return Err(Refusal::BitDepth {
+                sample_type: other.map(|t| t.name()),
+                bit_depth: r.bit_depth,
+            });
+        }
     };
     let o = want.options;
     let per_channel =
@@ -444,15 +459,15 @@ fn check_extremes(want: &Expected<'_>, r: &Record, channels: u32) -> Result<u32,
             r.max.len()
         )));
     }
-    let top = if depth == 16 { 65535 } else { 255 };
     if let Some((lo, hi)) = r
         .min
         .iter()
         .zip(&r.max)
-        .find(|(lo, hi)| lo > hi || **hi > top)
+        .find(|(lo, hi)| !(lo <= hi && depth.holds(**lo) && depth.holds(**hi)))
     {
         return Err(Refusal::Extremes(format!(
-            "min {lo} and max {hi} for {depth}-bit samples"
+            "min {lo} and max {hi} for {} samples",
+            depth.name()
         )));
     }
     Ok(depth)

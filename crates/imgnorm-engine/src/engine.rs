@@ -12,11 +12,14 @@ use std::sync::Arc;
 
 use image::{ColorType, DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
 use imgnorm_core::dataset::{DatasetParams, RawStats, check_channels, raw_stats, transform};
-use imgnorm_core::normalize::{Extremes, Kernel, Pixels, extremes, luma_u8, luma_u16, npy_header};
+use imgnorm_core::normalize::{
+    Extremes, Kernel, Pixels, extremes, luma_u8, luma_u16, npy_header, output_value, round_to,
+};
 use imgnorm_core::options::{
     ArrayLayout, ChannelMode, EngineOptions, GeometryError, Orientation, Scope,
 };
 use imgnorm_core::record::{Record, Status};
+use imgnorm_core::sample::SampleType;
 use imgnorm_core::stats::{ImageStats, StatsScratch, image_stats_by, scale_domains};
 
 use crate::budget::{MemoryBudget, Permit};
@@ -60,7 +63,7 @@ struct Decoded {
     width: u32,
     height: u32,
     channels: usize,
-    sixteen: bool,
+    sample: SampleType,
 }
 
 /// What an image's header says about the memory it will take.
@@ -74,12 +77,15 @@ pub struct Footprint {
     pub height: u32,
     /// Channels as decoded.
     pub channels: usize,
-    /// 16-bit samples.
-    pub sixteen: bool,
+    /// The samples' type.
+    pub sample: SampleType,
     /// EXIF orientation will be applied (two more copies of the samples).
     pub rotates: bool,
     /// Bytes of the encoded input, already in memory.
     pub input: u64,
+    /// Bytes the decoder allocates beside the samples (a TIFF's transposed
+    /// copy for orientations 5-8, packed 12-bit rows, palette indices).
+    pub scratch: u64,
 }
 
 impl Footprint {
@@ -87,15 +93,16 @@ impl Footprint {
     /// image with options `o`: the input, the decoded samples and what the
     /// decoder keeps beside them (JPEG: 16-bit coefficients of every
     /// sample; TIFF, GIF, WebP: a full second image), the orientation
-    /// copies, the resize buffers, the channel conversion and the output
-    /// array. Saturates instead of overflowing.
+    /// copies, the resize buffers, the channel conversion, the output
+    /// array and, for 32-bit samples, the statistics' f64 copy of the
+    /// values. Saturates instead of overflowing.
     pub fn estimate(&self, o: &EngineOptions) -> u64 {
         let (w, h, c) = (
             u64::from(self.width),
             u64::from(self.height),
             self.channels as u64,
         );
-        let bps = if self.sixteen { 2 } else { 1 };
+        let bps = self.sample.size() as u64;
         let pixels = w.saturating_mul(h);
         let samples = pixels.saturating_mul(c).saturating_mul(bps);
         let decoder = match self.format {
@@ -128,15 +135,33 @@ impl Footprint {
             0
         } else {
             // The converted samples, and for 8-bit a temporary copy.
+            // Counted for every type (a 32-bit conversion needs none).
             shaped.saturating_mul(target).saturating_mul(bps + 1)
         };
         let out = shaped
             .saturating_mul(target)
             .saturating_mul(o.dtype.size() as u64)
             .saturating_add(256);
-        [self.input, samples, decoder, rotate, resize, convert, out]
-            .into_iter()
-            .fold(0u64, u64::saturating_add)
+        // 32-bit samples: the statistics keep every value as an f64 and
+        // sort them (`StatsScratch`), where narrower ones count a table.
+        let stats = if self.sample.table_offset().is_none() {
+            shaped.saturating_mul(target).saturating_mul(8)
+        } else {
+            0
+        };
+        [
+            self.input,
+            samples,
+            decoder,
+            rotate,
+            resize,
+            convert,
+            out,
+            stats,
+            self.scratch,
+        ]
+        .into_iter()
+        .fold(0u64, u64::saturating_add)
     }
 }
 
@@ -191,6 +216,22 @@ enum Problem {
     InputGrew { size: u64 },
     #[error("unsupported sample type {0:?} (only 8- and 16-bit integer samples)")]
     SampleType(ColorType),
+    #[error(
+        "{ty} sample {at} is {value}: min-max scaling is undefined for NaN and infinite samples (OpenCV gives NaN or zeros, depending on where they are), so the image is refused"
+    )]
+    NonFinite {
+        ty: &'static str,
+        at: usize,
+        value: f64,
+    },
+    #[error(
+        "--channels gray on {channels}-channel {ty} samples: luma is computed for uint8, uint16 and float32 samples only (OpenCV's cvtColor has no such conversion)"
+    )]
+    GrayOf { ty: &'static str, channels: usize },
+    #[error(
+        "--resize/--fit/--resize-shorter on {ty} samples with {channels} channel(s): resampling takes uint8, uint16 and float32 samples (1-4 channels)"
+    )]
+    ResizeOf { ty: &'static str, channels: usize },
     #[error("decode error: {0}")]
     Decode(#[from] image::ImageError),
     #[error("decode error: {0}")]
@@ -231,8 +272,10 @@ pub struct Engine {
     opts: EngineOptions,
     kernel: Kernel,
     input: Vec<u8>,
-    samples: Vec<u16>,
-    converted: Vec<u16>,
+    /// Decoded samples, native-endian, of any [`SampleType`] (`u32` words
+    /// keep every type aligned).
+    samples: Vec<u32>,
+    converted: Vec<u32>,
     out: Vec<u8>,
     made_dirs: HashSet<PathBuf>,
     /// The tile an output file is written from (see [`TileSink`]).
@@ -249,7 +292,7 @@ pub struct Engine {
     stats: Option<ImageStats>,
     /// Resampler and its output buffer (`--resize`, `--fit`, ...).
     resizer: fast_image_resize::Resizer,
-    resized: Vec<u16>,
+    resized: Vec<u32>,
     /// The layout writes each image as a slice of one preallocated file
     /// (`--format stack`), not as a file of its own.
     slices: bool,
@@ -364,7 +407,7 @@ impl Engine {
             return;
         }
         let kept = self.input.capacity()
-            + 2 * (self.samples.capacity() + self.converted.capacity() + self.resized.capacity())
+            + 4 * (self.samples.capacity() + self.converted.capacity() + self.resized.capacity())
             + self.out.capacity();
         if kept as u64 > crate::budget::RETAIN_PER_THREAD {
             self.input = Vec::new();
@@ -605,7 +648,7 @@ impl Engine {
         }
         let plan = geometry.plan(d.width, d.height)?;
         let mut d = d;
-        let bpp = d.channels * if d.sixteen { 2 } else { 1 };
+        let bpp = d.channels * d.sample.size();
         if let Some((w, h)) = plan.resize_to {
             let pixels = u64::from(w) * u64::from(h);
             if pixels > self.opts.max_pixels {
@@ -616,20 +659,30 @@ impl Engine {
                     limit: self.opts.max_pixels,
                 });
             }
-            let pixel_type = match (d.channels, d.sixteen) {
-                (1, false) => PixelType::U8,
-                (2, false) => PixelType::U8x2,
-                (3, false) => PixelType::U8x3,
-                (4, false) => PixelType::U8x4,
-                (1, true) => PixelType::U16,
-                (2, true) => PixelType::U16x2,
-                (3, true) => PixelType::U16x3,
-                _ => PixelType::U16x4,
+            let pixel_type = match (d.channels, d.sample) {
+                (1, SampleType::Uint8) => PixelType::U8,
+                (2, SampleType::Uint8) => PixelType::U8x2,
+                (3, SampleType::Uint8) => PixelType::U8x3,
+                (4, SampleType::Uint8) => PixelType::U8x4,
+                (1, SampleType::Uint16) => PixelType::U16,
+                (2, SampleType::Uint16) => PixelType::U16x2,
+                (3, SampleType::Uint16) => PixelType::U16x3,
+                (4, SampleType::Uint16) => PixelType::U16x4,
+                (1, SampleType::Float32) => PixelType::F32,
+                (2, SampleType::Float32) => PixelType::F32x2,
+                (3, SampleType::Float32) => PixelType::F32x3,
+                (4, SampleType::Float32) => PixelType::F32x4,
+                (channels, ty) => {
+                    return Err(Problem::ResizeOf {
+                        ty: ty.name(),
+                        channels,
+                    });
+                }
             };
             let src_len = d.width as usize * d.height as usize * bpp;
             let dst_len = w as usize * h as usize * bpp;
-            if self.resized.len() < dst_len.div_ceil(2) {
-                self.resized.resize(dst_len.div_ceil(2), 0);
+            if self.resized.len() < dst_len.div_ceil(4) {
+                self.resized.resize(dst_len.div_ceil(4), 0);
             }
             let src_bytes: &[u8] = bytemuck::cast_slice(&self.samples[..]);
             let src = ImageRef::new(d.width, d.height, &src_bytes[..src_len], pixel_type)?;
@@ -702,15 +755,24 @@ impl Engine {
         let mut limits = Limits::default();
         let max_alloc = self.decoder_room();
         limits.max_alloc = Some(max_alloc);
+        // Decoders of types `ColorType` has no name for say so here.
+        let mut layout: Option<(usize, SampleType)> = None;
+        let mut scratch = 0;
         let mut decoder: Box<dyn ImageDecoder + '_> = match format {
             ImageFormat::Tiff => {
                 let d = crate::decode::tiff::TiffDecoder::new(data, max_alloc)?;
                 if d.multi_page() {
                     warning = Some("multi-page TIFF: only the first page was read".into());
                 }
+                layout = d.samples();
+                scratch = d.scratch_bytes();
                 Box::new(d)
             }
-            ImageFormat::Pnm => Box::new(crate::decode::pnm::PnmDecoder::new(data)?),
+            ImageFormat::Pnm => {
+                let d = crate::decode::pnm::PnmDecoder::new(data)?;
+                layout = d.samples();
+                Box::new(d)
+            }
             ImageFormat::Bmp => Box::new(crate::decode::bmp::BmpDecoder::new(data)?),
             ImageFormat::Gif => Box::new(crate::decode::gif::GifDecoder::new(data)?),
             _ => {
@@ -730,16 +792,17 @@ impl Engine {
         let (width, height) = decoder.dimensions();
         self.check_size(width, height)?;
         let color = decoder.color_type();
-        let (channels, sixteen) = match color {
-            ColorType::L8 => (1, false),
-            ColorType::La8 => (2, false),
-            ColorType::Rgb8 => (3, false),
-            ColorType::Rgba8 => (4, false),
-            ColorType::L16 => (1, true),
-            ColorType::La16 => (2, true),
-            ColorType::Rgb16 => (3, true),
-            ColorType::Rgba16 => (4, true),
-            other => return Err(Problem::SampleType(other)),
+        let (channels, sample) = match (layout, color) {
+            (Some(l), _) => l,
+            (None, ColorType::L8) => (1, SampleType::Uint8),
+            (None, ColorType::La8) => (2, SampleType::Uint8),
+            (None, ColorType::Rgb8) => (3, SampleType::Uint8),
+            (None, ColorType::Rgba8) => (4, SampleType::Uint8),
+            (None, ColorType::L16) => (1, SampleType::Uint16),
+            (None, ColorType::La16) => (2, SampleType::Uint16),
+            (None, ColorType::Rgb16) => (3, SampleType::Uint16),
+            (None, ColorType::Rgba16) => (4, SampleType::Uint16),
+            (None, other) => return Err(Problem::SampleType(other)),
         };
         let orientation = match self.opts.orientation {
             Orientation::Apply => Some(decoder.orientation()?),
@@ -751,9 +814,10 @@ impl Engine {
             width,
             height,
             channels,
-            sixteen,
+            sample,
             rotates,
             input: data.len() as u64,
+            scratch,
         })?;
         let decoded = match orientation {
             Some(o) if o != image::metadata::Orientation::NoTransforms => {
@@ -764,23 +828,32 @@ impl Engine {
                     width: img.width(),
                     height: img.height(),
                     channels,
-                    sixteen,
+                    sample,
                 }
             }
             _ => {
-                let bytes = usize::try_from(decoder.total_bytes()).unwrap_or(usize::MAX);
-                let words = bytes.div_ceil(2);
+                let bytes = (width as usize)
+                    .saturating_mul(height as usize)
+                    .saturating_mul(channels * sample.size());
+                let words = bytes.div_ceil(4);
                 // The decoder overwrites all `bytes`; only grow, never re-zero.
                 if self.samples.len() < words {
                     self.samples.resize(words, 0);
                 }
                 let buf: &mut [u8] = bytemuck::cast_slice_mut(&mut self.samples[..]);
                 decoder.read_image(&mut buf[..bytes])?;
+                if let Some(at) = Pixels::from_bytes(sample, &buf[..bytes]).non_finite() {
+                    return Err(Problem::NonFinite {
+                        ty: sample.name(),
+                        at,
+                        value: Pixels::from_bytes(sample, &buf[..bytes]).value(at),
+                    });
+                }
                 Decoded {
                     width,
                     height,
                     channels,
-                    sixteen,
+                    sample,
                 }
             }
         };
@@ -842,14 +915,15 @@ impl Engine {
             width,
             height,
             channels,
-            sixteen: false,
+            sample: SampleType::Uint8,
             rotates: orientation.is_some(),
             input: data.len() as u64,
+            scratch: 0,
         })?;
         let bytes = h.output_len();
         // The decoder overwrites all `bytes`; only grow, never re-zero.
-        if self.samples.len() < bytes.div_ceil(2) {
-            self.samples.resize(bytes.div_ceil(2), 0);
+        if self.samples.len() < bytes.div_ceil(4) {
+            self.samples.resize(bytes.div_ceil(4), 0);
         }
         let buf: &mut [u8] = bytemuck::cast_slice_mut(&mut self.samples[..]);
         let report = reader.decode_into(&mut buf[..bytes])?;
@@ -864,7 +938,7 @@ impl Engine {
                 width,
                 height,
                 channels,
-                sixteen: false,
+                sample: SampleType::Uint8,
             });
         };
         let pixels = buf[..bytes].to_vec();
@@ -882,7 +956,7 @@ impl Engine {
             width: img.width(),
             height: img.height(),
             channels,
-            sixteen: false,
+            sample: SampleType::Uint8,
         })
     }
 
@@ -911,7 +985,7 @@ impl Engine {
                 width: f.width,
                 height: f.height,
                 channels: f.channels,
-                bits: if f.sixteen { 16 } else { 8 },
+                bits: f.sample.bits(),
                 needed_mib: needed.div_ceil(1 << 20),
                 capacity_mib: budget.capacity() >> 20,
                 total_mib: budget.total() >> 20,
@@ -923,7 +997,7 @@ impl Engine {
     fn load_dynamic(&mut self, img: &DynamicImage) {
         let bytes = img.as_bytes();
         self.samples.clear();
-        self.samples.resize(bytes.len().div_ceil(2), 0);
+        self.samples.resize(bytes.len().div_ceil(4), 0);
         let buf: &mut [u8] = bytemuck::cast_slice_mut(&mut self.samples[..]);
         buf[..bytes.len()].copy_from_slice(bytes);
     }
@@ -955,7 +1029,16 @@ impl Engine {
             return self.scale_mapped(rel, format, warning, d, sink);
         }
         let n = d.width as usize * d.height as usize * d.channels;
-        let (px, channels) = convert(&self.samples, &mut self.converted, self.opts.channels, d, n);
+        let (px, channels) =
+            match convert(&self.samples, &mut self.converted, self.opts.channels, d, n) {
+                Ok(v) => v,
+                Err(p) => {
+                    if let Some(sink) = sink {
+                        sink.abandon();
+                    }
+                    return failed(p);
+                }
+            };
         if let Some(want) = self.opts.stack_shape().filter(|_| self.slices)
             && want != [d.height as usize, d.width as usize, channels]
         {
@@ -977,11 +1060,11 @@ impl Engine {
         );
         let (range, dtype) = (self.opts.range, self.opts.dtype);
         if let Some(sink) = sink {
-            let eight = matches!(px, Pixels::U8(_));
+            let ty = px.sample_type();
             let domains = scale_domains(channels, scope, &ext);
             self.kernel
-                .prepare_scale(eight, channels, scope, &ext, range, dtype);
-            self.stats_scratch.begin(eight, &domains);
+                .prepare_scale(ty, channels, scope, &ext, range, dtype);
+            self.stats_scratch.begin(ty, &domains);
             let written = sink.write(
                 Scratch {
                     kernel: &self.kernel,
@@ -998,14 +1081,18 @@ impl Engine {
             return match written {
                 Ok((checksum, spent)) => {
                     self.fused_write = spent;
-                    // The table holds `output_value(x, lo, hi, ..)` for
-                    // every counted sample: read, not recomputed (see
-                    // `scale_mapped`).
+                    // Read from the table the tiles were written with
+                    // (exactly the written value; no table: 32-bit samples).
                     let kernel = &self.kernel;
-                    self.stats = Some(
-                        self.stats_scratch
-                            .finish(|c, x| kernel.table_value(c, x), range),
-                    );
+                    self.stats = Some(self.stats_scratch.finish(
+                        |c, x| {
+                            kernel.table_value(c, x).unwrap_or_else(|| {
+                                let (lo, hi) = domains[c];
+                                output_value(x, lo, hi, range, dtype)
+                            })
+                        },
+                        range,
+                    ));
                     ok_record(rel, format, d, channels, ext, warning, checksum)
                 }
                 Err(e) => failed(e.into()),
@@ -1027,13 +1114,19 @@ impl Engine {
             body,
         );
         layout.arrange(body, channels, self.opts.dtype.size());
-        // Read from the table `scale_to_slice` built, as in the tiled path.
+        // As in the tiled path: read from the table `scale_to_slice` built.
+        let domains = scale_domains(channels, scope, &ext);
         let kernel = &self.kernel;
         self.stats = Some(image_stats_by(
             px,
-            &scale_domains(channels, scope, &ext),
-            |c, x| kernel.table_value(c, x),
-            self.opts.range,
+            &domains,
+            |c, x| {
+                kernel.table_value(c, x).unwrap_or_else(|| {
+                    let (lo, hi) = domains[c];
+                    output_value(x, lo, hi, range, dtype)
+                })
+            },
+            range,
             &mut self.stats_scratch,
         ));
         ok_record(rel, format, d, channels, ext, warning, checksum(&self.out))
@@ -1080,13 +1173,20 @@ impl Engine {
         }
         let t = Instant::now();
         let n = d.width as usize * d.height as usize * d.channels;
-        let (px, channels) = convert(
+        let (px, channels) = match convert(
             &self.samples,
             &mut self.converted,
             self.opts.channels,
             &d,
             n,
-        );
+        ) {
+            Ok(v) => v,
+            Err(p) => {
+                let mut r = Record::bare(rel, Status::Failed, Some(p.to_string()));
+                r.format = Some(format_name(format).to_string());
+                return r;
+            }
+        };
         if let Err(e) = check_channels(&self.opts, channels) {
             return Record::bare(rel, Status::Failed, Some(e.to_string()));
         }
@@ -1097,7 +1197,8 @@ impl Engine {
         r.width = Some(d.width);
         r.height = Some(d.height);
         r.channels = Some(channels as u32);
-        r.bit_depth = Some(raw.bit_depth);
+        r.bit_depth = Some(raw.sample_type.bits());
+        r.sample_type = Some(raw.sample_type);
         r.min = raw.channels.iter().map(|c| c.min).collect();
         r.max = raw.channels.iter().map(|c| c.max).collect();
         r.warning = warning.map(imgnorm_core::record::bounded_text);
@@ -1122,13 +1223,24 @@ impl Engine {
         sink: Option<TileSink>,
     ) -> Record {
         let n = d.width as usize * d.height as usize * d.channels;
-        let (px, channels) = convert(&self.samples, &mut self.converted, self.opts.channels, d, n);
+        let (px, channels) =
+            match convert(&self.samples, &mut self.converted, self.opts.channels, d, n) {
+                Ok(v) => v,
+                Err(p) => {
+                    if let Some(sink) = sink {
+                        sink.abandon();
+                    }
+                    let mut r = Record::bare(rel, Status::Failed, Some(p.to_string()));
+                    r.format = Some(format_name(format).to_string());
+                    return r;
+                }
+            };
         let ext = extremes(px, channels, Scope::Channel);
         let params = match &self.dataset.params {
             Some(p) => p.clone(),
             None => DatasetParams::from_options(&self.opts),
         };
-        let maps = match transform(&self.opts, &params, &ext.min, &ext.max, px.bit_depth()) {
+        let maps = match transform(&self.opts, &params, &ext.min, &ext.max, px.sample_type()) {
             Ok(m) => m,
             Err(e) => {
                 if let Some(sink) = sink {
@@ -1138,7 +1250,7 @@ impl Engine {
             }
         };
         let dtype = self.opts.dtype;
-        let domains: Vec<(u32, u32)> = ext
+        let domains: Vec<(f64, f64)> = ext
             .min
             .iter()
             .copied()
@@ -1155,11 +1267,10 @@ impl Engine {
             extremes(px, channels, Scope::Image)
         };
         let range = params.output_range(&self.opts);
-        let eight = matches!(px, Pixels::U8(_));
+        let ty = px.sample_type();
         let checksum = if let Some(sink) = sink {
-            self.kernel
-                .prepare_map(eight, &domains, |c, x| maps[c].value(x), dtype);
-            self.stats_scratch.begin(eight, &domains);
+            self.kernel.prepare_map(ty, &domains, &maps, dtype);
+            self.stats_scratch.begin(ty, &domains);
             let written = sink.write(
                 Scratch {
                     kernel: &self.kernel,
@@ -1190,23 +1301,22 @@ impl Engine {
             self.out.resize(total, 0);
             let (head, body) = self.out.split_at_mut(header.len());
             head.copy_from_slice(&header);
-            self.kernel
-                .map_to_slice(px, &domains, |c, x| maps[c].value(x), dtype, body);
+            self.kernel.map_to_slice(px, &domains, &maps, dtype, body);
             layout.arrange(body, channels, dtype.size());
-            self.stats_scratch.begin(eight, &domains);
+            self.stats_scratch.begin(ty, &domains);
             self.stats_scratch.count(px);
             checksum(&self.out)
         };
-        // The table holds `round_to(maps[c].value(x), dtype)` for every
-        // sample the statistics counted (same domains): reading it instead of
-        // evaluating the map again per distinct sample halves the statistics'
-        // cost on 16-bit images, whose tables have up to 65,536 entries per
-        // channel.
+        // Read from the table the array was written with (see `scale`).
         let kernel = &self.kernel;
-        self.stats = Some(
-            self.stats_scratch
-                .finish(|c, x| kernel.table_value(c, x), range),
-        );
+        self.stats = Some(self.stats_scratch.finish(
+            |c, x| {
+                kernel
+                    .table_value(c, x)
+                    .unwrap_or_else(|| round_to(maps[c].value(x), dtype))
+            },
+            range,
+        ));
         ok_record(rel, format, d, channels, shown, warning, checksum)
     }
 }
@@ -1236,7 +1346,8 @@ fn ok_record(
         width: Some(d.width),
         height: Some(d.height),
         channels: Some(channels as u32),
-        bit_depth: Some(if d.sixteen { 16 } else { 8 }),
+        bit_depth: Some(d.sample.bits()),
+        sample_type: Some(d.sample),
         constant: shown.constant(),
         min: shown.min,
         max: shown.max,
@@ -1245,14 +1356,17 @@ fn ok_record(
     }
 }
 
-/// The samples after `--channels`, borrowing the engine's buffers.
+/// The samples after `--channels`, borrowing the engine's buffers. Keeping
+/// or repeating channels works for every sample type; luma (`gray` from
+/// color) for `uint8`, `uint16` and `float32` samples (OpenCV's
+/// `cvtColor` has no conversion for the others).
 fn convert<'a>(
-    samples: &'a [u16],
-    conv: &'a mut Vec<u16>,
+    samples: &'a [u32],
+    conv: &'a mut Vec<u32>,
     mode: ChannelMode,
     d: &Decoded,
     n: usize,
-) -> (Pixels<'a>, usize) {
+) -> Result<(Pixels<'a>, usize), Problem> {
     let c = d.channels;
     let target = match mode {
         ChannelMode::Keep => c,
@@ -1260,51 +1374,57 @@ fn convert<'a>(
         ChannelMode::Gray => 1,
     };
     if target == c {
-        return (samples_view(samples, n, d.sixteen), c);
+        return Ok((samples_view(samples, n, d.sample), c));
     }
-    let src = samples_view(samples, n, d.sixteen);
+    let src = samples_view(samples, n, d.sample);
     match (mode, src) {
-        (ChannelMode::Gray, Pixels::U8(s)) => {
+        (ChannelMode::Gray, Pixels::U8(s)) if c > 2 => {
             let mut tmp = Vec::new();
-            if c <= 2 {
-                tmp.extend(s.chunks_exact(c).map(|p| p[0]));
-            } else {
-                luma_u8(s, c, &mut tmp);
-            }
-            store_u8(conv, &tmp);
+            luma_u8(s, c, &mut tmp);
+            store(conv, &tmp);
         }
-        (ChannelMode::Gray, Pixels::U16(s)) => {
-            conv.clear();
-            if c <= 2 {
-                conv.extend(s.chunks_exact(c).map(|p| p[0]));
-            } else {
-                luma_u16(s, c, conv);
-            }
+        (ChannelMode::Gray, Pixels::U16(s)) if c > 2 => {
+            let mut tmp = Vec::new();
+            luma_u16(s, c, &mut tmp);
+            store(conv, bytemuck::cast_slice(&tmp));
         }
-        (_, Pixels::U8(s)) => {
-            let mut tmp = Vec::with_capacity(n / c * 3);
-            for p in s.chunks_exact(c) {
-                if c <= 2 {
-                    tmp.extend_from_slice(&[p[0], p[0], p[0]]);
-                } else {
-                    tmp.extend_from_slice(&p[..3]);
+        (ChannelMode::Gray, Pixels::F32(s)) if c > 2 => {
+            // OpenCV's COLOR_RGB2GRAY for CV_32F: float weights, in float.
+            let tmp: Vec<f32> = s
+                .chunks_exact(c)
+                .map(|p| p[2] * 0.114f32 + p[1] * 0.587f32 + p[0] * 0.299f32)
+                .collect();
+            store(conv, bytemuck::cast_slice(&tmp));
+        }
+        (ChannelMode::Gray, _) if c > 2 => {
+            return Err(Problem::GrayOf {
+                ty: d.sample.name(),
+                channels: c,
+            });
+        }
+        _ => {
+            // Gray from gray (+ alpha): the first channel; RGB from gray:
+            // it three times; RGB from color: the first three. Byte copies,
+            // whatever the sample type.
+            let size = d.sample.size();
+            let bytes: &[u8] = bytemuck::cast_slice(samples);
+            let bytes = &bytes[..(n * size).min(bytes.len())];
+            let pick: &[usize] = match (mode, c) {
+                (ChannelMode::Gray, _) => &[0],
+                (_, 1 | 2) => &[0, 0, 0],
+                _ => &[0, 1, 2],
+            };
+            let mut tmp = Vec::with_capacity(n / c.max(1) * pick.len() * size);
+            for p in bytes.chunks_exact(c * size) {
+                for &k in pick {
+                    tmp.extend_from_slice(&p[k * size..(k + 1) * size]);
                 }
             }
-            store_u8(conv, &tmp);
-        }
-        (_, Pixels::U16(s)) => {
-            conv.clear();
-            for p in s.chunks_exact(c) {
-                if c <= 2 {
-                    conv.extend_from_slice(&[p[0], p[0], p[0]]);
-                } else {
-                    conv.extend_from_slice(&p[..3]);
-                }
-            }
+            store(conv, &tmp);
         }
     }
     let m = n / c * target;
-    (samples_view(conv, m, d.sixteen), target)
+    Ok((samples_view(conv, m, d.sample), target))
 }
 
 impl Engine {
@@ -1411,20 +1531,18 @@ pub fn input_too_large(size: u64, limit: u64) -> String {
     format!("input file is {size} bytes, over the limit of {limit} bytes (--max-input-bytes)")
 }
 
-fn store_u8(conv: &mut Vec<u16>, bytes: &[u8]) {
+/// Copies `bytes` into the start of `conv` (as native-endian words).
+fn store(conv: &mut Vec<u32>, bytes: &[u8]) {
     conv.clear();
-    conv.resize(bytes.len().div_ceil(2), 0);
+    conv.resize(bytes.len().div_ceil(4), 0);
     let buf: &mut [u8] = bytemuck::cast_slice_mut(&mut conv[..]);
     buf[..bytes.len()].copy_from_slice(bytes);
 }
 
-fn samples_view(buf: &[u16], n: usize, sixteen: bool) -> Pixels<'_> {
-    if sixteen {
-        Pixels::U16(&buf[..n.min(buf.len())])
-    } else {
-        let bytes: &[u8] = bytemuck::cast_slice(buf);
-        Pixels::U8(&bytes[..n.min(bytes.len())])
-    }
+/// The first `n` samples of type `ty` held in `buf`.
+fn samples_view(buf: &[u32], n: usize, ty: SampleType) -> Pixels<'_> {
+    let bytes: &[u8] = bytemuck::cast_slice(buf);
+    Pixels::from_bytes(ty, &bytes[..(n * ty.size()).min(bytes.len())])
 }
 
 fn format_name(f: ImageFormat) -> &'static str {
@@ -1483,6 +1601,62 @@ mod tests {
         });
         assert_eq!(std::fs::read(&path).unwrap().len(), 4096);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn channel_conversion_works_on_wide_samples_and_refuses_signed_luma() {
+        let d = |channels, sample| Decoded {
+            width: 2,
+            height: 1,
+            channels,
+            sample,
+        };
+        // Float RGB to gray: OpenCV's float weights.
+        let rgb: Vec<f32> = vec![1.0, 0.5, 0.25, -2.0, 4.0, 8.0];
+        let mut words = vec![0u32; 6];
+        bytemuck::cast_slice_mut::<u32, u8>(&mut words).copy_from_slice(bytemuck::cast_slice(&rgb));
+        let mut conv = Vec::new();
+        let (px, c) = convert(
+            &words,
+            &mut conv,
+            ChannelMode::Gray,
+            &d(3, SampleType::Float32),
+            6,
+        )
+        .unwrap();
+        assert_eq!(c, 1);
+        let want = |p: &[f32]| p[2] * 0.114f32 + p[1] * 0.587f32 + p[0] * 0.299f32;
+        assert_eq!(
+            (px.value(0), px.value(1)),
+            (f64::from(want(&rgb[..3])), f64::from(want(&rgb[3..])))
+        );
+        // int16 gray to RGB: repeated, whatever the type.
+        let gray: Vec<i16> = vec![-5, 300];
+        let mut words = vec![0u32; 1];
+        bytemuck::cast_slice_mut::<u32, u8>(&mut words)
+            .copy_from_slice(bytemuck::cast_slice(&gray));
+        let (px, c) = convert(
+            &words,
+            &mut conv,
+            ChannelMode::Rgb,
+            &d(1, SampleType::Int16),
+            2,
+        )
+        .unwrap();
+        assert_eq!(c, 3);
+        let got: Vec<f64> = (0..6).map(|i| px.value(i)).collect();
+        assert_eq!(got, [-5.0, -5.0, -5.0, 300.0, 300.0, 300.0]);
+        // Signed RGB to gray: no OpenCV conversion to match, refused.
+        let words = vec![0u32; 3];
+        let e = convert(
+            &words,
+            &mut conv,
+            ChannelMode::Gray,
+            &d(3, SampleType::Int32),
+            6,
+        )
+        .expect_err("refused");
+        assert!(e.to_string().contains("int32"), "{e}");
     }
 
     #[test]
@@ -1614,10 +1788,18 @@ mod tests {
         let src8: Vec<u8> = (0..w * h * 3).map(|i| (i * 97 % 251) as u8).collect();
         let src16: Vec<u16> = (0..w * h).map(|i| (i * 7919 % 65521) as u16).collect();
         let src16b: &[u8] = bytemuck::cast_slice(&src16);
+        let srcf: Vec<f32> = (0..w * h * 2)
+            .map(|i| (i * 7919 % 65521) as f32 / 7.0)
+            .collect();
+        let srcfb: &[u8] = bytemuck::cast_slice(&srcf);
         let mut paths = vec![CpuExtensions::None];
         #[cfg(target_arch = "x86_64")]
         paths.extend([CpuExtensions::Sse4_1, CpuExtensions::Avx2]);
-        for (pt, bytes, bpp) in [(PixelType::U8x3, &src8[..], 3), (PixelType::U16, src16b, 2)] {
+        for (pt, bytes, bpp) in [
+            (PixelType::U8x3, &src8[..], 3),
+            (PixelType::U16, src16b, 2),
+            (PixelType::F32x2, srcfb, 8),
+        ] {
             for filter in [FilterType::Bilinear, FilterType::Lanczos3] {
                 for (dw, dh) in [(16u32, 9u32), (80, 51)] {
                     let opts = ResizeOptions::new()
@@ -1632,7 +1814,7 @@ mod tests {
                         // SAFETY: only extensions the CPU supports are set.
                         unsafe { r.set_cpu_extensions(ext) };
                         let src = ImageRef::new(w, h, bytes, pt).unwrap();
-                        let mut out = vec![0u16; (dw * dh) as usize * bpp / 2 + 1];
+                        let mut out = vec![0u32; (dw * dh) as usize * bpp / 4 + 1];
                         let buf: &mut [u8] = bytemuck::cast_slice_mut(&mut out[..]);
                         let len = (dw * dh) as usize * bpp;
                         let mut dst = Image::from_slice_u8(dw, dh, &mut buf[..len], pt).unwrap();
@@ -1665,8 +1847,8 @@ mod tests {
             Sink::Memory,
         );
         assert_eq!(p.record.status, Status::Ok, "{:?}", p.record.reason);
-        assert_eq!(p.record.min, vec![0]);
-        assert_eq!(p.record.max, vec![200]);
+        assert_eq!(p.record.min, vec![0.0]);
+        assert_eq!(p.record.max, vec![200.0]);
         let npy = p.npy.unwrap();
         let data = &npy[npy.len() - 4 * 4 * 2 * 3..];
         let first = f32::from_le_bytes([data[0], data[1], data[2], data[3]]);

@@ -181,12 +181,19 @@ pub struct Normalization {
     pub per_channel: bool,
     /// Output range of the min-max stage.
     pub range: [f64; 2],
-    /// Dataset scope: the dataset's minimum (one value, or one per channel).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub min: Vec<u32>,
+    /// Dataset scope: the dataset's minimum (one value, or one per channel;
+    /// integers written as JSON integers).
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        serialize_with = "imgnorm_core::sample::serialize_values"
+    )]
+    pub min: Vec<f64>,
     /// Dataset scope: the dataset's maximum.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub max: Vec<u32>,
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        serialize_with = "imgnorm_core::sample::serialize_values"
+    )]
+    pub max: Vec<f64>,
     /// `--standardize`: where mean and std come from, `"dataset"` or
     /// `"given"`.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -312,6 +312,13 @@ async fn image_done(
             return Err(Some(format!("malformed result: {e}")));
         }
     };
+    let raw = match d.raw.map(wire::raw_from_pb).transpose() {
+        Ok(r) => r,
+        Err(e) => {
+            partials.discard(d.lease_id, d.index).await;
+            return Err(Some(format!("malformed result: {e}")));
+        }
+    };
     let ok = record.status == imgnorm_core::record::Status::Ok;
     let checksum = record.checksum.clone().unwrap_or_default();
     let result = {
@@ -328,7 +335,7 @@ async fn image_done(
                     index: d.index,
                     record,
                     stats: d.stats.map(wire::stats_from_pb),
-                    raw: d.raw.map(wire::raw_from_pb),
+                    raw,
                 };
                 st.image_done(r, now)
                     .map(|fx| (fx, st.output_of(&d.job_id)))

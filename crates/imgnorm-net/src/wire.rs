@@ -4,6 +4,7 @@
 use imgnorm_core::dataset::{DatasetParams, RawChannel, RawStats};
 use imgnorm_core::options::EngineOptions;
 use imgnorm_core::record::{Record, Status};
+use imgnorm_core::sample::SampleType;
 use imgnorm_core::stats::{ChannelStats, ImageStats};
 use imgnorm_proto::v1 as pb;
 
@@ -16,6 +17,9 @@ pub enum WireError {
     /// Engine options that do not parse or validate.
     #[error("invalid engine options: {0}")]
     Options(String),
+    /// A sample type name this version does not know.
+    #[error("unknown sample type {0:?}")]
+    SampleType(String),
     /// A transfer mode other than shared/stream.
     #[error(transparent)]
     Transfer(#[from] imgnorm_core::jobs::UnknownTransfer),
@@ -33,6 +37,15 @@ fn opt_u32(v: u32) -> Option<u32> {
     (v != 0).then_some(v)
 }
 
+fn opt_sample(s: &str) -> Result<Option<SampleType>, WireError> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    SampleType::parse(s)
+        .map(Some)
+        .ok_or_else(|| WireError::SampleType(s.chars().take(32).collect()))
+}
+
 /// Domain record to protocol record.
 pub fn record_to_pb(r: &Record) -> pb::Record {
     pb::Record {
@@ -44,6 +57,11 @@ pub fn record_to_pb(r: &Record) -> pb::Record {
         height: r.height.unwrap_or(0),
         channels: r.channels.unwrap_or(0),
         bit_depth: r.bit_depth.unwrap_or(0),
+        sample_type: r
+            .sample_type
+            .map(|t| t.name())
+            .unwrap_or_default()
+            .to_string(),
         min: r.min.clone(),
         max: r.max.clone(),
         constant: r.constant,
@@ -66,6 +84,7 @@ pub fn record_from_pb(p: pb::Record) -> Result<Record, WireError> {
         height: opt_u32(p.height),
         channels: opt_u32(p.channels),
         bit_depth: opt_u32(p.bit_depth),
+        sample_type: opt_sample(&p.sample_type)?,
         min: p.min,
         max: p.max,
         constant: p.constant,
@@ -128,7 +147,8 @@ pub fn options_from_json(s: &str) -> Result<EngineOptions, WireError> {
 /// Raw statistics of a statistics-phase result to the wire.
 pub fn raw_to_pb(r: &RawStats) -> pb::RawStats {
     pb::RawStats {
-        bit_depth: r.bit_depth,
+        bit_depth: r.sample_type.bits(),
+        sample_type: r.sample_type.name().to_string(),
         channels: r
             .channels
             .iter()
@@ -144,9 +164,12 @@ pub fn raw_to_pb(r: &RawStats) -> pb::RawStats {
 }
 
 /// Raw statistics from the wire (validated later against the record).
-pub fn raw_from_pb(p: pb::RawStats) -> RawStats {
-    RawStats {
-        bit_depth: p.bit_depth,
+pub fn raw_from_pb(p: pb::RawStats) -> Result<RawStats, WireError> {
+    let sample_type = SampleType::parse(&p.sample_type)
+        .filter(|t| t.bits() == p.bit_depth)
+        .ok_or_else(|| WireError::SampleType(p.sample_type.chars().take(32).collect()))?;
+    Ok(RawStats {
+        sample_type,
         channels: p
             .channels
             .into_iter()
@@ -158,7 +181,7 @@ pub fn raw_from_pb(p: pb::RawStats) -> RawStats {
                 max: c.max,
             })
             .collect(),
-    }
+    })
 }
 
 /// A two-phase job's parameters to the wire.
@@ -189,8 +212,10 @@ mod tests {
     fn record_roundtrip() {
         let mut r = Record::bare("a/b.png", Status::Ok, None);
         r.width = Some(3);
-        r.min = vec![1, 2];
-        r.max = vec![3, 4];
+        r.bit_depth = Some(32);
+        r.sample_type = Some(SampleType::Float32);
+        r.min = vec![-1.5, 2.0];
+        r.max = vec![3.0, 4.25];
         r.constant = true;
         r.checksum = Some("ab".into());
         assert_eq!(record_from_pb(record_to_pb(&r)).unwrap(), r);

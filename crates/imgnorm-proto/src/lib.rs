@@ -10,7 +10,12 @@
 /// `JobSpec.params`, `ImageDone.raw`), and job roots may be
 /// `s3://bucket/prefix` URLs; a version-1 worker would ignore or misread all
 /// three.
-pub const PROTOCOL_VERSION: u32 = 2;
+///
+/// 3: records, raw statistics and dataset parameters carry the sample type
+/// and send extremes as doubles (signed, 32-bit and float samples); a
+/// version-2 worker's unsigned extremes are in fields version 3 no longer
+/// reads.
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Generated code for package `imgnorm.v1`.
 pub mod v1 {

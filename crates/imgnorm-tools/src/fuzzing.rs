@@ -34,6 +34,7 @@ use imgnorm_core::options::{
 };
 use imgnorm_core::paths::check_relative;
 use imgnorm_core::record::{Record, Status};
+use imgnorm_core::sample::SampleType;
 use imgnorm_core::stats::{BINS, ChannelStats, ImageStats};
 use imgnorm_core::validate::{self, Claim, Expected, LeaseFacts, ResultPhase};
 
@@ -252,9 +253,24 @@ impl Reader<'_> {
         (self.u8() % 2 == 1).then(|| self.text())
     }
 
-    fn list(&mut self) -> Vec<u32> {
+    /// Up to 4 sample values: small integers, or now and then any f64
+    /// (negative, fractional, NaN, infinite).
+    fn list(&mut self) -> Vec<f64> {
         let n = self.u8() % 5;
-        (0..n).map(|_| u32::from(self.u8())).collect()
+        (0..n).map(|_| self.value()).collect()
+    }
+
+    fn value(&mut self) -> f64 {
+        if self.u8().is_multiple_of(8) {
+            self.f64()
+        } else {
+            f64::from(self.u8())
+        }
+    }
+
+    /// A sample type, or none.
+    fn sample_type(&mut self) -> Option<SampleType> {
+        SampleType::ALL.get(usize::from(self.u8() % 8)).copied()
     }
 }
 
@@ -320,7 +336,8 @@ pub fn validate_result(data: &[u8]) {
         width: (width > 0).then_some(width),
         height: (height > 0).then_some(height),
         channels: (channels > 0).then_some(u32::from(channels)),
-        bit_depth: [Some(8), Some(16), None, Some(12)][usize::from(r.u8() % 4)],
+        bit_depth: [Some(8), Some(16), None, Some(12), Some(32)][usize::from(r.u8() % 5)],
+        sample_type: r.sample_type(),
         min: r.list(),
         max: r.list(),
         constant: r.u8().is_multiple_of(2),
@@ -338,7 +355,7 @@ pub fn validate_result(data: &[u8]) {
             .collect(),
     });
     let raw = (!r.u8().is_multiple_of(4)).then(|| RawStats {
-        bit_depth: [8, 16, 0][usize::from(r.u8() % 3)],
+        sample_type: r.sample_type().unwrap_or(SampleType::Uint8),
         channels: (0..r.u8() % 5)
             .map(|_| RawChannel {
                 count: if r.u8().is_multiple_of(2) {
@@ -348,8 +365,8 @@ pub fn validate_result(data: &[u8]) {
                 },
                 mean: f64::from(r.u8()),
                 m2: r.f64().abs(),
-                min: u32::from(r.u8()),
-                max: u32::from(r.u8()),
+                min: r.value(),
+                max: r.value(),
             })
             .collect(),
     });

@@ -86,8 +86,9 @@ pub fn ok_record(path: &str) -> Record {
     r.height = Some(1);
     r.channels = Some(1);
     r.bit_depth = Some(8);
-    r.min = vec![0];
-    r.max = vec![255];
+    r.sample_type = Some(crate::sample::SampleType::Uint8);
+    r.min = vec![0.0];
+    r.max = vec![255.0];
     r.checksum = Some("0".repeat(32));
     r
 }
@@ -126,7 +127,8 @@ pub fn result(l: &LeaseOrder, index: u64, ok: bool) -> ImageResult {
             rec.width = Some(2);
             rec.height = Some(1);
             rec.channels = Some(1);
-            rec.bit_depth = Some(raw.bit_depth);
+            rec.bit_depth = Some(raw.sample_type.bits());
+            rec.sample_type = Some(raw.sample_type);
             rec.min = raw.channels.iter().map(|c| c.min).collect();
             rec.max = raw.channels.iter().map(|c| c.max).collect();
             r.record = rec;

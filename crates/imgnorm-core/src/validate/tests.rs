@@ -15,8 +15,9 @@ fn ok_row(w: u32, h: u32, c: u32) -> Record {
     r.height = Some(h);
     r.channels = Some(c);
     r.bit_depth = Some(8);
-    r.min = vec![0];
-    r.max = vec![255];
+    r.sample_type = Some(crate::sample::SampleType::Uint8);
+    r.min = vec![0.0];
+    r.max = vec![255.0];
     r.checksum = Some("0123456789abcdef0123456789abcdef".into());
     r
 }
@@ -276,16 +277,48 @@ fn bad_bit_depths_and_extremes_are_refused() {
     let o = EngineOptions::default();
     let mut r = ok_row(4, 3, 3);
     r.bit_depth = Some(12);
-    assert!(matches!(refusal(&o, &r), Refusal::BitDepth(Some(12))));
+    assert!(matches!(
+        refusal(&o, &r),
+        Refusal::BitDepth {
+            bit_depth: Some(12),
+            ..
+        }
+    ));
     let mut r = ok_row(4, 3, 3);
-    r.min = vec![0, 0, 0];
+    r.sample_type = None;
+    assert!(matches!(refusal(&o, &r), Refusal::BitDepth { .. }));
+    let mut r = ok_row(4, 3, 3);
+    r.min = vec![0.5];
+    assert!(matches!(refusal(&o, &r), Refusal::Extremes(_)));
+    // Signed and float rows: values of their type.
+    let mut r = ok_row(4, 3, 3);
+    r.bit_depth = Some(32);
+    r.sample_type = Some(crate::sample::SampleType::Float32);
+    r.min = vec![-0.25];
+    r.max = vec![f64::from(1e30f32)];
+    assert_eq!(
+        check_result(&write(&o), &r, Some(&stats(4, 3, 3)), None),
+        Ok(())
+    );
+    r.sample_type = Some(crate::sample::SampleType::Int16);
+    assert!(matches!(refusal(&o, &r), Refusal::BitDepth { .. }));
+    r.bit_depth = Some(16);
+    assert!(matches!(refusal(&o, &r), Refusal::Extremes(_)));
+    r.max = vec![32767.0];
+    r.min = vec![-32768.0];
+    assert_eq!(
+        check_result(&write(&o), &r, Some(&stats(4, 3, 3)), None),
+        Ok(())
+    );
+    let mut r = ok_row(4, 3, 3);
+    r.min = vec![0.0, 0.0, 0.0];
     assert!(matches!(refusal(&o, &r), Refusal::Extremes(_)));
     let mut r = ok_row(4, 3, 3);
-    r.min = vec![9];
-    r.max = vec![3];
+    r.min = vec![9.0];
+    r.max = vec![3.0];
     assert!(matches!(refusal(&o, &r), Refusal::Extremes(_)));
     let mut r = ok_row(4, 3, 3);
-    r.max = vec![256];
+    r.max = vec![256.0];
     assert!(matches!(refusal(&o, &r), Refusal::Extremes(_)));
     let per_channel = EngineOptions {
         scope: Scope::Channel,
@@ -342,8 +375,9 @@ fn statistics_phase_rows_need_matching_raw_statistics() {
     r.height = Some(2);
     r.channels = Some(1);
     r.bit_depth = Some(8);
-    r.min = vec![3];
-    r.max = vec![200];
+    r.sample_type = Some(crate::sample::SampleType::Uint8);
+    r.min = vec![3.0];
+    r.max = vec![200.0];
     assert_eq!(check_result(&want, &r, None, Some(&raw)), Ok(()));
     assert_eq!(
         check_result(&want, &r, None, None),
@@ -355,6 +389,8 @@ fn statistics_phase_rows_need_matching_raw_statistics() {
     assert!(matches!(got, Err(Refusal::Raw(_))), "{got:?}");
     let mut deep = r.clone();
     deep.bit_depth = Some(16);
+    deep.sample_type = Some(crate::sample::SampleType::Uint16);
+    deep.sample_type = Some(crate::sample::SampleType::Uint16);
     assert!(matches!(
         check_result(&want, &deep, None, Some(&raw)),
         Err(Refusal::RawBitDepth { .. })

@@ -23,7 +23,7 @@ pub enum Sniffed {
 }
 
 /// Formats the engine decodes (by content; the extension plays no part).
-pub const DECODED: &str = "JPEG, PNG, BMP, TIFF, WebP, GIF, PNM (PBM/PGM/PPM)";
+pub const DECODED: &str = "JPEG, PNG, BMP, TIFF, WebP, GIF, PNM (PBM/PGM/PPM/PFM)";
 
 /// Sniffs `data` by its magic bytes.
 pub fn sniff(data: &[u8]) -> Sniffed {
@@ -31,7 +31,7 @@ pub fn sniff(data: &[u8]) -> Sniffed {
         return Sniffed::Image(ImageFormat::Pnm);
     }
     if pnm::is_pfm(data) {
-        return Sniffed::Unsupported("PFM, 32-bit float samples");
+        return Sniffed::Image(ImageFormat::Pnm);
     }
     if data.starts_with(&[
         0, 0, 0, 0x0C, b'j', b'P', b' ', b' ', 0x0D, 0x0A, 0x87, 0x0A,

@@ -20,6 +20,7 @@ use std::io::Cursor;
 
 use image::error::{DecodingError, ImageFormatHint, LimitError, LimitErrorKind};
 use image::{ColorType, ImageDecoder, ImageError, ImageFormat, ImageResult};
+use imgnorm_core::sample::SampleType;
 use tiff::ColorType as Tc;
 use tiff::decoder::{ChunkType, Decoder, DecodingResult, Limits};
 use tiff::tags::{CompressionMethod, PhotometricInterpretation, SampleFormat, Tag};
@@ -67,6 +68,8 @@ struct Layout {
     /// 8-bit CMYK: converted to RGBA (alpha 255) after decoding, as
     /// libtiff's RGBA interface gives it to OpenCV.
     cmyk: bool,
+    /// Type of the output samples (bitmaps and palettes: `uint8`).
+    sample: SampleType,
 }
 
 fn err(msg: impl Into<String>) -> ImageError {
@@ -249,6 +252,36 @@ impl<'a> TiffDecoder<'a> {
         }
     }
 
+    /// The output's channels and sample type, for types `ColorType` has no
+    /// name for (signed and 32-bit samples); `None` for the others, which
+    /// [`ImageDecoder::color_type`] gives.
+    pub fn samples(&self) -> Option<(usize, SampleType)> {
+        let l = &self.layout;
+        let plain = matches!(l.sample, SampleType::Uint8 | SampleType::Uint16);
+        (self.palette.is_none() && self.twelve.is_none() && !plain)
+            .then_some((l.channels, l.sample))
+    }
+
+    /// Bytes this decoder allocates beside the output buffer and the
+    /// crate's chunk buffers, for the memory budget: the copy orientations
+    /// 5-8 transpose from, the packed rows of a 12-bit page, a palette
+    /// page's indices.
+    pub fn scratch_bytes(&self) -> u64 {
+        let (w, h) = (u64::from(self.width), u64::from(self.height));
+        let (ow, oh) = self.dimensions();
+        let out = u64::from(ow)
+            .saturating_mul(u64::from(oh))
+            .saturating_mul(self.color_type().bytes_per_pixel() as u64);
+        let mut extra = 0u64;
+        if self.orientation_tag() >= 5 {
+            extra = extra.saturating_add(out);
+        }
+        if self.twelve.is_some() || self.palette.is_some() {
+            extra = extra.saturating_add(w.saturating_mul(h));
+        }
+        extra
+    }
+
     fn decode_into(self, buf: &mut [u8]) -> ImageResult<()> {
         // Stored rows: for 12-bit pages, of packed bytes.
         let (w, h) = (self.width as usize, self.height as usize);
@@ -278,12 +311,13 @@ impl<'a> TiffDecoder<'a> {
             orient(out, real, h, 2, o);
             return Ok(());
         }
-        let px = match self.color_type() {
-            ColorType::L8 => 1,
-            ColorType::La8 | ColorType::L16 => 2,
-            ColorType::Rgb8 => 3,
-            ColorType::Rgba8 | ColorType::La16 => 4,
-            ColorType::Rgb16 => 6,
+        let px = match (self.samples(), self.color_type()) {
+            (Some((channels, sample)), _) => channels * sample.size(),
+            (None, ColorType::L8) => 1,
+            (None, ColorType::La8 | ColorType::L16) => 2,
+            (None, ColorType::Rgb8) => 3,
+            (None, ColorType::Rgba8 | ColorType::La16) => 4,
+            (None, ColorType::Rgb16) => 6,
             _ => 8,
         };
         self.decode_stored(buf)?;
@@ -330,6 +364,7 @@ impl<'a> TiffDecoder<'a> {
             index: palette_indices,
             lab,
             cmyk,
+            sample,
         } = self.layout;
         let (w, h) = (self.width as usize, self.height as usize);
         let (cw, ch) = self.dec.chunk_dimensions();
@@ -350,7 +385,7 @@ impl<'a> TiffDecoder<'a> {
                 per_plane * planes
             )));
         }
-        let bytes_per = if bits > 8 { 2 } else { 1 };
+        let bytes_per = if bits >= 8 { sample.size() } else { 1 };
         // Samples a chunk holds per pixel, and the first output channel it fills.
         let chunk_spp = if planar { 1 } else { samples };
         for plane in 0..planes {
@@ -615,6 +650,26 @@ impl Place {
         if take == self.channels && self.chunk_spp == self.channels && self.bits >= 8 {
             return self.copy_rows(chunk, buf);
         }
+        if self.bits >= 8 {
+            // Whole samples of any type: copied as bytes.
+            let src = chunk_bytes(chunk)
+                .ok_or_else(|| err(format!("unsupported TIFF bit depth {}", self.bits)))?;
+            let size = self.bytes_per;
+            for y in 0..self.dh {
+                for x in 0..self.dw {
+                    let out =
+                        ((self.y0 + y) * self.width + self.x0 + x) * self.channels + self.first;
+                    let from = ((y * self.stride_px + x) * self.chunk_spp) * size;
+                    let from = src
+                        .get(from..from + take * size)
+                        .ok_or_else(|| err("TIFF strip or tile is shorter than its size"))?;
+                    buf.get_mut(out * size..(out + take) * size)
+                        .ok_or_else(|| err("TIFF sample outside the image"))?
+                        .copy_from_slice(from);
+                }
+            }
+            return Ok(());
+        }
         for y in 0..self.dh {
             for x in 0..self.dw {
                 let out = ((self.y0 + y) * self.width + self.x0 + x) * self.channels + self.first;
@@ -637,11 +692,8 @@ impl Place {
 
     /// Interleaved chunk with the output's samples: whole rows at a time.
     fn copy_rows(&self, chunk: &DecodingResult, buf: &mut [u8]) -> ImageResult<()> {
-        let src: &[u8] = match chunk {
-            DecodingResult::U8(v) => v,
-            DecodingResult::U16(v) => bytemuck::cast_slice(v),
-            _ => return Err(err(format!("unsupported TIFF bit depth {}", self.bits))),
-        };
+        let src = chunk_bytes(chunk)
+            .ok_or_else(|| err(format!("unsupported TIFF bit depth {}", self.bits)))?;
         let row = self.dw * self.channels * self.bytes_per;
         let stride = self.stride_px * self.channels * self.bytes_per;
         for y in 0..self.dh {
@@ -692,6 +744,20 @@ impl Place {
     }
 }
 
+/// A decoded chunk's samples as native-endian bytes (8 to 32 bits).
+fn chunk_bytes(chunk: &DecodingResult) -> Option<&[u8]> {
+    Some(match chunk {
+        DecodingResult::U8(v) => v,
+        DecodingResult::U16(v) => bytemuck::cast_slice(v),
+        DecodingResult::U32(v) => bytemuck::cast_slice(v),
+        DecodingResult::I8(v) => bytemuck::cast_slice(v),
+        DecodingResult::I16(v) => bytemuck::cast_slice(v),
+        DecodingResult::I32(v) => bytemuck::cast_slice(v),
+        DecodingResult::F32(v) => bytemuck::cast_slice(v),
+        _ => return None,
+    })
+}
+
 /// The output layout of the first page, or why it is not supported.
 fn layout_of<R: std::io::Read + std::io::Seek>(dec: &mut Decoder<R>) -> ImageResult<Layout> {
     let format = dec
@@ -731,12 +797,27 @@ fn layout_of<R: std::io::Read + std::io::Seek>(dec: &mut Decoder<R>) -> ImageRes
             )));
         }
     };
-    if format != SampleFormat::Uint {
-        return Err(err(format!(
-            "unsupported TIFF sample format {format:?} with {bits}-bit samples (only unsigned integers)"
-        )));
-    }
-    if !matches!(bits, 1 | 8 | 16) || (bits == 1 && samples != 1) {
+    // OpenCV's depths: CV_8U/16U/32U, CV_8S/16S/32S, CV_32F.
+    let sample = match (format, bits) {
+        (SampleFormat::Uint, 1 | 8) => SampleType::Uint8,
+        (SampleFormat::Uint, 16) => SampleType::Uint16,
+        (SampleFormat::Uint, 32) => SampleType::Uint32,
+        (SampleFormat::Int, 8) => SampleType::Int8,
+        (SampleFormat::Int, 16) => SampleType::Int16,
+        (SampleFormat::Int, 32) => SampleType::Int32,
+        (SampleFormat::IEEEFP, 32) => SampleType::Float32,
+        (SampleFormat::Uint, _) => {
+            return Err(err(format!(
+                "unsupported TIFF bit depth {bits} ({samples} samples per pixel)"
+            )));
+        }
+        _ => {
+            return Err(err(format!(
+                "unsupported TIFF sample format {format:?} with {bits}-bit samples (read: unsigned 1/8/16/32, signed 8/16/32, float 32)"
+            )));
+        }
+    };
+    if bits == 1 && samples != 1 {
         return Err(err(format!(
             "unsupported TIFF bit depth {bits} ({samples} samples per pixel)"
         )));
@@ -759,6 +840,7 @@ fn layout_of<R: std::io::Read + std::io::Seek>(dec: &mut Decoder<R>) -> ImageRes
         index: false,
         lab: false,
         cmyk: matches!(color, Tc::CMYK(8)),
+        sample,
     })
 }
 
@@ -796,6 +878,7 @@ fn palette_layout<R: std::io::Read + std::io::Seek>(dec: &mut Decoder<R>) -> Ima
         index: true,
         lab: false,
         cmyk: false,
+        sample: SampleType::Uint8,
     })
 }
 
@@ -1064,6 +1147,21 @@ impl ImageDecoder for TiffDecoder<'_> {
                 ColorType::Rgb8
             };
         }
+        if let Some((c, sample)) = self.samples() {
+            // Not what the samples are (see `samples`): a type of the same
+            // size per pixel where there is one, for callers that size
+            // buffers from it.
+            return match c * sample.size() {
+                1 => ColorType::L8,
+                2 => ColorType::La8,
+                3 => ColorType::Rgb8,
+                4 => ColorType::Rgba8,
+                6 => ColorType::Rgb16,
+                8 => ColorType::Rgba16,
+                12 => ColorType::Rgb32F,
+                _ => ColorType::Rgba32F,
+            };
+        }
         match (self.layout.channels, self.layout.bits > 8) {
             (1, false) => ColorType::L8,
             (2, false) => ColorType::La8,
@@ -1088,5 +1186,94 @@ impl ImageDecoder for TiffDecoder<'_> {
 
     fn read_image_boxed(self: Box<Self>, buf: &mut [u8]) -> ImageResult<()> {
         (*self).read_image(buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A one-strip little-endian TIFF: `spp` samples of `bits`-bit `format`
+    /// (1 unsigned, 2 signed, 3 float) per pixel, with an Orientation tag.
+    fn tiff(w: u32, h: u32, bits: u16, format: u16, orientation: u16, data: &[u8]) -> Vec<u8> {
+        let mut out = b"II*\0".to_vec();
+        let ifd = 8 + data.len() as u32;
+        out.extend(ifd.to_le_bytes());
+        out.extend(data);
+        let entries: [(u16, u16, u32); 10] = [
+            (256, 4, w),
+            (257, 4, h),
+            (258, 3, u32::from(bits)),
+            (259, 3, 1),
+            (262, 3, 1),
+            (273, 4, 8),
+            (274, 3, u32::from(orientation)),
+            (278, 4, h),
+            (279, 4, data.len() as u32),
+            (339, 3, u32::from(format)),
+        ];
+        out.extend(10u16.to_le_bytes());
+        for (tag, ty, v) in entries {
+            out.extend(tag.to_le_bytes());
+            out.extend(ty.to_le_bytes());
+            out.extend(1u32.to_le_bytes());
+            out.extend(v.to_le_bytes());
+        }
+        out.extend([0, 0, 0, 0]);
+        out
+    }
+
+    /// What a decode gives: the layout `samples` reports, the dimensions
+    /// and the bytes.
+    type Decoded = (Option<(usize, SampleType)>, (u32, u32), Vec<u8>);
+
+    fn decode(file: &[u8]) -> Decoded {
+        let d = TiffDecoder::new(file, 1 << 20).unwrap();
+        let (w, h) = d.dimensions();
+        let (samples, n) = (d.samples(), d.total_bytes() as usize);
+        let mut buf = vec![0; n];
+        d.read_image(&mut buf).unwrap();
+        (samples, (w, h), buf)
+    }
+
+    #[test]
+    fn signed_and_float_samples_come_out_as_stored_and_oriented() {
+        let vals: Vec<i16> = vec![-3, 7, 32767, -32768, 0, 5];
+        let bytes: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let (samples, dims, buf) = decode(&tiff(3, 2, 16, 2, 1, &bytes));
+        assert_eq!(samples, Some((1, SampleType::Int16)));
+        assert_eq!(dims, (3, 2));
+        let got: Vec<i16> = buf
+            .chunks(2)
+            .map(|p| i16::from_ne_bytes([p[0], p[1]]))
+            .collect();
+        assert_eq!(got, vals);
+        // Float, orientation 6 (turned 90 degrees clockwise): 2 x 3.
+        let vals: Vec<f32> = vec![0.5, -1.0, 2.0, 3.5, 4.0, -0.25];
+        let bytes: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let (samples, dims, buf) = decode(&tiff(3, 2, 32, 3, 6, &bytes));
+        assert_eq!(samples, Some((1, SampleType::Float32)));
+        assert_eq!(dims, (2, 3));
+        let got: Vec<f32> = buf
+            .chunks(4)
+            .map(|p| f32::from_ne_bytes([p[0], p[1], p[2], p[3]]))
+            .collect();
+        assert_eq!(got, [3.5, 0.5, 4.0, -1.0, -0.25, 2.0]);
+        // 64-bit floats are refused with a reason.
+        let e = TiffDecoder::new(&tiff(1, 1, 64, 3, 1, &[0; 8]), 1 << 20)
+            .err()
+            .expect("refused");
+        assert!(e.to_string().contains("64-bit"), "{e}");
+    }
+
+    #[test]
+    fn scratch_counts_what_the_decoder_allocates_beside_the_samples() {
+        let file = tiff(3, 2, 8, 1, 1, &[1, 2, 3, 4, 5, 6]);
+        let plain = TiffDecoder::new(&file, 1 << 20).unwrap();
+        assert_eq!(plain.scratch_bytes(), 0);
+        // Orientation 5-8: a copy of the whole output to transpose from.
+        let file = tiff(3, 2, 32, 3, 8, &[0; 24]);
+        let turned = TiffDecoder::new(&file, 1 << 20).unwrap();
+        assert_eq!(turned.scratch_bytes(), 24);
     }
 }

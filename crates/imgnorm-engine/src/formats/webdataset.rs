@@ -69,8 +69,10 @@ struct SampleMeta<'a> {
     shape: [u32; 3],
     dtype: &'static str,
     class: Option<&'a str>,
-    min: &'a [u32],
-    max: &'a [u32],
+    #[serde(serialize_with = "imgnorm_core::sample::serialize_values")]
+    min: &'a [f64],
+    #[serde(serialize_with = "imgnorm_core::sample::serialize_values")]
+    max: &'a [f64],
     checksum: Option<&'a str>,
 }
 

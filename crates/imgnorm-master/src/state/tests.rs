@@ -71,8 +71,9 @@ fn ok_record(path: &str) -> Record {
     r.height = Some(1);
     r.channels = Some(1);
     r.bit_depth = Some(8);
-    r.min = vec![0];
-    r.max = vec![255];
+    r.sample_type = Some(imgnorm_core::sample::SampleType::Uint8);
+    r.min = vec![0.0];
+    r.max = vec![255.0];
     r.checksum = Some("0".repeat(32));
     r
 }
@@ -397,7 +398,8 @@ fn two_phase_job_writes_only_what_the_statistics_phase_found_ok() {
         r.height = Some(1);
         r.channels = Some(1);
         let raw = raw_stats(Pixels::U8(px), 1);
-        r.bit_depth = Some(raw.bit_depth);
+        r.bit_depth = Some(raw.sample_type.bits());
+        r.sample_type = Some(raw.sample_type);
         r.min = raw.channels.iter().map(|c| c.min).collect();
         r.max = raw.channels.iter().map(|c| c.max).collect();
         (r, Some(raw))
@@ -434,15 +436,15 @@ fn two_phase_job_writes_only_what_the_statistics_phase_found_ok() {
     // The writing phase starts at once, over items 0 and 2 only.
     let jr = &st.core.jobs[&JobKey(1)];
     assert_eq!(jr.two.phase, Phase::Write);
-    assert_eq!(jr.two.params.min, vec![3]);
-    assert_eq!(jr.two.params.max, vec![200]);
+    assert_eq!(jr.two.params.min, vec![3.0]);
+    assert_eq!(jr.two.params.max, vec![200.0]);
     assert_eq!(jr.final_before_phase(), 1);
     assert_eq!(jr.counts.failed, 1);
     let lease = &fx.leases.first().expect("a writing lease").1;
     let spec = lease.spec.as_ref().expect("spec");
     assert_eq!(spec.phase(), pb::Phase::Write);
     assert_eq!(lease.job_id, "job-1");
-    assert_eq!(spec.params.as_ref().map(|p| p.min.clone()), Some(vec![3]));
+    assert_eq!(spec.params.as_ref().map(|p| p.min.clone()), Some(vec![3.0]));
     let items: Vec<u64> = lease.items.iter().map(|i| i.index).collect();
     assert_eq!(items, vec![0, 2]);
     let id = lease.lease_id;
@@ -509,7 +511,8 @@ fn two_phase_backlog_and_progress_are_right_in_every_phase() {
         r.width = Some(2);
         r.height = Some(1);
         r.channels = Some(1);
-        r.bit_depth = Some(raw.bit_depth);
+        r.bit_depth = Some(raw.sample_type.bits());
+        r.sample_type = Some(raw.sample_type);
         r.min = raw.channels.iter().map(|c| c.min).collect();
         r.max = raw.channels.iter().map(|c| c.max).collect();
         (r, Some(raw))

@@ -3,6 +3,7 @@
 //! IEEE-754 bits, so a restored fold is bit-identical), so neither a wire
 //! message nor a core type can change the disk format by accident.
 use imgnorm_core::dataset::{RawChannel, RawStats};
+use imgnorm_core::sample::SampleType;
 use imgnorm_core::stats::{ChannelStats, ImageStats};
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +27,10 @@ struct ChannelRow {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct RawRow {
     bit_depth: u32,
+    /// Absent in rows written before signed, 32-bit and float samples:
+    /// those were `uint8` or `uint16` by their bit depth.
+    #[serde(default)]
+    sample_type: Option<SampleType>,
     channels: Vec<RawChannelRow>,
 }
 
@@ -34,8 +39,9 @@ struct RawChannelRow {
     count: u64,
     mean_bits: u64,
     m2_bits: u64,
-    min: u32,
-    max: u32,
+    /// Sample values (older rows: unsigned integers, read as f64 exactly).
+    min: f64,
+    max: f64,
 }
 
 impl From<&ImageStats> for StatsRow {
@@ -79,7 +85,8 @@ impl From<StatsRow> for ImageStats {
 impl From<&RawStats> for RawRow {
     fn from(s: &RawStats) -> RawRow {
         RawRow {
-            bit_depth: s.bit_depth,
+            bit_depth: s.sample_type.bits(),
+            sample_type: Some(s.sample_type),
             channels: s
                 .channels
                 .iter()
@@ -98,7 +105,11 @@ impl From<&RawStats> for RawRow {
 impl From<RawRow> for RawStats {
     fn from(s: RawRow) -> RawStats {
         RawStats {
-            bit_depth: s.bit_depth,
+            sample_type: s.sample_type.unwrap_or(if s.bit_depth == 16 {
+                SampleType::Uint16
+            } else {
+                SampleType::Uint8
+            }),
             channels: s
                 .channels
                 .into_iter()
@@ -140,17 +151,37 @@ mod tests {
         assert_eq!(back.channels[0].min.to_bits(), (-0.0f64).to_bits());
         assert_eq!(back, s);
         let r = RawStats {
-            bit_depth: 16,
+            sample_type: SampleType::Uint16,
             channels: vec![RawChannel {
                 count: 9,
                 mean: 1.0 / 7.0,
                 m2: 2.5,
-                min: 3,
-                max: 60000,
+                min: 3.0,
+                max: 60000.0,
             }],
         };
         let json = serde_json::to_string(&RawRow::from(&r)).expect("encode");
         let back: RawRow = serde_json::from_str(&json).expect("decode");
         assert_eq!(RawStats::from(back), r);
+        // A row written before sample types: integers and a bit depth.
+        let old = r#"{"bit_depth":16,"channels":[{"count":9,"mean_bits":0,"m2_bits":0,"min":3,"max":60000}]}"#;
+        let back = RawStats::from(serde_json::from_str::<RawRow>(old).expect("decode"));
+        assert_eq!(back.sample_type, SampleType::Uint16);
+        assert_eq!((back.channels[0].min, back.channels[0].max), (3.0, 60000.0));
+        let f = RawStats {
+            sample_type: SampleType::Float32,
+            channels: vec![RawChannel {
+                count: 1,
+                mean: 0.5,
+                m2: 0.0,
+                min: -0.25,
+                max: 0.5,
+            }],
+        };
+        let json = serde_json::to_string(&RawRow::from(&f)).expect("encode");
+        assert_eq!(
+            RawStats::from(serde_json::from_str::<RawRow>(&json).expect("decode")),
+            f
+        );
     }
 }

@@ -114,8 +114,6 @@ const V1_SCHEMA: &str = "CREATE TABLE jobs (
 /// a writing-phase result (output statistics) and a statistics-phase
 /// result (raw statistics), each a protobuf `ImageDone` blob.
 fn write_v1(dir: &Path, results: &[(i64, ResultRow)]) {
-    use imgnorm_proto::v1 as pb;
-    use prost::Message;
     let conn = Connection::open(dir.join(DB_FILE)).expect("create");
     conn.execute_batch(V1_SCHEMA).expect("schema 1");
     conn.execute(
@@ -125,16 +123,15 @@ fn write_v1(dir: &Path, results: &[(i64, ResultRow)]) {
     )
     .expect("job");
     for (phase, r) in results {
-        let done = pb::ImageDone {
-            job_id: String::new(),
-            lease_id: r.lease,
-            attempt: r.attempt,
-            index: r.index,
-            record: Some(crate::wire::record_to_pb(&r.record)),
-            output: Vec::new(),
-            stats: r.stats.as_ref().map(crate::wire::stats_to_pb),
-            raw: r.raw.as_ref().map(crate::wire::raw_to_pb),
-        };
+        // Frozen version-1 messages: the current protocol encodes
+        // extremes in other fields.
+        let done = super::v1::encode(
+            r.lease,
+            r.attempt,
+            &r.record,
+            r.stats.as_ref(),
+            r.raw.as_ref(),
+        );
         conn.execute(
             "INSERT OR REPLACE INTO results (job, phase, idx, result, worker, worker_id)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -142,7 +139,7 @@ fn write_v1(dir: &Path, results: &[(i64, ResultRow)]) {
                 5i64,
                 phase,
                 r.index as i64,
-                done.encode_to_vec(),
+                done,
                 r.worker,
                 r.worker_id as i64
             ],
@@ -187,13 +184,13 @@ fn a_schema_1_database_is_migrated_in_place() {
         record: Record::bare("b.png", Status::Ok, None),
         stats: None,
         raw: Some(RawStats {
-            bit_depth: 8,
+            sample_type: imgnorm_core::sample::SampleType::Uint8,
             channels: vec![RawChannel {
                 count: 4,
                 mean: 1.0 / 7.0,
                 m2: 2.0,
-                min: 1,
-                max: 200,
+                min: 1.0,
+                max: 200.0,
             }],
         }),
         ..write.clone()

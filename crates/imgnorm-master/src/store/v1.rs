@@ -5,6 +5,7 @@
 //! the migration.
 use imgnorm_core::dataset::{RawChannel, RawStats};
 use imgnorm_core::record::{Record, Status};
+use imgnorm_core::sample::SampleType;
 use imgnorm_core::stats::{ChannelStats, ImageStats};
 use prost::Message;
 
@@ -136,8 +137,14 @@ pub fn decode(blob: &[u8]) -> Result<ResultV1, String> {
         height: opt_u32(r.height),
         channels: opt_u32(r.channels),
         bit_depth: opt_u32(r.bit_depth),
-        min: r.min,
-        max: r.max,
+        // Version 1 held 8- and 16-bit unsigned samples only.
+        sample_type: match r.bit_depth {
+            8 => Some(SampleType::Uint8),
+            16 => Some(SampleType::Uint16),
+            _ => None,
+        },
+        min: r.min.into_iter().map(f64::from).collect(),
+        max: r.max.into_iter().map(f64::from).collect(),
         constant: r.constant,
         checksum: opt_str(r.checksum),
         warning: opt_str(r.warning),
@@ -157,7 +164,11 @@ pub fn decode(blob: &[u8]) -> Result<ResultV1, String> {
             .collect(),
     });
     let raw = done.raw.map(|s| RawStats {
-        bit_depth: s.bit_depth,
+        sample_type: if s.bit_depth == 16 {
+            SampleType::Uint16
+        } else {
+            SampleType::Uint8
+        },
         channels: s
             .channels
             .into_iter()
@@ -165,8 +176,8 @@ pub fn decode(blob: &[u8]) -> Result<ResultV1, String> {
                 count: c.count,
                 mean: c.mean,
                 m2: c.m2,
-                min: c.min,
-                max: c.max,
+                min: f64::from(c.min),
+                max: f64::from(c.max),
             })
             .collect(),
     });
@@ -177,4 +188,66 @@ pub fn decode(blob: &[u8]) -> Result<ResultV1, String> {
         stats,
         raw,
     })
+}
+
+/// A version-1 result blob as a version-2 master stored it (tests write
+/// schema-1 databases with it: the current protocol's encoding differs).
+#[cfg(test)]
+pub fn encode(
+    lease: u64,
+    attempt: u32,
+    r: &Record,
+    stats: Option<&ImageStats>,
+    raw: Option<&RawStats>,
+) -> Vec<u8> {
+    let ints = |v: &[f64]| v.iter().map(|&x| x as u32).collect();
+    ImageDone {
+        lease_id: lease,
+        attempt,
+        record: Some(RecordV1 {
+            path: r.path.clone(),
+            status: r.status.as_str().to_string(),
+            reason: r.reason.clone().unwrap_or_default(),
+            output: r.output.clone().unwrap_or_default(),
+            width: r.width.unwrap_or(0),
+            height: r.height.unwrap_or(0),
+            channels: r.channels.unwrap_or(0),
+            bit_depth: r.bit_depth.unwrap_or(0),
+            min: ints(&r.min),
+            max: ints(&r.max),
+            constant: r.constant,
+            checksum: r.checksum.clone().unwrap_or_default(),
+            format: r.format.clone().unwrap_or_default(),
+            warning: r.warning.clone().unwrap_or_default(),
+        }),
+        stats: stats.map(|s| StatsV1 {
+            channels: s
+                .channels
+                .iter()
+                .map(|c| ChannelV1 {
+                    count: c.count,
+                    mean: c.mean,
+                    m2: c.m2,
+                    min: c.min,
+                    max: c.max,
+                    histogram: c.histogram.clone(),
+                })
+                .collect(),
+        }),
+        raw: raw.map(|s| RawV1 {
+            bit_depth: s.sample_type.bits(),
+            channels: s
+                .channels
+                .iter()
+                .map(|c| RawChannelV1 {
+                    count: c.count,
+                    mean: c.mean,
+                    m2: c.m2,
+                    min: c.min as u32,
+                    max: c.max as u32,
+                })
+                .collect(),
+        }),
+    }
+    .encode_to_vec()
 }

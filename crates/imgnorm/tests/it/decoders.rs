@@ -13,7 +13,9 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::helpers::{centralized, npy_shape, read, rows_by_path, run_local, tempdir};
+use crate::helpers::{
+    assert_same_dataset, centralized, npy_shape, read, rows_by_path, run_local, tempdir,
+};
 
 /// One TIFF page to write (uncompressed, little-endian).
 struct Page<'a> {
@@ -749,11 +751,11 @@ fn real_world_layouts_decode_like_opencv_in_every_mode() {
         "{}",
         rows["two_pages.tif"]
     );
-    for (rel, name) in [
-        ("float.pfm", "PFM"),
-        ("picture.avif", "AVIF"),
-        ("picture.jp2", "JPEG 2000"),
-    ] {
+    // PFM is read now (see `wide_samples_are_identical_in_every_mode`): a
+    // 1x1 image is constant.
+    assert_eq!(rows["float.pfm"]["status"], "ok", "{}", rows["float.pfm"]);
+    assert_eq!(rows["float.pfm"]["sample_type"], "float32");
+    for (rel, name) in [("picture.avif", "AVIF"), ("picture.jp2", "JPEG 2000")] {
         assert_eq!(rows[rel]["status"], "failed", "{}", rows[rel]);
         assert!(reason(&rows, rel).contains(name), "{}", rows[rel]);
     }
@@ -767,4 +769,227 @@ fn real_world_layouts_decode_like_opencv_in_every_mode() {
         assert_eq!(r.code, 3, "{name}: {r}");
         assert_eq!(rows_by_path(&out), rows, "{name}: manifests differ");
     }
+}
+
+/// A one-strip little-endian TIFF of `spp` samples per pixel of
+/// `bits`-bit `format` (1 unsigned, 2 signed, 3 float), from raw bytes.
+fn raw_tiff(w: u32, h: u32, spp: u16, bits: u16, format: u16, data: &[u8]) -> Vec<u8> {
+    let mut out = b"II*\0".to_vec();
+    let ifd = 8 + data.len() as u32 + 8;
+    out.extend(ifd.to_le_bytes());
+    out.extend(data);
+    // BitsPerSample and SampleFormat values (up to 4 u16s) live here.
+    let values_at = out.len() as u32;
+    let per = |v: u16| -> Vec<u8> {
+        (0..4)
+            .flat_map(|i| if i < spp { v } else { 0 }.to_le_bytes())
+            .collect()
+    };
+    out.extend(per(bits));
+    assert_eq!(out.len() as u32, ifd, "layout");
+    let photometric = if spp >= 3 { 2 } else { 1 };
+    let inline = |v: u16| u32::from(v);
+    let bits_field = if spp <= 2 {
+        u32::from(bits) | if spp == 2 { u32::from(bits) << 16 } else { 0 }
+    } else {
+        values_at
+    };
+    let format_field = if spp <= 2 {
+        u32::from(format) | if spp == 2 { u32::from(format) << 16 } else { 0 }
+    } else {
+        // Stored after the IFD.
+        ifd + 2 + 10 * 12 + 4
+    };
+    let entries: [(u16, u16, u32, u32); 10] = [
+        (256, 4, 1, w),
+        (257, 4, 1, h),
+        (258, 3, u32::from(spp), bits_field),
+        (259, 3, 1, 1),
+        (262, 3, 1, inline(photometric)),
+        (273, 4, 1, 8),
+        (277, 3, 1, u32::from(spp)),
+        (278, 4, 1, h),
+        (279, 4, 1, data.len() as u32),
+        (339, 3, u32::from(spp), format_field),
+    ];
+    out.extend(10u16.to_le_bytes());
+    for (tag, ty, n, v) in entries {
+        out.extend(tag.to_le_bytes());
+        out.extend(ty.to_le_bytes());
+        out.extend(n.to_le_bytes());
+        out.extend(v.to_le_bytes());
+    }
+    out.extend([0, 0, 0, 0]);
+    out.extend(per(format));
+    out
+}
+
+/// Float, signed and 32-bit samples (TIFF `SampleFormat` 2/3, PFM) come out
+/// as OpenCV's min-max of the values, with their sample type in the row,
+/// and `centralized`, `run --workers 2` and stream mode write the same bytes
+/// for them, statistics-phase jobs included.
+#[test]
+fn wide_samples_are_identical_in_every_mode() {
+    let dir = tempdir();
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).expect("mkdir");
+    let (w, h) = (7u32, 5u32);
+    let n = (w * h) as usize;
+    let rgb_f: Vec<f32> = (0..n * 3)
+        .map(|i| (i as f32 * 0.37).sin() * 40.5 - 3.25)
+        .collect();
+    let gray_i16: Vec<i16> = (0..n).map(|i| (i as i32 * 1531 - 20_000) as i16).collect();
+    let gray_u32: Vec<u32> = (0..n).map(|i| i as u32 * 97_000_003).collect();
+    let gray_i8: Vec<i8> = (0..n).map(|i| (i as i32 * 7 - 120) as i8).collect();
+    let le = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>();
+    std::fs::write(
+        input.join("float.tif"),
+        raw_tiff(w, h, 3, 32, 3, &le(&rgb_f)),
+    )
+    .expect("write");
+    std::fs::write(
+        input.join("int16.tif"),
+        raw_tiff(
+            w,
+            h,
+            1,
+            16,
+            2,
+            &gray_i16
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect::<Vec<_>>(),
+        ),
+    )
+    .expect("write");
+    std::fs::write(
+        input.join("uint32.tif"),
+        raw_tiff(
+            w,
+            h,
+            1,
+            32,
+            1,
+            &gray_u32
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect::<Vec<_>>(),
+        ),
+    )
+    .expect("write");
+    std::fs::write(
+        input.join("int8.tif"),
+        raw_tiff(
+            w,
+            h,
+            1,
+            8,
+            2,
+            &gray_i8.iter().map(|&v| v as u8).collect::<Vec<_>>(),
+        ),
+    )
+    .expect("write");
+    // PFM: RGB, big-endian (scale 2: every sample halved), rows bottom up.
+    let mut pfm = format!("PF\n{w} {h}\n2.0\n").into_bytes();
+    for y in (0..h as usize).rev() {
+        for v in &rgb_f[y * w as usize * 3..(y + 1) * w as usize * 3] {
+            pfm.extend(v.to_be_bytes());
+        }
+    }
+    std::fs::write(input.join("float.pfm"), pfm).expect("write");
+    let mut nan = b"Pf\n2 1\n-1\n".to_vec();
+    nan.extend(1.0f32.to_le_bytes());
+    nan.extend(f32::NAN.to_le_bytes());
+    std::fs::write(input.join("nan.pfm"), nan).expect("write");
+
+    let c_out = dir.path().join("c");
+    let c = centralized(&input, &c_out, &[]);
+    assert_eq!(c.code, 3, "{c}");
+    let rows = rows_by_path(&c_out);
+    let expect = |rel: &str, ty: &str, bits: u64, channels: u64, vals: Vec<f64>| {
+        let r = &rows[rel];
+        assert_eq!(r["status"], "ok", "{r}");
+        assert_eq!(r["sample_type"], ty, "{r}");
+        assert_eq!(r["bit_depth"].as_u64(), Some(bits), "{r}");
+        assert_eq!(r["channels"].as_u64(), Some(channels), "{r}");
+        let lo = vals.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = vals.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        // serde_json's default float parsing may be one ulp off; the
+        // file holds the shortest decimal of the exact value.
+        let near = |v: &Value, want: f64| {
+            v.as_f64()
+                .is_some_and(|x| (x - want).abs() <= want.abs() * 1e-15)
+        };
+        assert!(near(&r["min"][0], lo), "{r}: min {lo}");
+        assert!(near(&r["max"][0], hi), "{r}: max {hi}");
+        let (shape, got) = floats(&read(&c_out.join(format!("{rel}.npy"))));
+        assert_eq!(
+            shape,
+            vec![h as usize, w as usize, channels as usize],
+            "{rel}"
+        );
+        for (g, v) in got.iter().zip(&vals) {
+            let want = (v - lo) / (hi - lo);
+            assert!((f64::from(*g) - want).abs() <= 1e-6, "{rel}: {g} vs {want}");
+        }
+    };
+    let f64s = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<_>>();
+    expect("float.tif", "float32", 32, 3, f64s(&rgb_f));
+    let halved: Vec<f32> = rgb_f.iter().map(|&v| v * 0.5).collect();
+    expect("float.pfm", "float32", 32, 3, f64s(&halved));
+    expect(
+        "int16.tif",
+        "int16",
+        16,
+        1,
+        gray_i16.iter().map(|&v| f64::from(v)).collect(),
+    );
+    expect(
+        "uint32.tif",
+        "uint32",
+        32,
+        1,
+        gray_u32.iter().map(|&v| f64::from(v)).collect(),
+    );
+    expect(
+        "int8.tif",
+        "int8",
+        8,
+        1,
+        gray_i8.iter().map(|&v| f64::from(v)).collect(),
+    );
+    assert_eq!(rows["nan.pfm"]["status"], "failed");
+    assert!(
+        reason(&rows, "nan.pfm").contains("NaN"),
+        "{}",
+        rows["nan.pfm"]
+    );
+    for (name, extra) in [
+        ("shared", &["--workers", "2"][..]),
+        ("stream", &["--workers", "2", "--transfer", "stream"][..]),
+    ] {
+        let out = dir.path().join(name);
+        let r = run_local(&input, &out, extra);
+        assert_eq!(r.code, 3, "{name}: {r}");
+        assert_same_dataset(&c_out, &out);
+    }
+    // Two-phase jobs: raw statistics of every type cross the wire.
+    let z = ["--standardize", "--scope", "dataset", "--per-channel"];
+    let (a, b) = (dir.path().join("za"), dir.path().join("zb"));
+    let ra = centralized(&input, &a, &["--channels", "rgb", "--standardize"]);
+    assert_eq!(ra.code, 3, "{ra}");
+    let mut extra = vec!["--workers", "2", "--channels", "rgb", "--standardize"];
+    let rb = run_local(&input, &b, &extra);
+    assert_eq!(rb.code, 3, "{rb}");
+    assert_same_dataset(&a, &b);
+    let (a, b) = (dir.path().join("da"), dir.path().join("db"));
+    let mut local = vec!["--channels", "rgb"];
+    local.extend(z);
+    let ra = centralized(&input, &a, &local);
+    assert_eq!(ra.code, 3, "{ra}");
+    extra.truncate(2);
+    extra.extend(local);
+    let rb = run_local(&input, &b, &extra);
+    assert_eq!(rb.code, 3, "{rb}");
+    assert_same_dataset(&a, &b);
 }

@@ -390,8 +390,9 @@ fn a_lying_worker_is_refused_then_disconnected() {
                 height: 12,
                 channels: 3,
                 bit_depth: 8,
-                min: vec![0],
-                max: vec![255],
+                sample_type: "uint8".into(),
+                min: vec![0.0],
+                max: vec![255.0],
                 checksum: "0".repeat(32),
                 format: "png".into(),
                 ..Default::default()

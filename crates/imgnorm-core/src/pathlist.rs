@@ -264,7 +264,13 @@ impl PathListBuilder {
                 heap.push(Head { path, run });
             }
         }
+        // The merged list is about the size of the runs together: reserved
+        // once, not grown by doubling (which could hold twice that).
         let mut out = PathList::new();
+        out.data
+            .reserve(self.runs.iter().map(|r| r.data.len()).sum::<usize>());
+        out.blocks
+            .reserve(self.runs.iter().map(|r| r.blocks.len()).sum::<usize>());
         while let Some(Head { path, run }) = heap.pop() {
             if out.is_empty() || out.last != path {
                 out.push(&path);

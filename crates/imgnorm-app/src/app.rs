@@ -351,8 +351,11 @@ async fn show_progress(m: Master, id: JobId, quiet: bool) {
 /// [`run_local`]).
 #[derive(Debug)]
 pub struct OneJob<'a> {
-    /// Input folder or `s3://` prefix.
+    /// Input folder or `s3://` prefix (with `input_list`: the root its
+    /// entries are relative to).
     pub input: &'a Path,
+    /// The input list (`--input-list`), when the files are named there.
+    pub input_list: Option<&'a Path>,
     /// Output folder or `s3://` prefix.
     pub output: &'a Path,
     /// How images and arrays travel.
@@ -384,12 +387,14 @@ pub async fn master_one_job(
     // up where it stopped instead of starting again.
     let OneJob {
         input,
+        input_list,
         output,
         transfer,
         options,
         quiet,
     } = job;
     let (input, output) = (master::absolute(input), master::absolute(output));
+    let input_list = input_list.map(master::absolute);
     let options_json = wire::options_to_json(&options);
     let start = async {
         let resumed = m.resume().await?;
@@ -402,7 +407,11 @@ pub async fn master_one_job(
         });
         Ok::<_, MasterError>(match same {
             Some(r) => r.id.clone(),
-            None => m.submit(input, output, transfer, options).await?.0,
+            None => {
+                m.submit(input, input_list, output, transfer, options)
+                    .await?
+                    .0
+            }
         })
     };
     let id = tokio::select! {
@@ -905,6 +914,7 @@ async fn client(
 pub async fn submit(
     url: &str,
     input: &Path,
+    input_list: Option<&Path>,
     output: &Path,
     transfer: Transfer,
     options: &EngineOptions,
@@ -918,6 +928,9 @@ pub async fn submit(
             batch_size: 0,
             transfer: transfer.as_str().to_string(),
             engine_options_json: wire::options_to_json(options),
+            input_list: input_list
+                .map(|l| master::absolute(l).display().to_string())
+                .unwrap_or_default(),
         })
         .await
         .map_err(|s| AppError::Remote {

@@ -27,6 +27,7 @@ mod events;
 pub mod history;
 mod machine;
 mod results;
+pub mod rows;
 mod run;
 
 #[cfg(test)]
@@ -38,6 +39,7 @@ mod tests;
 
 pub use machine::{Jobs, ListedJob, NewJob, RestoredJob};
 pub use results::ImageResult;
+pub use rows::{KeptRow, MemRows, RowStore, RowStoreFactory, Rows};
 pub use run::{JobRun, TwoPhase};
 
 /// Dead workers listed in the status and dashboard (older ones are
@@ -206,7 +208,7 @@ pub struct WorkerInfo {
 }
 
 /// Which worker and attempt produced an image (written to provenance.jsonl).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Provenance {
     /// Worker name.
     pub worker: String,

@@ -10,6 +10,7 @@ pub mod ids;
 pub mod jobs;
 pub mod normalize;
 pub mod options;
+pub mod pathlist;
 pub mod paths;
 pub mod record;
 pub mod sample;

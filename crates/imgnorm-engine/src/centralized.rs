@@ -13,7 +13,7 @@ use imgnorm_core::options::EngineOptions;
 use imgnorm_core::record::{Record, Status};
 use imgnorm_core::stats::{DatasetStats, ImageStats};
 
-use crate::discovery::{DiscoveryError, discover};
+use crate::discovery::{DiscoveryError, find};
 use crate::engine::{Engine, Sink, Source};
 use crate::finish;
 use crate::output::{OutputError, Summary};
@@ -53,6 +53,12 @@ impl From<finish::FinishError> for RunError {
         match e {
             finish::FinishError::Format(e) => RunError::Format(e),
             finish::FinishError::Output(e) => RunError::Output(e),
+            // Only a row store fails this way; this run keeps its rows in
+            // memory.
+            finish::FinishError::Rows(e) => RunError::Output(OutputError {
+                path: crate::output::MANIFEST.to_string(),
+                source: std::io::Error::other(e),
+            }),
         }
     }
 }
@@ -65,9 +71,12 @@ pub fn create_output(out: &Path) -> Result<(), RunError> {
     })
 }
 
-/// Runs the whole job on this thread and returns the summary.
+/// Runs the whole job on this thread and returns the summary. Its files are
+/// those of `input_list` when given (`--input-list`, entries under
+/// `input`), else those found under `input`.
 pub fn run(
     input: &Path,
+    input_list: Option<&Path>,
     out: &Path,
     opts: &EngineOptions,
     quiet: bool,
@@ -76,25 +85,27 @@ pub fn run(
         if let Some(what) = storage::unsupported_with_objects(opts) {
             return Err(StorageError::Unsupported(what).into());
         }
-        return run_objects(input, out, opts, quiet);
+        return run_objects(input, input_list, out, opts, quiet);
     }
     let started = Instant::now();
     create_output(out)?;
     // Held until the run returns: no other job may use the output meanwhile.
     let claim = crate::claim::OutputClaim::acquire(out)?;
-    let found = discover(input, Some(out))?;
-    crate::formats::prepare(&claim, opts, &found.files)?;
+    let found = find(input, input_list, Some(out))?;
+    crate::formats::prepare(&claim, opts, found.files.len())?;
+    // This run keeps every row until the end anyway: the paths too.
+    let files = found.files.to_vec();
     let mut progress = Progress::new(found.total(), quiet);
     for _ in &found.problems {
         progress.inc(false);
     }
     let mut engine = Engine::new(opts.clone());
-    let (params, mut early) = statistics_phase(&mut engine, input, &found.files);
+    let (params, mut early) = statistics_phase(&mut engine, input, &files);
     engine.set_params(params.clone());
-    let mut rows = Vec::with_capacity(found.files.len());
+    let mut rows = Vec::with_capacity(files.len());
     // Files are in sorted path order: the fold order every mode uses.
     let mut dataset = DatasetStats::new(params.output_range(opts));
-    for (index, rel) in (0u64..).zip(&found.files) {
+    for (index, rel) in (0u64..).zip(&files) {
         // Not ok in the statistics phase: that row is final.
         if let Some(r) = usize::try_from(index)
             .ok()
@@ -123,7 +134,7 @@ pub fn run(
             input,
             out,
             opts,
-            layout: Some(&found.files),
+            layout: Some(&files),
             engine: &engine,
             dataset: &dataset,
             params: &params,
@@ -174,6 +185,7 @@ struct InFlight {
 /// on this thread.
 fn run_objects(
     input: &Path,
+    input_list: Option<&Path>,
     out: &Path,
     opts: &EngineOptions,
     quiet: bool,
@@ -181,8 +193,8 @@ fn run_objects(
     let started = Instant::now();
     let (inp, outp) = (Location::of(input)?, Location::of(out)?);
     let found = {
-        let (i, o) = (inp.clone(), outp.clone());
-        storage::block_on(async move { storage::prepare(&i, &o).await })??
+        let (i, o, l) = (inp.clone(), outp.clone(), input_list.map(Path::to_path_buf));
+        storage::block_on(async move { storage::prepare(&i, &o, l.as_deref()).await })??
     };
     let source = inp.s3().map(Store::open).transpose()?;
     let sink = outp.s3().map(Store::open).transpose()?;
@@ -190,7 +202,7 @@ fn run_objects(
     for _ in &found.problems {
         progress.inc(false);
     }
-    let files = &found.files;
+    let files = &found.files.to_vec();
     let mut engine = Engine::new(opts.clone());
     // Single-phase options only (see `storage::unsupported_with_objects`).
     let params = DatasetParams::from_options(opts);
@@ -372,7 +384,7 @@ fn finish_run(
         stage_seconds: f.engine.times().into(),
         dataset: f.dataset,
         params: f.params,
-        provenance: None,
+        provenance: false,
     };
-    Ok(finish::finish(&job, rows, problems)?)
+    Ok(finish::finish(&job, finish::JobRows::Vec(rows), problems)?)
 }

@@ -7,7 +7,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use imgnorm_core::dataset::DatasetParams;
+use imgnorm_core::jobs::RowStore;
 use imgnorm_core::options::EngineOptions;
+use imgnorm_core::pathlist::PathList;
 use imgnorm_core::record::Record;
 use imgnorm_core::stats::DatasetStats;
 
@@ -25,6 +27,9 @@ pub enum FinishError {
     /// Writing the manifest, provenance or statistics failed.
     #[error(transparent)]
     Output(#[from] OutputError),
+    /// The job's rows could not be read back from where they were kept.
+    #[error("{0}")]
+    Rows(String),
 }
 
 /// How long the job took, for the summary and `stats.json`.
@@ -61,20 +66,76 @@ pub struct Job<'a> {
     pub dataset: &'a DatasetStats,
     /// The dataset parameters the job normalized with.
     pub params: &'a DatasetParams,
-    /// One JSON line per image saying who produced it, written to
-    /// [`output::PROVENANCE`]; `None` writes no such file.
-    pub provenance: Option<&'a [String]>,
+    /// Write [`output::PROVENANCE`] from the rows' provenance (rows from a
+    /// [`RowStore`] only).
+    pub provenance: bool,
+}
+
+/// The per-image rows of a finished job, in index (= path) order.
+pub enum JobRows<'a> {
+    /// In memory.
+    Vec(Vec<Record>),
+    /// Kept by a store (the master's, on disk), read back while the
+    /// manifest and provenance are written; `files[i]` names item `i`.
+    Store {
+        /// The rows.
+        rows: &'a dyn RowStore,
+        /// The job's files.
+        files: &'a PathList,
+    },
+}
+
+/// Writes `provenance.jsonl`: one JSON object per image a worker produced,
+/// in index order, its keys sorted.
+fn write_provenance(out: &Path, rows: &dyn RowStore, files: &PathList) -> Result<(), FinishError> {
+    output::write_streamed(out, output::PROVENANCE, |w| {
+        for r in rows.rows() {
+            let (i, _, p) = r.map_err(std::io::Error::other)?;
+            let Some(p) = p else { continue };
+            let path = usize::try_from(i).ok().and_then(|i| files.get(i));
+            let path = path.as_deref();
+            let line = serde_json::json!({"path": path, "worker": p.worker, "worker_id": p.worker_id, "lease": p.lease, "attempt": p.attempt});
+            serde_json::to_writer(&mut *w, &line).map_err(std::io::Error::other)?;
+            w.write_all(b"\n")?;
+        }
+        Ok(())
+    })?;
+    Ok(())
+}
+
+/// Every row of `rows`, in index order, in memory (for the layouts that
+/// complete from them: shards, stack).
+fn read_all(rows: &dyn RowStore) -> Result<Vec<Record>, FinishError> {
+    rows.rows()
+        .map(|r| r.map(|(_, r, _)| r))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(FinishError::Rows)
 }
 
 /// Writes the dataset of a finished job: `rows` are the per-image results
-/// (any order), `problems` the files discovery refused. Returns the summary.
+/// in path order, `problems` the files discovery refused, also in path
+/// order. The manifest and provenance are written as the rows are read:
+/// from a store, no more than a window of rows is in memory at once
+/// (except for the layouts that complete from every row). Returns the
+/// summary.
 pub fn finish(
     job: &Job<'_>,
-    mut rows: Vec<Record>,
+    rows: JobRows<'_>,
     problems: Vec<Record>,
 ) -> Result<Summary, FinishError> {
+    let (mut held, store) = match rows {
+        JobRows::Vec(v) => (Some(v), None),
+        JobRows::Store { rows, files } => (None, Some((rows, files))),
+    };
     if let Some(files) = job.layout {
-        crate::formats::finish(job.out, job.options, files, &mut rows)?;
+        if let (None, Some((s, _))) = (&held, store)
+            && crate::formats::needs_rows(job.options)
+        {
+            held = Some(read_all(s)?);
+        }
+        let mut none = Vec::new();
+        let rows = held.as_mut().unwrap_or(&mut none);
+        crate::formats::finish(job.out, job.options, files, rows)?;
     }
     // Leftovers of writers that were killed (an earlier run into the same
     // folder, or a reaped worker).
@@ -85,14 +146,27 @@ pub fn finish(
             "removed temporary files left by killed writers"
         );
     }
-    let rows = output::merge_sorted(rows, problems);
-    let counts = output::write_manifest(job.out, &rows)?;
-    if let Some(lines) = job.provenance {
-        let mut p = lines.join("\n");
-        if !p.is_empty() {
-            p.push('\n');
+    let (counts, classes) = match (held, store) {
+        (Some(v), _) => {
+            output::write_manifest(job.out, output::merge_sorted(v, problems), || None)?
         }
-        output::write_file(job.out, output::PROVENANCE, p.as_bytes())?;
+        (None, Some((s, _))) => {
+            let failed = std::cell::RefCell::new(None);
+            let read = s.rows().map_while(|r| match r {
+                Ok((_, r, _)) => Some(r),
+                Err(e) => {
+                    *failed.borrow_mut() = Some(e);
+                    None
+                }
+            });
+            output::write_manifest(job.out, output::merge_sorted(read, problems), || {
+                failed.borrow_mut().take()
+            })?
+        }
+        (None, None) => output::write_manifest(job.out, problems, || None)?,
+    };
+    if let (true, Some((s, files))) = (job.provenance, store) {
+        write_provenance(job.out, s, files)?;
     }
     let elapsed = match job.elapsed {
         Elapsed::Since(started) => started.elapsed(),
@@ -113,7 +187,7 @@ pub fn finish(
             images_per_s: summary.images_per_s,
             stage_seconds: job.stage_seconds,
             peak_rss_mib: output::peak_rss_mib(),
-            dataset: DatasetSection::new(job.dataset, &rows),
+            dataset: DatasetSection::with_classes(job.dataset, classes),
             normalization: Normalization::new(job.options, job.params),
         },
     )?;

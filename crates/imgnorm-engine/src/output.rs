@@ -100,40 +100,125 @@ mod sweep_tests {
     }
 }
 
-/// Writes `manifest.jsonl` from rows already sorted by path.
-pub fn write_manifest<'a>(
+/// Writes `manifest.jsonl` from rows already sorted by path, one at a time
+/// (nothing the size of the manifest is held: see [`write_streamed`]);
+/// returns their counts and, as [`class_counts`] does, their classes.
+/// `check` is asked once the rows ran out: `Some(error)` when they ended
+/// early because they could not be read, and then no manifest is written.
+pub fn write_manifest<R: std::borrow::Borrow<Record>>(
     out: &Path,
-    rows: impl IntoIterator<Item = &'a Record>,
-) -> Result<Counts, OutputError> {
+    rows: impl IntoIterator<Item = R>,
+    check: impl FnOnce() -> Option<String>,
+) -> Result<(Counts, Option<BTreeMap<String, u64>>), OutputError> {
     let mut counts = Counts::default();
-    let mut buf = Vec::with_capacity(1 << 16);
-    for r in rows {
-        counts.add(r.status);
-        // Serialising a plain struct of strings and integers cannot fail.
-        if serde_json::to_writer(&mut buf, r).is_ok() {
-            buf.push(b'\n');
+    let mut classes = ClassFold::default();
+    write_streamed(out, MANIFEST, |w| {
+        for r in rows {
+            let r = r.borrow();
+            counts.add(r.status);
+            classes.add(r);
+            serde_json::to_writer(&mut *w, r).map_err(std::io::Error::other)?;
+            w.write_all(b"\n")?;
         }
-    }
-    write_file(out, MANIFEST, &buf)?;
-    Ok(counts)
+        match check() {
+            Some(e) => Err(std::io::Error::other(e)),
+            None => Ok(()),
+        }
+    })?;
+    Ok((counts, classes.finish()))
 }
 
-/// Merges two path-sorted row lists into one path-sorted list.
-pub fn merge_sorted(a: Vec<Record>, b: Vec<Record>) -> Vec<Record> {
-    let mut out = Vec::with_capacity(a.len() + b.len());
+/// Writes the file `name` of the dataset in `out` from what `fill` writes:
+/// locally through a buffered temporary file renamed when complete (a
+/// killed writer never leaves a truncated file under the final name), so
+/// memory stays bounded whatever the size; to an object store, collected
+/// and uploaded in one request.
+pub fn write_streamed(
+    out: &Path,
+    name: &str,
+    fill: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+) -> Result<(), OutputError> {
+    use std::io::Write;
+    if crate::storage::is_object_url(out) {
+        let mut buf = Vec::new();
+        fill(&mut buf).map_err(|source| OutputError {
+            path: format!("{}/{name}", out.display()),
+            source,
+        })?;
+        return write_object(out, name, &buf);
+    }
+    let path = out.join(name);
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    let result = std::fs::File::create(&tmp)
+        .and_then(|f| {
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+            fill(&mut w)?;
+            w.flush()
+        })
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(|source| OutputError {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod manifest_tests {
+    use super::*;
+
+    #[test]
+    fn the_manifest_is_streamed_merged_and_not_written_when_rows_ran_out_early() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let rows = vec![
+            Record::bare("a/1.png", Status::Ok, None),
+            Record::bare("c/3.png", Status::Ok, None),
+        ];
+        let problems = vec![Record::bare("b/2", Status::Skipped, Some("loop".into()))];
+        let (counts, classes) =
+            write_manifest(dir.path(), merge_sorted(rows, problems), || None).expect("written");
+        assert_eq!((counts.images, counts.ok, counts.skipped), (3, 2, 1));
+        assert_eq!(classes.map(|c| c.len()), Some(2));
+        let text = std::fs::read_to_string(dir.path().join(MANIFEST)).expect("read");
+        let paths: Vec<String> = text
+            .lines()
+            .map(|l| serde_json::from_str::<Record>(l).expect("row").path)
+            .collect();
+        assert_eq!(paths, ["a/1.png", "b/2", "c/3.png"]);
+        let bad = tempfile::tempdir().expect("tmp");
+        let r = write_manifest(bad.path(), [Record::bare("x", Status::Ok, None)], || {
+            Some("row 7 cannot be read".into())
+        });
+        assert!(r.is_err());
+        assert!(!bad.path().join(MANIFEST).exists(), "no partial manifest");
+        assert!(
+            std::fs::read_dir(bad.path()).expect("ls").next().is_none(),
+            "no temporary left"
+        );
+    }
+}
+
+/// Merges two path-sorted row sequences into one path-sorted sequence (on
+/// equal paths, `a`'s row first), lazily.
+pub fn merge_sorted(
+    a: impl IntoIterator<Item = Record>,
+    b: impl IntoIterator<Item = Record>,
+) -> impl Iterator<Item = Record> {
     let mut a = a.into_iter().peekable();
     let mut b = b.into_iter().peekable();
-    loop {
+    std::iter::from_fn(move || {
         let take_a = match (a.peek(), b.peek()) {
             (Some(x), Some(y)) => x.path <= y.path,
             (Some(_), None) => true,
             (None, Some(_)) => false,
-            (None, None) => break,
+            (None, None) => return None,
         };
-        let next = if take_a { a.next() } else { b.next() };
-        out.extend(next);
-    }
-    out
+        if take_a { a.next() } else { b.next() }
+    })
 }
 
 /// Contents of `stats.json`.
@@ -244,11 +329,20 @@ pub struct DatasetSection {
 impl DatasetSection {
     /// The section for statistics folded in path order and the final rows.
     pub fn new(stats: &DatasetStats, rows: &[Record]) -> DatasetSection {
+        DatasetSection::with_classes(stats, class_counts(rows))
+    }
+
+    /// The section for statistics folded in path order and the classes of
+    /// the final rows (see [`class_counts`]).
+    pub fn with_classes(
+        stats: &DatasetStats,
+        classes: Option<BTreeMap<String, u64>>,
+    ) -> DatasetSection {
         DatasetSection {
             images: stats.images,
             histogram_range: [stats.binning.lo, stats.binning.hi],
             channels: stats.channels.iter().map(|c| c.summary()).collect(),
-            classes: class_counts(rows),
+            classes,
         }
     }
 }
@@ -258,12 +352,38 @@ impl DatasetSection {
 /// `None` when some `ok` image sits directly in the input folder, or none is
 /// `ok`.
 pub fn class_counts(rows: &[Record]) -> Option<BTreeMap<String, u64>> {
-    let mut classes = BTreeMap::new();
-    for r in rows.iter().filter(|r| r.status == Status::Ok) {
-        let (class, _) = r.path.split_once('/')?;
-        *classes.entry(class.to_string()).or_insert(0) += 1;
+    let mut fold = ClassFold::default();
+    rows.iter().for_each(|r| fold.add(r));
+    fold.finish()
+}
+
+/// [`class_counts`] one row at a time.
+#[derive(Debug, Default)]
+struct ClassFold {
+    classes: BTreeMap<String, u64>,
+    /// An `ok` image directly in the input folder: no class layout.
+    flat: bool,
+}
+
+impl ClassFold {
+    fn add(&mut self, r: &Record) {
+        if self.flat || r.status != Status::Ok {
+            return;
+        }
+        match r.path.split_once('/') {
+            Some((class, _)) => match self.classes.get_mut(class) {
+                Some(n) => *n += 1,
+                None => {
+                    self.classes.insert(class.to_string(), 1);
+                }
+            },
+            None => self.flat = true,
+        }
     }
-    (!classes.is_empty()).then_some(classes)
+
+    fn finish(self) -> Option<BTreeMap<String, u64>> {
+        (!self.flat && !self.classes.is_empty()).then_some(self.classes)
+    }
 }
 
 /// One or two human lines about the `"dataset"` section of the `stats.json`

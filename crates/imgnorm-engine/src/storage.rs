@@ -30,7 +30,7 @@ use object_store::{
     BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
 };
 
-use crate::discovery::{Discovered, DiscoveryError, discover};
+use crate::discovery::{Discovered, DiscoveryError, discover, read_list};
 
 /// The URL scheme of object-store locations.
 pub const SCHEME: &str = "s3://";
@@ -568,8 +568,14 @@ impl Store {
 /// or in an object store: what the master (and `centralized`) do before any
 /// image is processed. Local input is walked as [`discover`] does; object
 /// input is listed (`EmptyInput` when nothing is there, which is also what a
-/// misspelled prefix looks like); object output gets a write check.
-pub async fn prepare(input: &Location, output: &Location) -> Result<Discovered, StorageError> {
+/// misspelled prefix looks like); object output gets a write check. With an
+/// input `list` (`--input-list`), its entries are the files instead
+/// ([`read_list`], resolved against the input).
+pub async fn prepare(
+    input: &Location,
+    output: &Location,
+    list: Option<&Path>,
+) -> Result<Discovered, StorageError> {
     match output {
         Location::S3(u) => Store::open(u)?.check_writable().await?,
         Location::Local(p) => {
@@ -579,6 +585,17 @@ pub async fn prepare(input: &Location, output: &Location) -> Result<Discovered, 
             })?
         }
     }
+    if let Some(list) = list {
+        let root = match input {
+            Location::S3(u) => PathBuf::from(u.to_string()),
+            Location::Local(p) => p.clone(),
+        };
+        let list = list.to_path_buf();
+        return tokio::task::spawn_blocking(move || read_list(&list, &root))
+            .await
+            .map_err(|e| StorageError::Task(e.to_string()))?
+            .map_err(StorageError::from);
+    }
     match input {
         Location::S3(u) => {
             let files = Store::open(u)?.list(output.s3()).await?;
@@ -586,7 +603,7 @@ pub async fn prepare(input: &Location, output: &Location) -> Result<Discovered, 
                 return Err(StorageError::EmptyInput(u.clone()));
             }
             Ok(Discovered {
-                files,
+                files: files.into_iter().collect(),
                 problems: Vec::new(),
             })
         }

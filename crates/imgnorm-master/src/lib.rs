@@ -15,7 +15,7 @@ pub mod view;
 // Lower layers' modules under the `crate::` paths these files used before
 // the split into crates (issue 17), so moved files kept their imports and
 // concurrent branches still merge by rename. Not re-exported.
-use imgnorm_engine::{claim, discovery, formats, fsio, output};
+use imgnorm_engine::{claim, discovery, formats, fsio, output, spill};
 use imgnorm_net::{health, limits, security, wire};
 
 use std::future::Future;
@@ -34,7 +34,7 @@ use imgnorm_proto::v1 as pb;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::discovery::{DiscoveryError, discover};
+use crate::discovery::{DiscoveryError, find};
 use crate::output::{StageSeconds, Summary};
 use crate::wire::Transfer;
 use autoscale_view::AutoscaleView;
@@ -199,6 +199,9 @@ impl Master {
         })?;
         let (changed, _) = watch::channel(0);
         let mut state = State::new(sched, config.heartbeat_interval);
+        state
+            .core
+            .set_row_stores(row_stores(config.state_dir.as_deref()));
         let mut saved = Vec::new();
         if let Some(dir) = &config.state_dir {
             let (db, jobs) = store::Store::open(dir)?;
@@ -453,10 +456,9 @@ impl Master {
         /// What a completed job's dataset is written from, taken out of the state
         /// under its lock.
         struct Written {
-            records: Vec<Record>,
-            files: Arc<Vec<String>>,
+            rows: imgnorm_core::jobs::Rows,
+            files: Arc<imgnorm_core::pathlist::PathList>,
             problems: Vec<Record>,
-            provenance: Vec<String>,
             out: PathBuf,
             input: PathBuf,
             options: EngineOptions,
@@ -475,30 +477,18 @@ impl Master {
             let Some(j) = st.core.jobs.get_mut(&key) else {
                 return Err("job vanished".into());
             };
-            let records: Vec<Record> = j.records.iter_mut().filter_map(Option::take).collect();
-            if records.len() != j.files.len() {
+            if j.rows.filled() != j.rows.len() {
                 return Err(format!(
                     "{} of {} images have no result",
-                    j.files.len() - records.len(),
-                    j.files.len()
+                    j.rows.len() - j.rows.filled(),
+                    j.rows.len()
                 ));
             }
-            let provenance: Vec<String> = j
-                .files
-                .iter()
-                .zip(&j.provenance)
-                .filter_map(|(path, p)| {
-                    p.as_ref().map(|p| {
-                        serde_json::json!({"path": path, "worker": p.worker, "worker_id": p.worker_id, "lease": p.lease, "attempt": p.attempt})
-                            .to_string()
-                    })
-                })
-                .collect();
             Written {
-                records,
+                // Moved out: read back outside the lock.
+                rows: j.rows.take(),
                 files: Arc::clone(&j.files),
                 problems: j.problems.clone(),
-                provenance,
                 out: j.output.clone(),
                 input: j.input.clone(),
                 options: j.options.clone(),
@@ -510,12 +500,21 @@ impl Master {
                 params: j.two.params.clone(),
             }
         };
+        if let Some(e) = done.rows.store().error() {
+            return Err(e);
+        }
         // Shards or stack are completed outside the lock: this is file I/O.
+        // Only the layouts that complete from every row need every path.
+        let layout = if formats::needs_rows(&done.options) {
+            done.files.to_vec()
+        } else {
+            Vec::new()
+        };
         let job = finish::Job {
             input: &done.input,
             out: &done.out,
             options: &done.options,
-            layout: Some(&done.files),
+            layout: Some(&layout),
             mode: if done.transfer == Transfer::Stream {
                 "distributed-stream"
             } else {
@@ -526,9 +525,13 @@ impl Master {
             stage_seconds: StageSeconds::default(),
             dataset: &done.dataset,
             params: &done.params,
-            provenance: Some(&done.provenance),
+            provenance: true,
         };
-        finish::finish(&job, done.records, done.problems).map_err(|e| e.to_string())
+        let rows = finish::JobRows::Store {
+            rows: done.rows.store(),
+            files: &done.files,
+        };
+        finish::finish(&job, rows, done.problems).map_err(|e| e.to_string())
     }
 
     /// What the autoscaler observes now (see [`State::autoscale_observation`]).
@@ -554,10 +557,12 @@ impl Master {
             .clone()
     }
 
-    /// Discovers `input` and queues a job writing to `output`.
+    /// Discovers `input` (or reads `input_list`, whose entries name files
+    /// under `input`) and queues a job writing to `output`.
     pub async fn submit(
         &self,
         input: PathBuf,
+        input_list: Option<PathBuf>,
         output: PathBuf,
         transfer: Transfer,
         options: EngineOptions,
@@ -575,7 +580,8 @@ impl Master {
             // Lists the input and test-writes the output before anything is
             // leased: bad credentials or endpoints fail here, clearly.
             let (i, o) = (Location::of(&input)?, Location::of(&output)?);
-            let found = storage::spawn(async move { storage::prepare(&i, &o).await })
+            let l = input_list.clone();
+            let found = storage::spawn(async move { storage::prepare(&i, &o, l.as_deref()).await })
                 .await
                 .map_err(|e| StorageError::Task(e.to_string()))??;
             (found, crate::claim::OutputClaim::acquire(&output)?)
@@ -590,8 +596,8 @@ impl Master {
                 // Before anything in the output is touched: another
                 // process's unfinished job there is refused, untouched.
                 let claim = crate::claim::OutputClaim::acquire(&out)?;
-                let found = discover(&inp, Some(&out))?;
-                crate::formats::prepare(&claim, &opts, &found.files)?;
+                let found = find(&inp, input_list.as_deref(), Some(&out))?;
+                crate::formats::prepare(&claim, &opts, found.files.len())?;
                 Ok::<_, MasterError>((found, claim))
             })
             .await
@@ -727,6 +733,30 @@ impl Master {
             autoscale: self.autoscale_view().map(|v| v.to_status()),
         }
     }
+}
+
+/// Where the master keeps each job's final rows until its dataset is
+/// written: on disk ([`spill`]) in a folder of the job's own under the
+/// state database's folder (`--data-dir`), else under the system's
+/// temporary folder; folders of killed masters found there are removed
+/// first. A job whose folder cannot be made keeps its rows in memory.
+fn row_stores(state_dir: Option<&Path>) -> imgnorm_core::jobs::RowStoreFactory {
+    use imgnorm_core::jobs::{MemRows, RowStore};
+    let base = state_dir.map_or_else(std::env::temp_dir, Path::to_path_buf);
+    let swept = spill::sweep_stale(&base);
+    if swept > 0 {
+        tracing::info!(folders = swept, base = %base.display(), "removed the row folders of killed masters");
+    }
+    Box::new(move |key: JobKey, n: u64| -> Box<dyn RowStore> {
+        let dir = spill::spill_dir(&base, key.0);
+        match spill::RowSpill::create(&dir, n) {
+            Ok(s) => Box::new(s),
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot keep the job's rows on disk: kept in memory");
+                Box::new(MemRows::new(n))
+            }
+        }
+    })
 }
 
 /// An output kept for a job being submitted (see `Master::reserve_output`).

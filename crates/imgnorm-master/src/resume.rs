@@ -52,7 +52,7 @@ pub fn check_outputs(
         if !staging.is_dir() || stack_gone {
             // Killed while completing the layout (or someone removed it):
             // start the layout again; every output is redone.
-            formats::prepare(claim, opts, &job.files).map_err(|e| e.to_string())?;
+            formats::prepare(claim, opts, job.files.len()).map_err(|e| e.to_string())?;
             layout_lost = true;
         }
     }

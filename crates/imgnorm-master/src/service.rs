@@ -153,6 +153,7 @@ impl Coordinator for CoordinatorService {
             .master
             .submit(
                 super::absolute(r.input.as_ref()),
+                (!r.input_list.is_empty()).then(|| super::absolute(r.input_list.as_ref())),
                 super::absolute(r.output.as_ref()),
                 transfer,
                 options,

@@ -274,7 +274,8 @@ impl State {
                 output: saved.output,
                 transfer,
                 options,
-                files: saved.files,
+                // Stored sorted and deduplicated; kept compressed.
+                files: saved.files.into_iter().collect(),
                 problems: saved.problems,
             },
             params: saved.params,

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use imgnorm_core::dataset::DatasetParams;
 pub use imgnorm_core::jobs::ResultRow;
 use imgnorm_core::jobs::{JobKey, Phase};
+use imgnorm_core::pathlist::PathList;
 use imgnorm_core::record::Record;
 use rusqlite::{Connection, params};
 
@@ -133,7 +134,7 @@ pub struct NewJob {
     /// Engine options as JSON (`wire::options_to_json`).
     pub options_json: String,
     /// Relative paths, indexed by item.
-    pub files: Arc<Vec<String>>,
+    pub files: Arc<PathList>,
     /// Rows found at discovery.
     pub problems: Vec<Record>,
     /// Submission time, seconds since the Unix epoch.
@@ -458,7 +459,9 @@ fn commit(
             match op {
                 Op::Result(r) => put_result(&mut put, &r)?,
                 Op::Job(j) => {
-                    let files = serde_json::to_string(&*j.files).unwrap_or_default();
+                    // A JSON array, written path by path from the
+                    // compressed list.
+                    let files = serde_json::to_string(&JsonSeq(&j.files)).unwrap_or_default();
                     let problems = serde_json::to_string(&j.problems).unwrap_or_default();
                     txn.execute(
                         "INSERT OR REPLACE INTO jobs
@@ -758,3 +761,12 @@ pub fn max_key(saved: &[SavedJob]) -> u64 {
 
 #[cfg(test)]
 mod tests;
+
+/// A [`PathList`] serialized as a JSON array of its paths, one at a time.
+struct JsonSeq<'a>(&'a PathList);
+
+impl serde::Serialize for JsonSeq<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter())
+    }
+}

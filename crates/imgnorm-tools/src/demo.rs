@@ -47,7 +47,7 @@ pub fn run(dir: &Path, count: u64) -> Result<(), DemoError> {
     }
     let out = dir.join("output-centralized");
     println!("\n== centralized (one thread) ==");
-    let s = centralized::run(&input, &out, &EngineOptions::default(), false)?;
+    let s = centralized::run(&input, None, &out, &EngineOptions::default(), false)?;
     println!("{}", s.human(&out));
 
     let workers = 2;
@@ -60,6 +60,7 @@ pub fn run(dir: &Path, count: u64) -> Result<(), DemoError> {
     let d = rt.block_on(crate::app::run_local(crate::app::LocalRun {
         job: crate::app::OneJob {
             input: &input,
+            input_list: None,
             output: &dist,
             transfer: crate::wire::Transfer::Shared,
             options: EngineOptions::default(),

@@ -102,13 +102,20 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct MasterArgs {
     /// Folder of images or `s3://bucket/prefix` (run one job, then exit).
-    #[arg(long, required_unless_present = "serve")]
+    #[arg(long, required_unless_present_any = ["serve", "input_list"])]
     pub input: Option<PathBuf>,
+    /// A file naming the input files, one per line: paths relative to
+    /// --input (default: the list's folder) or absolute under it, `s3://`
+    /// URLs under an `s3://` --input; blank lines and `#` lines skipped
+    /// (docs/SCALE.md, "Input lists"). Read as a stream; missing files get
+    /// failed rows.
+    #[arg(long, value_name = "FILE")]
+    pub input_list: Option<PathBuf>,
     /// Folder or `s3://bucket/prefix` for the dataset.
     #[arg(long, required_unless_present = "serve")]
     pub output: Option<PathBuf>,
     /// Keep running and accept jobs with `imgnorm submit`.
-    #[arg(long, conflicts_with_all = ["input", "output"])]
+    #[arg(long, conflicts_with_all = ["input", "input_list", "output"])]
     pub serve: bool,
     /// gRPC address to listen on (port 0 picks a free port; the address is
     /// printed). Loopback by default: a non-loopback address (e.g.
@@ -273,8 +280,16 @@ pub struct WorkerArgs {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Folder of images or `s3://bucket/prefix`.
-    #[arg(long)]
-    pub input: PathBuf,
+    #[arg(long, required_unless_present = "input_list")]
+    pub input: Option<PathBuf>,
+    /// A file naming the input files, one per line: paths relative to
+    /// --input (default: the list's folder) or absolute under it, `s3://`
+    /// URLs under an `s3://` --input; blank lines and `#` lines skipped
+    /// (docs/SCALE.md, "Input lists"). Read as a stream; missing files get
+    /// failed rows.
+    #[arg(long, value_name = "FILE")]
+    pub input_list: Option<PathBuf>,
+
     /// Folder or `s3://bucket/prefix` for the dataset.
     #[arg(long)]
     pub output: PathBuf,
@@ -340,8 +355,16 @@ pub struct SubmitArgs {
     #[arg(long, default_value = "http://127.0.0.1:50051")]
     pub master: String,
     /// Folder of images as the master sees it, or `s3://bucket/prefix`.
-    #[arg(long)]
-    pub input: PathBuf,
+    #[arg(long, required_unless_present = "input_list")]
+    pub input: Option<PathBuf>,
+    /// A file (as the master sees it) naming the input files, one per line: paths relative to
+    /// --input (default: the list's folder) or absolute under it, `s3://`
+    /// URLs under an `s3://` --input; blank lines and `#` lines skipped
+    /// (docs/SCALE.md, "Input lists"). Read as a stream; missing files get
+    /// failed rows.
+    #[arg(long, value_name = "FILE")]
+    pub input_list: Option<PathBuf>,
+
     /// Folder for the dataset as the master sees it, or `s3://bucket/prefix`.
     #[arg(long)]
     pub output: PathBuf,
@@ -412,8 +435,16 @@ pub struct DemoArgs {
 pub struct CentralizedArgs {
     /// Folder of images (searched recursively) or `s3://bucket/prefix`
     /// (S3 settings from the `AWS_*` environment variables).
-    #[arg(long)]
-    pub input: PathBuf,
+    #[arg(long, required_unless_present = "input_list")]
+    pub input: Option<PathBuf>,
+    /// A file naming the input files, one per line: paths relative to
+    /// --input (default: the list's folder) or absolute under it, `s3://`
+    /// URLs under an `s3://` --input; blank lines and `#` lines skipped
+    /// (docs/SCALE.md, "Input lists"). Read as a stream; missing files get
+    /// failed rows.
+    #[arg(long, value_name = "FILE")]
+    pub input_list: Option<PathBuf>,
+
     /// Folder for the dataset (created if missing) or `s3://bucket/prefix`.
     #[arg(long)]
     pub output: PathBuf,
@@ -479,6 +510,21 @@ impl GenArgs {
             classes: self.classes,
             jpeg_quality: self.quality,
         }
+    }
+}
+
+/// The input root and list of a command taking `--input` and
+/// `--input-list`: `--input` is the root when given, else the list's folder
+/// (see [`crate::discovery::list_root`]). `None` when neither is given
+/// (clap refuses that before this is called).
+pub fn input_of(
+    input: Option<&PathBuf>,
+    list: Option<&PathBuf>,
+) -> Option<(PathBuf, Option<PathBuf>)> {
+    match (input, list) {
+        (Some(i), l) => Some((i.clone(), l.cloned())),
+        (None, Some(l)) => Some((crate::discovery::list_root(l), Some(l.clone()))),
+        (None, None) => None,
     }
 }
 

@@ -333,7 +333,7 @@ pub async fn start_job(
     .map_err(|e| ApiError::BadRequest(format!("creating the output failed: {e}")))??;
     let (id, total) = s
         .master()
-        .submit(input, output.clone(), Transfer::Shared, options)
+        .submit(input, None, output.clone(), Transfer::Shared, options)
         .await?;
     Ok((
         StatusCode::CREATED,

@@ -94,7 +94,7 @@ impl Jobs {
                 attempt: crashes,
             })));
         }
-        jr.records[item as usize] = Some(r);
+        jr.rows.put(item, r, None);
         jr.stats.settle(item, None);
         fx
     }
@@ -169,7 +169,7 @@ impl Jobs {
                 .map(|&k| jr.two.item(k))
                 .map(|i| LeaseItem {
                     index: i,
-                    path: jr.files.get(i as usize).cloned().unwrap_or_default(),
+                    path: jr.files.get(i as usize).unwrap_or_default(),
                 })
                 .collect();
             let params = (jr.options.two_phase() && jr.two.phase == Phase::Write)

@@ -10,11 +10,13 @@ use crate::autoscale::Observation;
 use crate::dataset::DatasetParams;
 use crate::ids::{JobId, LeaseId, WorkerId};
 use crate::options::EngineOptions;
+use crate::pathlist::PathList;
 use crate::record::{Counts, Record, Status};
 use crate::scheduler::{JobProgress, Scheduler, WorkerState, WorkerView};
 use crate::stats::OrderedFold;
 
 use super::history::{History, WorkerEventKind};
+use super::rows::{MemRows, RowStore, RowStoreFactory};
 use super::run::{JobParts, JobRun};
 use super::{
     Effect, Effects, JobKey, JobState, MAX_DEAD_WORKERS, Phase, PhaseJob, ResultRow, Transfer,
@@ -48,6 +50,8 @@ pub struct Jobs {
     /// Image passes completed since the master started, in every phase of
     /// every job (accepted results and quarantines): only ever grows.
     pub(super) completed: u64,
+    /// Makes the row store of each new job (`None`: rows kept in memory).
+    row_stores: Option<RowStoreFactory>,
 }
 
 /// A job submitted with its discovered files.
@@ -61,7 +65,7 @@ pub struct NewJob {
     /// Engine options.
     pub options: EngineOptions,
     /// Relative paths, sorted.
-    pub files: Vec<String>,
+    pub files: PathList,
     /// Rows found at discovery.
     pub problems: Vec<Record>,
 }
@@ -123,6 +127,20 @@ impl Jobs {
             dead: VecDeque::new(),
             registered: 0,
             completed: 0,
+            row_stores: None,
+        }
+    }
+
+    /// Where the final rows of jobs added from now on are kept (the
+    /// default keeps them in memory).
+    pub fn set_row_stores(&mut self, factory: RowStoreFactory) {
+        self.row_stores = Some(factory);
+    }
+
+    fn row_store(&self, key: JobKey, n: u64) -> Box<dyn RowStore> {
+        match &self.row_stores {
+            Some(f) => f(key, n),
+            None => Box::new(MemRows::new(n)),
         }
     }
 
@@ -195,6 +213,7 @@ impl Jobs {
     }
 
     fn new_run(&self, key: JobKey, job: NewJob, submitted: Instant) -> JobRun {
+        let store = self.row_store(key, job.files.len() as u64);
         JobRun::new(JobParts {
             key,
             input: job.input,
@@ -205,6 +224,7 @@ impl Jobs {
             problems: job.problems,
             submitted,
             state: self.initial_state(),
+            store,
         })
     }
 
@@ -254,9 +274,9 @@ impl Jobs {
             if r.record.status == Status::Ok {
                 raws.push((r.index, r.raw));
             } else {
-                job.provenance[i] = Some(r.provenance());
                 job.counts.add(r.record.status);
-                job.records[i] = Some(r.record);
+                let by = r.provenance();
+                job.rows.put(r.index, r.record, Some(by));
             }
         }
         if job.two.phase == Phase::Stats && saved.params.is_none() {
@@ -278,10 +298,11 @@ impl Jobs {
             output: l.output,
             transfer: l.transfer,
             options: l.options,
-            files: Arc::new(Vec::new()),
+            files: Arc::new(PathList::new()),
             problems: Vec::new(),
             submitted: l.submitted,
             state: l.state,
+            store: Box::new(MemRows::default()),
         });
         if let Some(c) = l.counts {
             job.counts = c;
@@ -491,10 +512,8 @@ fn restore_stats_phase(
         for (index, raw) in raws {
             fold.settle(index, raw);
         }
-        for (i, r) in job.records.iter().enumerate() {
-            if r.is_some() {
-                fold.settle(i as u64, None);
-            }
+        for i in job.rows.present() {
+            fold.settle(i, None);
         }
     }
     let n = seen.len() as u64;
@@ -515,26 +534,19 @@ fn restore_write_phase(
         two.phase = Phase::Write;
         job.stats = OrderedFold::new(two.params.output_range(&job.options));
     }
-    let final_before: Vec<bool> = job.records.iter().map(Option::is_some).collect();
-    for (i, done) in final_before.iter().enumerate() {
-        if *done {
-            job.stats.settle(i as u64, None);
-        }
+    for i in job.rows.present() {
+        job.stats.settle(i, None);
     }
+    // Rows made final before this phase (its statistics phase) win over
+    // stored writing-phase rows, and the first stored row of an item wins.
     for r in write_rows {
-        let i = r.index as usize;
-        if final_before[i] || job.records[i].is_some() {
+        if job.rows.has(r.index) {
             continue;
         }
         job.stats.settle(r.index, r.stats.clone());
-        job.provenance[i] = Some(r.provenance());
         job.counts.add(r.record.status);
-        job.records[i] = Some(r.record);
+        let by = r.provenance();
+        job.rows.put(r.index, r.record, Some(by));
     }
-    let n = job.records.len() as u64;
-    job.two.items = Some(
-        (0..n)
-            .filter(|&i| job.records[i as usize].is_none())
-            .collect(),
-    );
+    job.two.items = Some(job.rows.missing().collect());
 }

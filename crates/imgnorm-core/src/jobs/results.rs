@@ -107,7 +107,7 @@ impl Jobs {
         };
         validate::check_claim(&claim, self.sched.lease_facts(LeaseId(r.lease)))?;
         let want = Expected {
-            path: expected,
+            path: &expected,
             options: &jr.options,
             phase: match jr.two.phase {
                 Phase::Stats => ResultPhase::Stats,
@@ -169,7 +169,6 @@ impl Jobs {
         fx.effects
             .extend(self.persisted(&r, stats.as_ref(), None, &prov));
         if let Some(jr) = self.jobs.get_mut(&r.job.key) {
-            let i = r.index as usize;
             match stats {
                 // Settled once the runtime has committed the output.
                 Some(s) if jr.transfer == Transfer::Stream => {
@@ -178,8 +177,7 @@ impl Jobs {
                 s => jr.stats.settle(r.index, s),
             }
             jr.counts.add(r.record.status);
-            jr.records[i] = Some(r.record);
-            jr.provenance[i] = Some(prov);
+            jr.rows.put(r.index, r.record, Some(prov));
         }
         fx
     }
@@ -197,10 +195,8 @@ impl Jobs {
                 fold.settle(r.index, raw);
             }
             if r.record.status != Status::Ok {
-                let i = r.index as usize;
                 jr.counts.add(r.record.status);
-                jr.records[i] = Some(r.record);
-                jr.provenance[i] = Some(prov);
+                jr.rows.put(r.index, r.record, Some(prov));
             }
         }
         fx
@@ -220,9 +216,7 @@ impl Jobs {
             jr.two.params = fold.finish();
         }
         jr.two.phase = Phase::Write;
-        let items: Vec<u64> = (0..jr.records.len() as u64)
-            .filter(|&i| jr.records[i as usize].is_none())
-            .collect();
+        let items: Vec<u64> = jr.rows.missing().collect();
         let n = items.len() as u64;
         jr.two.items = Some(items);
         fx.push(Effect::PersistPhase {
@@ -231,10 +225,8 @@ impl Jobs {
             images: n,
         });
         jr.stats = OrderedFold::new(jr.two.params.output_range(&jr.options));
-        for (i, r) in jr.records.iter().enumerate() {
-            if r.is_some() {
-                jr.stats.settle(i as u64, None);
-            }
+        for i in jr.rows.present() {
+            jr.stats.settle(i, None);
         }
         let stats_id = JobId(
             PhaseJob {
@@ -265,7 +257,7 @@ impl Jobs {
             return None;
         }
         let rel = j.files.get(usize::try_from(index).ok()?)?;
-        crate::paths::check_relative(rel).ok()?;
+        crate::paths::check_relative(&rel).ok()?;
         Some(j.input.join(rel))
     }
 
@@ -312,7 +304,7 @@ impl Jobs {
         validate::check_claim(&claim, Some(facts))?;
         // The engine's rule: an honest worker fails an image whose output
         // cannot be named instead of sending it.
-        let rel = crate::paths::output_name(rel).map_err(Refusal::UnsafeOutput)?;
+        let rel = crate::paths::output_name(&rel).map_err(Refusal::UnsafeOutput)?;
         Ok(Some(StreamSlot {
             output: j.output.clone(),
             rel,
@@ -363,10 +355,7 @@ impl Jobs {
         if j.streamed.remove(&index).is_some() {
             j.stats.settle(index, None);
         }
-        let Some(slot) = j.records.get_mut(index as usize) else {
-            return fx;
-        };
-        let Some(r) = slot.take() else {
+        let Some((r, by)) = j.rows.get(index) else {
             return fx;
         };
         let was_ok = u64::from(r.status == Status::Ok);
@@ -390,7 +379,7 @@ impl Jobs {
                 attempt: 0,
             })));
         }
-        *slot = Some(f);
+        j.rows.put(index, f, by);
         fx
     }
 }

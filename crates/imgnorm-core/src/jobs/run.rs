@@ -8,10 +8,12 @@ use std::time::Instant;
 use crate::dataset::{DatasetParams, ParamsFold};
 use crate::ids::JobId;
 use crate::options::EngineOptions;
+use crate::pathlist::PathList;
 use crate::record::{Counts, Record};
 use crate::stats::{ImageStats, OrderedFold};
 
-use super::{JobKey, JobState, Phase, PhaseJob, Provenance, Transfer};
+use super::rows::{RowStore, Rows};
+use super::{JobKey, JobState, Phase, PhaseJob, Transfer};
 
 /// A job and everything collected for it.
 pub struct JobRun {
@@ -27,14 +29,12 @@ pub struct JobRun {
     pub transfer: Transfer,
     /// Engine options.
     pub options: EngineOptions,
-    /// Relative paths, indexed by item.
-    pub files: Arc<Vec<String>>,
+    /// Relative paths, indexed by item (compressed: see [`PathList`]).
+    pub files: Arc<PathList>,
     /// Rows found at discovery (loops, unreadable entries).
     pub problems: Vec<Record>,
-    /// One slot per item, filled by accepted results.
-    pub records: Vec<Option<Record>>,
-    /// Who produced each item.
-    pub provenance: Vec<Option<Provenance>>,
+    /// The final rows (filled by accepted results) and who produced each.
+    pub rows: Rows,
     /// Counts of accepted rows so far (problems included).
     pub counts: Counts,
     /// When it was submitted.
@@ -114,10 +114,11 @@ pub(super) struct JobParts {
     pub output: PathBuf,
     pub transfer: Transfer,
     pub options: EngineOptions,
-    pub files: Arc<Vec<String>>,
+    pub files: Arc<PathList>,
     pub problems: Vec<Record>,
     pub submitted: Instant,
     pub state: JobState,
+    pub store: Box<dyn RowStore>,
 }
 
 impl JobRun {
@@ -140,8 +141,7 @@ impl JobRun {
             options: p.options,
             files: p.files,
             problems: p.problems,
-            records: vec![None; n],
-            provenance: vec![None; n],
+            rows: Rows::new(n as u64, p.store),
             counts,
             submitted: p.submitted,
             finished: None,
@@ -197,10 +197,9 @@ impl JobRun {
     /// provenance, folds). What stays is bounded whatever its size.
     pub(super) fn release(&mut self) {
         self.listed_images = Some(self.images());
-        self.files = Arc::new(Vec::new());
+        self.files = Arc::new(PathList::new());
         self.problems = Vec::new();
-        self.records = Vec::new();
-        self.provenance = Vec::new();
+        drop(self.rows.take());
         self.streamed = HashMap::new();
         self.stats = OrderedFold::new(self.options.range);
         self.two.items = None;

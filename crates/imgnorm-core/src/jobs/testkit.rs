@@ -53,7 +53,7 @@ pub fn job(files: Vec<String>, options: EngineOptions, transfer: Transfer) -> Ne
         output: "out".into(),
         transfer,
         options,
-        files,
+        files: files.into_iter().collect(),
         problems: Vec::new(),
     }
 }

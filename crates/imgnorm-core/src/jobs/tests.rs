@@ -80,7 +80,7 @@ fn a_second_job_waits_for_the_first_and_starts_when_it_ends() {
         error: None
     }));
     // The ended job's per-image state is gone; its count stays.
-    assert!(j.jobs[&a].files.is_empty() && j.jobs[&a].records.is_empty());
+    assert!(j.jobs[&a].files.is_empty() && j.jobs[&a].rows.is_empty());
     assert_eq!(j.jobs[&a].images(), 1);
 }
 
@@ -171,11 +171,19 @@ fn a_lost_worker_gives_its_leases_back_and_its_late_results_are_stale() {
     let fx = j.image_done(result(&l2, 1, true), now).expect("accepted");
     assert_eq!(datasets(&fx), [key]);
     assert_eq!(
-        j.jobs[&key].provenance[0].as_ref().map(|p| p.worker_id),
+        j.jobs[&key]
+            .rows
+            .get(0)
+            .and_then(|(_, p)| p)
+            .map(|p| p.worker_id),
         Some(w1.0)
     );
     assert_eq!(
-        j.jobs[&key].provenance[1].as_ref().map(|p| p.worker_id),
+        j.jobs[&key]
+            .rows
+            .get(1)
+            .and_then(|(_, p)| p)
+            .map(|p| p.worker_id),
         Some(w2.0)
     );
 }
@@ -229,7 +237,7 @@ fn an_image_that_keeps_killing_workers_is_quarantined() {
             .any(|e| matches!(e, Effect::PersistResult(r) if r.record.status == Status::Failed))
     );
     assert_eq!(datasets(&fx), [key]);
-    let r = j.jobs[&key].records[0].as_ref().expect("a final row");
+    let (r, _) = j.jobs[&key].rows.get(0).expect("a final row");
     assert!(r.reason.as_deref().unwrap_or("").starts_with("quarantined"));
     assert_eq!(j.jobs[&key].counts.failed, 1);
 }
@@ -347,7 +355,7 @@ fn two_phase_jobs_measure_then_write_what_measured_ok() {
     assert_eq!(datasets(&fx), [key]);
     let jr = &j.jobs[&key];
     assert_eq!((jr.counts.ok, jr.counts.failed), (2, 1));
-    assert!(jr.records.iter().all(Option::is_some));
+    assert_eq!(jr.rows.filled(), jr.rows.len());
 }
 
 #[test]
@@ -435,7 +443,7 @@ fn stream_mode_writes_the_dataset_after_the_last_commit() {
     assert_eq!(datasets(&fx), [key]);
     let jr = &j.jobs[&key];
     assert_eq!((jr.counts.ok, jr.counts.failed), (1, 1));
-    let r = jr.records[1].as_ref().expect("row");
+    let (r, _) = jr.rows.get(1).expect("row");
     assert_eq!(r.status, Status::Failed);
     assert_eq!(jr.stats.held(), 0, "every item settled");
 }
@@ -503,10 +511,12 @@ fn a_restored_job_leases_only_what_has_no_result() {
     let fx = j.image_done(result(&l, 0, true), now).expect("accepted");
     assert_eq!(datasets(&fx), [JobKey(4)]);
     assert_eq!(
-        j.jobs[&JobKey(4)].provenance[1]
-            .as_ref()
-            .map(|p| p.worker.as_str()),
-        Some("old")
+        j.jobs[&JobKey(4)]
+            .rows
+            .get(1)
+            .and_then(|(_, p)| p)
+            .map(|p| p.worker),
+        Some("old".to_string())
     );
 }
 

@@ -12,6 +12,7 @@ use crate::jobs::{
     Transfer, WorkerInfo,
 };
 use crate::options::EngineOptions;
+use crate::pathlist::PathList;
 use crate::record::{Record, Status};
 use crate::scheduler::{Scheduler, SchedulerConfig};
 
@@ -164,7 +165,7 @@ struct World {
     workers: Vec<Worker>,
     master: Option<Master>,
     key: JobKey,
-    files: Arc<Vec<String>>,
+    files: Arc<PathList>,
     costs: Vec<f32>,
     partitions: Vec<Vec<usize>>,
     /// Rows made durable (the state database), when the master can crash.
@@ -226,7 +227,8 @@ impl World {
                 restarts: cfg.restart_s.is_some(),
             })
             .collect();
-        let files: Vec<String> = (0..n).map(|i| format!("{i:09}.png")).collect();
+        let files = PathList::from_sorted((0..n).map(|i| format!("{i:09}.png")))
+            .ok_or_else(|| SimError::Invalid("file names out of order".into()))?;
         let persist = cfg.master_crashes > 0;
         let mut w = World {
             give_up: ns(ideal_s * cfg.give_up_factor + 60.0),
@@ -239,7 +241,7 @@ impl World {
             workers,
             master: None,
             key: JobKey(0),
-            files: Arc::new(Vec::new()),
+            files: Arc::new(PathList::new()),
             costs,
             partitions: Vec::new(),
             store: Vec::new(),
@@ -282,7 +284,7 @@ impl World {
         .map_err(|e| SimError::Invalid(e.to_string()))
     }
 
-    fn new_job(&self, files: Vec<String>) -> NewJob {
+    fn new_job(&self, files: PathList) -> NewJob {
         NewJob {
             input: "in".into(),
             output: "out".into(),
@@ -297,7 +299,7 @@ impl World {
     }
 
     /// The first master (with the job's files) or a restarted one.
-    fn start_master(&mut self, files: Option<Vec<String>>) -> Result<(), SimError> {
+    fn start_master(&mut self, files: Option<PathList>) -> Result<(), SimError> {
         let mut jobs = Jobs::new(self.scheduler()?);
         jobs.set_persistent(self.persist);
         let now = self.instant();
@@ -546,7 +548,7 @@ impl World {
         attempt: u32,
         index: u64,
     ) -> Option<Effects> {
-        let path = self.files.get(index as usize)?.clone();
+        let path = self.files.get(index as usize)?;
         let r = ImageResult {
             worker: id,
             job,
@@ -664,7 +666,7 @@ impl World {
             .master
             .as_ref()
             .and_then(|m| m.jobs.jobs.get(&key))
-            .map(|j| j.records.iter().filter(|r| r.is_none()).count() as u64);
+            .map(|j| j.rows.len() - j.rows.filled());
         self.lost = lost.unwrap_or(self.cfg.images);
         self.done_at = Some(self.now);
         if let Some(fx) = self.call(|j, now| j.finished(key, Ok(()), now)) {

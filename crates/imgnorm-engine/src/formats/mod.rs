@@ -38,13 +38,14 @@ pub trait Layout {
         true
     }
 
-    /// Sets up the layout under `out` before any image is processed (after
-    /// the staging folder is created, when the layout is staged).
+    /// Sets up the layout under `out` for a job of `files` files before any
+    /// image is processed (after the staging folder is created, when the
+    /// layout is staged).
     fn prepare(
         &self,
         _out: &Path,
         _opts: &EngineOptions,
-        _files: &[String],
+        _files: usize,
     ) -> Result<(), FormatError> {
         Ok(())
     }
@@ -60,6 +61,18 @@ pub trait Layout {
         files: &[String],
         records: &mut [Record],
     ) -> Result<(), FormatError>;
+
+    /// Whether [`Layout::finish`] reads or rewrites the records (when not,
+    /// a job's rows need not be gathered in memory to finish it).
+    fn needs_rows(&self) -> bool {
+        true
+    }
+}
+
+/// Whether completing the layout of `opts` needs every row in memory
+/// (see [`Layout::needs_rows`]).
+pub fn needs_rows(opts: &EngineOptions) -> bool {
+    layout(&opts.format).needs_rows()
 }
 
 /// The layout of `format`: the registry of output formats.
@@ -161,11 +174,7 @@ pub fn npy_data_offset(npy: &[u8]) -> usize {
 /// preallocates its file). Taking the claim, not a path, is what keeps one
 /// job from wiping the staging or truncating the stack of another one still
 /// running there.
-pub fn prepare(
-    claim: &OutputClaim,
-    opts: &EngineOptions,
-    files: &[String],
-) -> Result<(), FormatError> {
+pub fn prepare(claim: &OutputClaim, opts: &EngineOptions, files: usize) -> Result<(), FormatError> {
     let layout = layout(&opts.format);
     if !layout.staged() {
         return Ok(());

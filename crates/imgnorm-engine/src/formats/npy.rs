@@ -24,4 +24,8 @@ impl Layout for Npy {
     ) -> Result<(), FormatError> {
         Ok(())
     }
+
+    fn needs_rows(&self) -> bool {
+        false
+    }
 }

@@ -42,20 +42,15 @@ impl Layout for Stack {
     /// Preallocates [`STACK_PARTIAL`] with the header of an N×H×W×C array
     /// (N = `files`), zero-filled (sparse), so that workers write their
     /// slices in place.
-    fn prepare(
-        &self,
-        out: &Path,
-        opts: &EngineOptions,
-        files: &[String],
-    ) -> Result<(), FormatError> {
+    fn prepare(&self, out: &Path, opts: &EngineOptions, files: usize) -> Result<(), FormatError> {
         let [h, w, c] = opts.stack_shape().ok_or(FormatError::NoStackShape)?;
         let [a, b, d] = opts.layout.shape(h, w, c);
-        let header = npy_header(opts.dtype, &[files.len(), a, b, d]);
+        let header = npy_header(opts.dtype, &[files, a, b, d]);
         let slice = (h * w * c * opts.dtype.size()) as u64;
         let path = out.join(STACK_PARTIAL);
         let mut f = File::create(&path).map_err(io(&path))?;
         f.write_all(&header).map_err(io(&path))?;
-        f.set_len(header.len() as u64 + slice * files.len() as u64)
+        f.set_len(header.len() as u64 + slice * files as u64)
             .map_err(io(&path))?;
         Ok(())
     }

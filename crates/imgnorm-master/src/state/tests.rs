@@ -28,7 +28,7 @@ fn new_job(
         output: output.into(),
         transfer,
         options,
-        files,
+        files: files.into_iter().collect(),
         problems,
     }
 }
@@ -149,7 +149,7 @@ fn lies_about_the_lease_are_refused_and_late_results_are_stale() {
     assert!(refused(r), "output outside the root");
     let r = st.image_done(with(res(w, "job-9", lease, 1, 0, x()), stats(), None), now);
     assert!(matches!(r, Err(Rejected::Stale(_))), "unknown job");
-    assert!(st.core.jobs[&JobKey(1)].records.iter().all(Option::is_none));
+    assert_eq!(st.core.jobs[&JobKey(1)].rows.filled(), 0);
     st.image_done(with(res(w, &job, lease, 1, 0, x()), stats(), None), now)
         .expect("the honest result is accepted");
 }
@@ -354,7 +354,8 @@ fn a_restored_job_leases_only_the_images_without_a_result() {
         )
         .expect("accepted");
     assert_eq!(fx.finalize.len(), 1, "job complete");
-    assert!(st.core.jobs[&JobKey(4)].records.iter().all(Option::is_some));
+    let r = &st.core.jobs[&JobKey(4)].rows;
+    assert_eq!(r.filled(), r.len());
     assert_eq!(
         st.core.jobs[&JobKey(4)].stats.held(),
         0,
@@ -469,7 +470,8 @@ fn two_phase_job_writes_only_what_the_statistics_phase_found_ok() {
         )
         .expect("accepted");
     assert_eq!(fx.finalize.len(), 1, "job complete");
-    assert!(st.core.jobs[&JobKey(1)].records.iter().all(Option::is_some));
+    let r = &st.core.jobs[&JobKey(1)].rows;
+    assert_eq!(r.filled(), r.len());
 }
 
 /// Issue 16, item 2: the backlog of a two-phase job is right in its

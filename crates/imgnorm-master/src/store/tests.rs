@@ -15,7 +15,7 @@ fn jobs_and_results_survive_a_reopen_and_end_clears_results() {
         output: "/out".into(),
         transfer: "shared".into(),
         options_json: "{}".into(),
-        files: Arc::new(vec!["a.png".into(), "b\nc.png".into()]),
+        files: Arc::new(["a.png", "b\nc.png"].into_iter().collect()),
         problems: vec![Record::bare("x", Status::Failed, Some("loop".into()))],
         submitted_unix: 12.5,
     });

@@ -11,7 +11,7 @@ use clap::Parser;
 use imgnorm::app;
 use imgnorm::cli::{
     CentralizedArgs, Cli, Command, GenArgs, HealthArgs, MasterArgs, ResumeArgs, RunArgs,
-    StatusArgs, SubmitArgs, WorkerArgs,
+    StatusArgs, SubmitArgs, WorkerArgs, input_of,
 };
 use imgnorm::output::Summary;
 use std::time::Duration;
@@ -151,7 +151,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 /// `imgnorm centralized`.
 fn centralized(a: &CentralizedArgs) -> anyhow::Result<ExitCode> {
     let opts = a.engine.to_options().context("invalid options")?;
-    let s = imgnorm::centralized::run(&a.input, &a.output, &opts, a.quiet)
+    let (input, list) = input_of(a.input.as_ref(), a.input_list.as_ref())
+        .context("--input or --input-list is required")?;
+    let s = imgnorm::centralized::run(&input, list.as_deref(), &a.output, &opts, a.quiet)
         .context("centralized run failed")?;
     report(&s, &a.output);
     Ok(finished(&s))
@@ -220,11 +222,15 @@ fn master(a: &MasterArgs) -> anyhow::Result<ExitCode> {
             app::master_serve(listener, security, config, scaler, http).await?;
             return Ok(ExitCode::SUCCESS);
         }
-        let (Some(input), Some(output)) = (a.input.as_ref(), a.output.as_ref()) else {
-            anyhow::bail!("--input and --output are required without --serve");
+        let (Some((input, list)), Some(output)) = (
+            input_of(a.input.as_ref(), a.input_list.as_ref()),
+            a.output.as_ref(),
+        ) else {
+            anyhow::bail!("--input (or --input-list) and --output are required without --serve");
         };
         let job = app::OneJob {
-            input,
+            input: &input,
+            input_list: list.as_deref(),
             output,
             transfer: a.sched.transfer(),
             options: opts,
@@ -271,9 +277,12 @@ fn run(a: &RunArgs) -> anyhow::Result<ExitCode> {
     if a.workers == 0 && a.autoscale.autoscale.is_none() {
         anyhow::bail!("--workers must be at least 1 (or use --autoscale local)");
     }
+    let (input, list) = input_of(a.input.as_ref(), a.input_list.as_ref())
+        .context("--input or --input-list is required")?;
     let local = app::LocalRun {
         job: app::OneJob {
-            input: &a.input,
+            input: &input,
+            input_list: list.as_deref(),
             output: &a.output,
             transfer: a.sched.transfer(),
             options: opts,
@@ -366,10 +375,13 @@ fn submit(a: &SubmitArgs) -> anyhow::Result<ExitCode> {
         .security
         .resolve()
         .context("transport security settings")?;
+    let (input, list) = input_of(a.input.as_ref(), a.input_list.as_ref())
+        .context("--input or --input-list is required")?;
     runtime()?.block_on(async {
         let r = app::submit(
             &a.master,
-            &a.input,
+            &input,
+            list.as_deref(),
             &a.output,
             a.transfer.into(),
             &opts,

@@ -601,6 +601,7 @@ async fn outputs_outside_the_data_directory_are_never_served() {
         .master
         .submit(
             input,
+            None,
             elsewhere.path().join("out"),
             imgnorm::wire::Transfer::Shared,
             Default::default(),

@@ -13,6 +13,7 @@ mod distributed;
 mod formats;
 mod fuzz_seeds;
 mod helpers;
+mod input_list;
 mod jpeg;
 mod lifecycle;
 mod limits;

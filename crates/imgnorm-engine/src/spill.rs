@@ -367,7 +367,7 @@ mod tests {
 
     fn row(i: u64, s: Status) -> Record {
         let mut r = Record::bare(format!("d/{i:07}.png"), s, Some("why".into()));
-        r.min = vec![1, 2];
+        r.min = vec![1.0, 2.0];
         r
     }
 

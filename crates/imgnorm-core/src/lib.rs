@@ -12,6 +12,7 @@ pub mod normalize;
 pub mod options;
 pub mod paths;
 pub mod record;
+pub mod rerun;
 pub mod scheduler;
 pub mod sim;
 pub mod stats;

@@ -194,6 +194,41 @@ impl Jobs {
         (key, fx)
     }
 
+    /// Adds a job some of whose files keep an earlier run's row (a rerun
+    /// into the same output, see [`crate::rerun`]): the `kept` rows (writing
+    /// phase, with their statistics) are final from the start and only the
+    /// other files are leased, so workers never see a kept file. For
+    /// single-phase jobs; a two-phase job keeps nothing (its `kept` rows are
+    /// ignored and every file is processed).
+    pub fn add_job_kept(
+        &mut self,
+        job: NewJob,
+        kept: Vec<ResultRow>,
+        now: Instant,
+    ) -> (JobKey, Effects) {
+        if kept.is_empty() || job.options.two_phase() {
+            return self.add_job(job, now);
+        }
+        let key = JobKey(self.next_job);
+        self.next_job += 1;
+        let n = job.files.len();
+        let mut run = self.new_run(key, job, now);
+        let kept = kept
+            .into_iter()
+            .filter(|r| (r.index as usize) < n && r.phase == Phase::Write)
+            .map(|mut r| {
+                r.job = key;
+                r
+            })
+            .collect();
+        restore_write_phase(&mut run, None, kept);
+        let pending = run.two.items.as_ref().map_or(n, Vec::len) as u64;
+        let mut fx = Effects::default();
+        fx.push(Effect::PersistJob(key));
+        fx.merge(self.schedule(run, pending, now));
+        (key, fx)
+    }
+
     fn new_run(&self, key: JobKey, job: NewJob, submitted: Instant) -> JobRun {
         JobRun::new(JobParts {
             key,

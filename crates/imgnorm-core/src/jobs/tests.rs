@@ -524,3 +524,50 @@ fn draining_is_recorded_once_a_worker_says_so() {
     let o = j.autoscale_observation();
     assert_eq!(o.live_workers, 0, "a draining worker takes no work");
 }
+
+/// A kept row of an earlier run for item `index` of `key`.
+fn kept_row(key: JobKey, index: u64, path: &str) -> ResultRow {
+    ResultRow {
+        job: key,
+        phase: Phase::Write,
+        index,
+        record: ok_record(path),
+        stats: Some(stats_of(&[0.5])),
+        raw: None,
+        worker: String::new(),
+        worker_id: 0,
+        lease: 0,
+        attempt: 0,
+    }
+}
+
+#[test]
+fn kept_rows_of_a_rerun_are_never_leased_and_fold_in_path_order() {
+    let now = Instant::now();
+    let mut j = machine(config(8));
+    let w = worker(&mut j, now);
+    let f = files(3);
+    let kept = vec![kept_row(JobKey(1), 1, &f[1])];
+    let (key, _) = j.add_job_kept(job(f, Default::default(), Transfer::Shared), kept, now);
+    let l = leases(&j.ready(w, 1, now)).remove(0);
+    assert_eq!(
+        l.items.iter().map(|i| i.index).collect::<Vec<_>>(),
+        [0, 2],
+        "the kept item is not leased"
+    );
+    assert_eq!(j.jobs[&key].counts.ok, 1, "the kept row counts");
+    j.image_done(result(&l, 0, true), now).expect("accepted");
+    let fx = j.image_done(result(&l, 2, true), now).expect("accepted");
+    assert_eq!(datasets(&fx), [key], "done once the leased items are");
+    assert_eq!(j.jobs[&key].counts.ok, 3);
+}
+
+#[test]
+fn a_rerun_keeping_every_row_is_done_at_once() {
+    let now = Instant::now();
+    let mut j = machine(config(8));
+    let f = files(2);
+    let kept = vec![kept_row(JobKey(1), 0, &f[0]), kept_row(JobKey(1), 1, &f[1])];
+    let (key, fx) = j.add_job_kept(job(f, Default::default(), Transfer::Shared), kept, now);
+    assert_eq!(datasets(&fx), [key]);
+}

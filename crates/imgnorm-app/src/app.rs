@@ -2,6 +2,7 @@
 //! `status`) wired from parsed arguments to the master and worker: binding
 //! listeners, starting local worker processes, showing progress, and turning
 //! the outcome into a summary.
+use imgnorm_core::rerun::RerunFlags;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
@@ -361,6 +362,8 @@ pub struct OneJob<'a> {
     pub options: EngineOptions,
     /// No progress bar.
     pub quiet: bool,
+    /// What to do with an output holding an earlier run.
+    pub rerun: RerunFlags,
 }
 
 /// `imgnorm master` for one job: serve until it is done, return its summary.
@@ -388,6 +391,7 @@ pub async fn master_one_job(
         transfer,
         options,
         quiet,
+        rerun,
     } = job;
     let (input, output) = (master::absolute(input), master::absolute(output));
     let options_json = wire::options_to_json(&options);
@@ -402,7 +406,11 @@ pub async fn master_one_job(
         });
         Ok::<_, MasterError>(match same {
             Some(r) => r.id.clone(),
-            None => m.submit(input, output, transfer, options).await?.0,
+            None => {
+                m.submit_with(input, output, transfer, options, rerun)
+                    .await?
+                    .0
+            }
         })
     };
     let id = tokio::select! {
@@ -908,6 +916,7 @@ pub async fn submit(
     output: &Path,
     transfer: Transfer,
     options: &EngineOptions,
+    rerun: RerunFlags,
     security: &ClientSecurity,
 ) -> Result<pb::SubmitResponse, AppError> {
     let mut c = client(url, security).await?;
@@ -918,6 +927,9 @@ pub async fn submit(
             batch_size: 0,
             transfer: transfer.as_str().to_string(),
             engine_options_json: wire::options_to_json(options),
+            overwrite: rerun.overwrite,
+            retry_failed: rerun.retry_failed,
+            prune: rerun.prune,
         })
         .await
         .map_err(|s| AppError::Remote {

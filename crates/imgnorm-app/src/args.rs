@@ -36,6 +36,36 @@ pub fn parse_size(s: &str) -> Result<(u32, u32), String> {
     Ok((p(w)?, p(h)?))
 }
 
+/// What to do with an output folder that already holds something (every
+/// command that runs a job). See README, "Rerunning into an output".
+#[derive(Debug, Clone, Copy, Args)]
+pub struct RerunArgs {
+    /// Delete everything in the output folder first and start afresh:
+    /// needed when it holds a run made with other options or another
+    /// --format, files imgnorm did not write, or a run that was killed.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Process only the failed rows of the output's manifest; every other
+    /// row is kept and files new to the input are not added.
+    #[arg(long, conflicts_with = "overwrite")]
+    pub retry_failed: bool,
+    /// Delete the outputs of files that left the input (without it they
+    /// stay, and a warning says how many).
+    #[arg(long)]
+    pub prune: bool,
+}
+
+impl RerunArgs {
+    /// The flags as the engine and the master take them.
+    pub fn flags(&self) -> imgnorm_core::rerun::RerunFlags {
+        imgnorm_core::rerun::RerunFlags {
+            overwrite: self.overwrite,
+            retry_failed: self.retry_failed,
+            prune: self.prune,
+        }
+    }
+}
+
 /// Scheduling flags shared by `master` and `run`.
 #[derive(Debug, Clone, Args)]
 pub struct SchedArgs {

@@ -11,6 +11,7 @@ use std::time::Instant;
 use imgnorm_core::dataset::{DatasetParams, ParamsFold};
 use imgnorm_core::options::EngineOptions;
 use imgnorm_core::record::{Record, Status};
+use imgnorm_core::rerun::{InputStamp, RerunFlags};
 use imgnorm_core::stats::{DatasetStats, ImageStats};
 
 use crate::discovery::{DiscoveryError, discover};
@@ -46,6 +47,9 @@ pub enum RunError {
     /// Another unfinished job writes to the output.
     #[error(transparent)]
     Claim(#[from] crate::claim::ClaimError),
+    /// The output holds something a run cannot use as it is.
+    #[error(transparent)]
+    Rerun(#[from] crate::rerun::RerunError),
 }
 
 impl From<finish::FinishError> for RunError {
@@ -65,16 +69,36 @@ pub fn create_output(out: &Path) -> Result<(), RunError> {
     })
 }
 
-/// Runs the whole job on this thread and returns the summary.
+/// Runs the whole job on this thread and returns the summary (into an
+/// empty output folder, or as a rerun without flags: see [`run_with`]).
 pub fn run(
     input: &Path,
     out: &Path,
     opts: &EngineOptions,
     quiet: bool,
 ) -> Result<Summary, RunError> {
+    run_with(input, out, opts, RerunFlags::default(), quiet)
+}
+
+/// Runs the whole job on this thread and returns the summary. An output
+/// folder holding an earlier run is taken as [`crate::rerun::setup`]
+/// decides with `flags`: unchanged images are kept, the rest processed.
+pub fn run_with(
+    input: &Path,
+    out: &Path,
+    opts: &EngineOptions,
+    flags: RerunFlags,
+    quiet: bool,
+) -> Result<Summary, RunError> {
     if storage::is_object_url(input) || storage::is_object_url(out) {
         if let Some(what) = storage::unsupported_with_objects(opts) {
             return Err(StorageError::Unsupported(what).into());
+        }
+        if flags != RerunFlags::default() {
+            return Err(StorageError::Unsupported(
+                "rerunning into an existing output (--overwrite, --retry-failed, --prune)",
+            )
+            .into());
         }
         return run_objects(input, out, opts, quiet);
     }
@@ -83,18 +107,35 @@ pub fn run(
     // Held until the run returns: no other job may use the output meanwhile.
     let claim = crate::claim::OutputClaim::acquire(out)?;
     let found = discover(input, Some(out))?;
-    crate::formats::prepare(&claim, opts, &found.files)?;
-    let mut progress = Progress::new(found.total(), quiet);
-    for _ in &found.problems {
+    let setup = crate::rerun::setup(&claim, input, opts, flags, found)?;
+    if let Some(r) = &setup.report {
+        for w in r.warnings() {
+            tracing::warn!("{w}");
+        }
+    }
+    crate::formats::prepare(&claim, opts, &setup.files)?;
+    let total = (setup.files.len() + setup.problems.len()) as u64;
+    let mut progress = Progress::new(total, quiet);
+    for _ in &setup.problems {
         progress.inc(false);
     }
     let mut engine = Engine::new(opts.clone());
-    let (params, mut early) = statistics_phase(&mut engine, input, &found.files);
+    // Two-phase options keep nothing (`rerun::keeps_nothing`): every file
+    // is measured.
+    let (params, mut early) = statistics_phase(&mut engine, input, &setup.files);
     engine.set_params(params.clone());
-    let mut rows = Vec::with_capacity(found.files.len());
+    let mut rows = Vec::with_capacity(setup.files.len());
     // Files are in sorted path order: the fold order every mode uses.
     let mut dataset = DatasetStats::new(params.output_range(opts));
-    for (index, rel) in (0u64..).zip(&found.files) {
+    for ((index, rel), kept) in (0u64..).zip(&setup.files).zip(&setup.kept) {
+        if let Some(k) = kept {
+            if let Some(s) = &k.stats {
+                dataset.add(s);
+            }
+            progress.inc(k.record.status == Status::Failed);
+            rows.push(k.record.clone());
+            continue;
+        }
         // Not ok in the statistics phase: that row is final.
         if let Some(r) = usize::try_from(index)
             .ok()
@@ -123,14 +164,16 @@ pub fn run(
             input,
             out,
             opts,
-            layout: Some(&found.files),
+            layout: Some(&setup.files),
             engine: &engine,
             dataset: &dataset,
             params: &params,
             started,
+            inputs: Some((&setup.files, &setup.stamps)),
+            rerun: setup.report.as_ref(),
         },
         rows,
-        found.problems,
+        setup.problems,
     )
 }
 
@@ -250,6 +293,8 @@ fn run_objects(
             dataset: &dataset,
             params: &params,
             started,
+            inputs: None,
+            rerun: None,
         },
         rows,
         found.problems,
@@ -351,6 +396,10 @@ struct Finished<'a> {
     dataset: &'a DatasetStats,
     params: &'a DatasetParams,
     started: Instant,
+    /// The files and their stamps ([`crate::rerun::INPUTS`]), local runs.
+    inputs: Option<(&'a [String], &'a [Option<InputStamp>])>,
+    /// What a rerun kept and processed.
+    rerun: Option<&'a crate::rerun::Report>,
 }
 
 /// Finishes the dataset of a centralized run ([`crate::finish`]): layout,
@@ -373,6 +422,8 @@ fn finish_run(
         dataset: f.dataset,
         params: f.params,
         provenance: None,
+        inputs: f.inputs,
+        rerun: f.rerun,
     };
     Ok(finish::finish(&job, rows, problems)?)
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use imgnorm_core::dataset::DatasetParams;
 use imgnorm_core::options::EngineOptions;
 use imgnorm_core::record::Record;
+use imgnorm_core::rerun::InputStamp;
 use imgnorm_core::stats::DatasetStats;
 
 use crate::formats::FormatError;
@@ -62,8 +63,14 @@ pub struct Job<'a> {
     /// The dataset parameters the job normalized with.
     pub params: &'a DatasetParams,
     /// One JSON line per image saying who produced it, written to
-    /// [`output::PROVENANCE`]; `None` writes no such file.
+    /// [`output::PROVENANCE`]; `None` writes no such file (and removes
+    /// one an earlier run left).
     pub provenance: Option<&'a [String]>,
+    /// The job's files (sorted) and the stamps [`crate::rerun::INPUTS`]
+    /// records for them; `None` writes no such file.
+    pub inputs: Option<(&'a [String], &'a [Option<InputStamp>])>,
+    /// What a rerun kept and processed, for the summary.
+    pub rerun: Option<&'a crate::rerun::Report>,
 }
 
 /// Writes the dataset of a finished job: `rows` are the per-image results
@@ -93,12 +100,29 @@ pub fn finish(
             p.push('\n');
         }
         output::write_file(job.out, output::PROVENANCE, p.as_bytes())?;
+    } else if !crate::storage::is_object_url(job.out) {
+        // A distributed run's record in a folder a centralized run now
+        // rewrites: it no longer says who made these outputs.
+        match std::fs::remove_file(job.out.join(output::PROVENANCE)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(output::OutputError {
+                    path: job.out.join(output::PROVENANCE).display().to_string(),
+                    source: e,
+                }
+                .into());
+            }
+            _ => {}
+        }
+    }
+    if let Some((files, stamps)) = job.inputs {
+        crate::rerun::write_inputs(job.out, files, stamps)?;
     }
     let elapsed = match job.elapsed {
         Elapsed::Since(started) => started.elapsed(),
         Elapsed::Fixed(d) => d,
     };
-    let summary = Summary::new(counts, elapsed);
+    let mut summary = Summary::new(counts, elapsed);
+    summary.rerun = job.rerun.map(|r| r.summary(&rows));
     output::write_stats(
         job.out,
         &Stats {

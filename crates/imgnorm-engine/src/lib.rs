@@ -17,5 +17,6 @@ pub mod fsio;
 pub mod jpeg;
 pub mod output;
 pub mod progress;
+pub mod rerun;
 pub mod storage;
 pub mod tiles;

@@ -63,7 +63,7 @@ pub fn sweep_temp_files(out: &Path) -> usize {
 }
 
 /// Whether `name` is one of our temporary names (see [`sweep_temp_files`]).
-fn is_temp_name(name: &str) -> bool {
+pub(crate) fn is_temp_name(name: &str) -> bool {
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     let hex = |s: &str| s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit());
     let parts: Vec<&str> = name.rsplitn(5, '.').collect();
@@ -383,6 +383,10 @@ pub struct Summary {
     /// With `--autoscale`: the sum of every worker's lifetime, seconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub worker_seconds: Option<f64>,
+    /// A rerun into an earlier run's output: what was kept, processed and
+    /// deleted (see docs/FORMAT.md, "Rerunning").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerun: Option<imgnorm_core::rerun::RerunSummary>,
 }
 
 impl Summary {
@@ -401,6 +405,7 @@ impl Summary {
                 0.0
             }),
             worker_seconds: None,
+            rerun: None,
         }
     }
 

@@ -15,7 +15,7 @@ pub mod view;
 // Lower layers' modules under the `crate::` paths these files used before
 // the split into crates (issue 17), so moved files kept their imports and
 // concurrent branches still merge by rename. Not re-exported.
-use imgnorm_engine::{claim, discovery, formats, fsio, output};
+use imgnorm_engine::{claim, discovery, formats, fsio, output, rerun};
 use imgnorm_net::{health, limits, security, wire};
 
 use std::future::Future;
@@ -25,9 +25,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use imgnorm_core::ids::JobId;
-use imgnorm_core::jobs::{JobKey, NewJob};
+use imgnorm_core::jobs::{JobKey, NewJob, ResultRow};
 use imgnorm_core::options::EngineOptions;
 use imgnorm_core::record::Record;
+use imgnorm_core::rerun::RerunFlags;
 use imgnorm_core::scheduler::{Scheduler, SchedulerConfig};
 use imgnorm_core::stats::OrderedFold;
 use imgnorm_proto::v1 as pb;
@@ -129,6 +130,9 @@ pub enum MasterError {
     /// Another process holds the output (see [`crate::claim`]).
     #[error(transparent)]
     Claim(#[from] crate::claim::ClaimError),
+    /// The output holds something a job cannot use as it is.
+    #[error(transparent)]
+    Rerun(#[from] crate::rerun::RerunError),
     /// The job ended without a dataset.
     #[error("job {id} {state}: {reason}")]
     JobEnded {
@@ -465,11 +469,12 @@ impl Master {
             dataset: imgnorm_core::stats::DatasetStats,
             workers: usize,
             params: imgnorm_core::dataset::DatasetParams,
+            rerun: Option<crate::state::RerunState>,
         }
         // Every result is committed before the job counts as done, so the
         // job's time includes the state database keeping up.
         self.flush_state();
-        let done = {
+        let mut done = {
             let mut st = self.lock();
             let workers = st.workers_seen();
             let Some(j) = st.core.jobs.get_mut(&key) else {
@@ -508,7 +513,21 @@ impl Master {
                     .finish(),
                 workers,
                 params: j.two.params.clone(),
+                rerun: None,
             }
+        };
+        done.rerun = self.lock().reruns.remove(&key);
+        let local = !storage::is_object_url(&done.input) && !storage::is_object_url(&done.out);
+        // A job resumed by a later master lost its listing's stamps: they are
+        // taken now.
+        let stamps = match done.rerun.as_mut() {
+            Some(r) => std::mem::take(&mut r.stamps),
+            None if local => done
+                .files
+                .iter()
+                .map(|f| rerun::stamp(&done.input.join(f)))
+                .collect(),
+            None => Vec::new(),
         };
         // Shards or stack are completed outside the lock: this is file I/O.
         let job = finish::Job {
@@ -527,6 +546,8 @@ impl Master {
             dataset: &done.dataset,
             params: &done.params,
             provenance: Some(&done.provenance),
+            inputs: local.then_some((&done.files[..], &stamps[..])),
+            rerun: done.rerun.as_ref().and_then(|r| r.report.as_ref()),
         };
         finish::finish(&job, done.records, done.problems).map_err(|e| e.to_string())
     }
@@ -554,13 +575,30 @@ impl Master {
             .clone()
     }
 
-    /// Discovers `input` and queues a job writing to `output`.
+    /// Discovers `input` and queues a job writing to `output` (an empty
+    /// folder, or a rerun without flags: see [`Master::submit_with`]).
     pub async fn submit(
         &self,
         input: PathBuf,
         output: PathBuf,
         transfer: Transfer,
         options: EngineOptions,
+    ) -> Result<(JobId, u64), MasterError> {
+        self.submit_with(input, output, transfer, options, RerunFlags::default())
+            .await
+    }
+
+    /// Discovers `input` and queues a job writing to `output`. An output
+    /// holding an earlier run is taken as [`crate::rerun::setup`] decides
+    /// with `flags`: here, where the job is set up, so workers are never
+    /// leased a kept file.
+    pub async fn submit_with(
+        &self,
+        input: PathBuf,
+        output: PathBuf,
+        transfer: Transfer,
+        options: EngineOptions,
+        flags: RerunFlags,
     ) -> Result<(JobId, u64), MasterError> {
         let started = Instant::now();
         let _reserved = self.reserve_output(&output)?;
@@ -572,13 +610,25 @@ impl Master {
             if let Some(what) = storage::unsupported_with_objects(&options) {
                 return Err(StorageError::Unsupported(what).into());
             }
+            if flags != RerunFlags::default() {
+                return Err(StorageError::Unsupported(
+                    "rerunning into an existing output (--overwrite, --retry-failed, --prune)",
+                )
+                .into());
+            }
             // Lists the input and test-writes the output before anything is
             // leased: bad credentials or endpoints fail here, clearly.
             let (i, o) = (Location::of(&input)?, Location::of(&output)?);
             let found = storage::spawn(async move { storage::prepare(&i, &o).await })
                 .await
                 .map_err(|e| StorageError::Task(e.to_string()))??;
-            (found, crate::claim::OutputClaim::acquire(&output)?)
+            let setup = crate::rerun::Setup {
+                kept: vec![None; found.files.len()],
+                files: found.files,
+                problems: found.problems,
+                ..Default::default()
+            };
+            (setup, crate::claim::OutputClaim::acquire(&output)?)
         } else {
             tokio::task::spawn_blocking(move || {
                 crate::fsio::create_output_dir(&out).map_err(|source| {
@@ -591,8 +641,9 @@ impl Master {
                 // process's unfinished job there is refused, untouched.
                 let claim = crate::claim::OutputClaim::acquire(&out)?;
                 let found = discover(&inp, Some(&out))?;
-                crate::formats::prepare(&claim, &opts, &found.files)?;
-                Ok::<_, MasterError>((found, claim))
+                let setup = crate::rerun::setup(&claim, &inp, &opts, flags, found)?;
+                crate::formats::prepare(&claim, &opts, &setup.files)?;
+                Ok::<_, MasterError>((setup, claim))
             })
             .await
             .map_err(|e| MasterError::JobEnded {
@@ -601,8 +652,20 @@ impl Master {
                 reason: e.to_string(),
             })??
         };
-        let total = found.total();
-        tracing::info!(input = %input.display(), files = found.files.len(), "job submitted");
+        let total = (found.files.len() + found.problems.len()) as u64;
+        tracing::info!(input = %input.display(), files = found.files.len(), pending = found.pending(), "job submitted");
+        if let Some(r) = &found.report {
+            for w in r.warnings() {
+                tracing::warn!("{w}");
+            }
+        }
+        let crate::rerun::Setup {
+            files,
+            problems,
+            kept,
+            stamps,
+            report,
+        } = found;
         let (id, fx) = {
             let mut st = self.lock();
             let job = NewJob {
@@ -610,15 +673,35 @@ impl Master {
                 output,
                 transfer,
                 options,
-                files: found.files,
-                problems: found.problems,
+                files,
+                problems,
             };
-            let (id, fx) = st.add_job(job, Instant::now());
+            let kept = kept
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, k)| {
+                    k.map(|k| ResultRow {
+                        job: JobKey(0),
+                        phase: imgnorm_core::jobs::Phase::Write,
+                        index: i as u64,
+                        record: k.record,
+                        stats: k.stats,
+                        raw: None,
+                        worker: String::new(),
+                        worker_id: 0,
+                        lease: 0,
+                        attempt: 0,
+                    })
+                })
+                .collect();
+            let (id, fx) = st.add_job_kept(job, kept, Instant::now());
             // Elapsed time counts discovery, as centralized's does.
             if let Some(j) = st.core.jobs.values_mut().find(|j| j.id == id) {
                 j.submitted = started;
                 let key = j.key;
                 st.claims.insert(key, claim);
+                st.reruns
+                    .insert(key, crate::state::RerunState { stamps, report });
             }
             (id, fx)
         };

@@ -151,11 +151,16 @@ impl Coordinator for CoordinatorService {
         }
         let (id, images) = self
             .master
-            .submit(
+            .submit_with(
                 super::absolute(r.input.as_ref()),
                 super::absolute(r.output.as_ref()),
                 transfer,
                 options,
+                imgnorm_core::rerun::RerunFlags {
+                    overwrite: r.overwrite,
+                    retry_failed: r.retry_failed,
+                    prune: r.prune,
+                },
             )
             .await
             .map_err(|e| Status::failed_precondition(format!("{e:#}")))?;

@@ -48,6 +48,18 @@ pub struct State {
     pub claims: HashMap<JobKey, crate::claim::OutputClaim>,
     /// The summary of each job whose dataset was written.
     pub summaries: HashMap<JobKey, Summary>,
+    /// Each unfinished job's input stamps and rerun report (see
+    /// [`crate::rerun`]), written out with its dataset. A job resumed by a
+    /// later master has none: its stamps are then taken when it finishes.
+    pub reruns: HashMap<JobKey, RerunState>,
+}
+
+/// What a job's setup decided that its dataset is finished with.
+pub struct RerunState {
+    /// Per file, the stamp [`crate::rerun::INPUTS`] records.
+    pub stamps: Vec<Option<imgnorm_core::rerun::InputStamp>>,
+    /// What a rerun kept and processed (`None` into an empty folder).
+    pub report: Option<crate::rerun::Report>,
 }
 
 /// A finished job that must be written out (outside the lock).
@@ -90,6 +102,7 @@ impl State {
             reserved_outputs: Vec::new(),
             claims: HashMap::new(),
             summaries: HashMap::new(),
+            reruns: HashMap::new(),
         }
     }
 
@@ -253,6 +266,18 @@ impl State {
         (JobId(key.to_string()), self.absorb(fx))
     }
 
+    /// Adds a job whose `kept` rows an earlier run in its output already
+    /// has (see [`Jobs::add_job_kept`]).
+    pub fn add_job_kept(
+        &mut self,
+        job: NewJob,
+        kept: Vec<imgnorm_core::jobs::ResultRow>,
+        now: Instant,
+    ) -> (JobId, Effects) {
+        let (key, fx) = self.core.add_job_kept(job, kept, now);
+        (JobId(key.to_string()), self.absorb(fx))
+    }
+
     /// Puts back an unfinished job read from the state database, whose
     /// results the caller has already checked (`Master::resume` drops those
     /// whose output does not match its checksum). Items with a result are
@@ -340,6 +365,7 @@ impl State {
         };
         let _ = self.absorb(fx);
         self.claims.remove(&key);
+        self.reruns.remove(&key);
         true
     }
 
@@ -500,6 +526,7 @@ impl State {
         let fx = self.core.finished(key, result, now);
         let fx = self.absorb(fx);
         self.claims.remove(&key);
+        self.reruns.remove(&key);
         fx
     }
 

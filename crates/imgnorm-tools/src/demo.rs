@@ -64,6 +64,7 @@ pub fn run(dir: &Path, count: u64) -> Result<(), DemoError> {
             transfer: crate::wire::Transfer::Shared,
             options: EngineOptions::default(),
             quiet: false,
+            rerun: Default::default(),
         },
         workers,
         flags: crate::app::WorkerFlags {

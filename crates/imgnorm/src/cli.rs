@@ -7,8 +7,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use crate::args::{
     AutoscaleArgs, AutoscaleBackendArg, ChannelsArg, DashboardArgs, DtypeArg, EngineArgs,
-    FilterArg, Floats, FormatArg, LayoutArgs, OrientationArg, SchedArgs, ScopeArg, TransferArg,
-    parse_list, parse_range, parse_size,
+    FilterArg, Floats, FormatArg, LayoutArgs, OrientationArg, RerunArgs, SchedArgs, ScopeArg,
+    TransferArg, parse_list, parse_range, parse_size,
 };
 use crate::security;
 #[cfg(test)]
@@ -132,6 +132,9 @@ pub struct MasterArgs {
     /// Engine options.
     #[command(flatten)]
     pub engine: EngineArgs,
+    /// Rerunning into an output that holds an earlier run.
+    #[command(flatten)]
+    pub rerun: RerunArgs,
     /// No progress output.
     #[arg(long, short)]
     pub quiet: bool,
@@ -293,6 +296,9 @@ pub struct RunArgs {
     /// Engine options.
     #[command(flatten)]
     pub engine: EngineArgs,
+    /// Rerunning into an output that holds an earlier run.
+    #[command(flatten)]
+    pub rerun: RerunArgs,
     /// No progress output.
     #[arg(long, short)]
     pub quiet: bool,
@@ -357,6 +363,9 @@ pub struct SubmitArgs {
     /// Engine options.
     #[command(flatten)]
     pub engine: EngineArgs,
+    /// Rerunning into an output that holds an earlier run.
+    #[command(flatten)]
+    pub rerun: RerunArgs,
 }
 
 /// `imgnorm status`.
@@ -420,6 +429,9 @@ pub struct CentralizedArgs {
     /// Engine options.
     #[command(flatten)]
     pub engine: EngineArgs,
+    /// Rerunning into an output that holds an earlier run.
+    #[command(flatten)]
+    pub rerun: RerunArgs,
     /// No progress output.
     #[arg(long, short)]
     pub quiet: bool,

@@ -151,7 +151,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 /// `imgnorm centralized`.
 fn centralized(a: &CentralizedArgs) -> anyhow::Result<ExitCode> {
     let opts = a.engine.to_options().context("invalid options")?;
-    let s = imgnorm::centralized::run(&a.input, &a.output, &opts, a.quiet)
+    let s = imgnorm::centralized::run_with(&a.input, &a.output, &opts, a.rerun.flags(), a.quiet)
         .context("centralized run failed")?;
     report(&s, &a.output);
     Ok(finished(&s))
@@ -229,6 +229,7 @@ fn master(a: &MasterArgs) -> anyhow::Result<ExitCode> {
             transfer: a.sched.transfer(),
             options: opts,
             quiet: a.quiet,
+            rerun: a.rerun.flags(),
         };
         let s = app::master_one_job(listener, security, config, job, None, scaler)
             .await
@@ -278,6 +279,7 @@ fn run(a: &RunArgs) -> anyhow::Result<ExitCode> {
             transfer: a.sched.transfer(),
             options: opts,
             quiet: a.quiet,
+            rerun: a.rerun.flags(),
         },
         workers: a.workers,
         flags: app::WorkerFlags {
@@ -373,6 +375,7 @@ fn submit(a: &SubmitArgs) -> anyhow::Result<ExitCode> {
             &a.output,
             a.transfer.into(),
             &opts,
+            a.rerun.flags(),
             &security,
         )
         .await?;

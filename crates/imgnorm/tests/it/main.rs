@@ -18,6 +18,7 @@ mod lifecycle;
 mod limits;
 mod ml;
 mod names;
+mod rerun;
 mod scope;
 mod security;
 mod simulate;

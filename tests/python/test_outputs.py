@@ -293,11 +293,12 @@ def test_manifest_rows(fmt_run):
 
 
 def assert_no_stray_files(out: Path, npys: set[str]) -> None:
-    """Exactly the expected .npy files, no temp files; other files only at top level."""
+    """Exactly the expected .npy files, no temp files; other files only at top level
+    (the one hidden file is the inputs' stamps a rerun compares)."""
     files = set(all_files(out))
-    assert {"manifest.jsonl", "stats.json"} <= files
+    assert {"manifest.jsonl", "stats.json", ".imgnorm-inputs.jsonl"} <= files
     assert {f for f in files if f.endswith(".npy")} == npys
-    others = files - npys - {"manifest.jsonl", "stats.json"}
+    others = files - npys - {"manifest.jsonl", "stats.json", ".imgnorm-inputs.jsonl"}
     assert all("/" not in f and not f.startswith(".") and not f.endswith(".tmp") for f in others), others
 
 

@@ -3,7 +3,7 @@
 //! owner (the centralized run, or the master setting up a job) calls
 //! [`setup`], which
 //!
-//! * accepts an empty folder as is;
+//! * accepts an empty folder (no files; folders alone are fine) as is;
 //! * refuses a folder holding files imgnorm does not write, a folder with
 //!   no finished run (no manifest or `stats.json`: a killed run), and a
 //!   finished run made with other options (naming each difference), unless
@@ -498,12 +498,21 @@ pub fn write_inputs(
     crate::output::write_file(out, INPUTS, &buf)
 }
 
+/// Whether `out` holds no file (folders alone, as a user may create them
+/// beforehand, do not count).
 fn is_empty(out: &Path) -> Result<bool, RerunError> {
-    let mut entries = std::fs::read_dir(out).map_err(|source| RerunError::Io {
-        path: out.to_path_buf(),
-        source,
-    })?;
-    Ok(entries.next().is_none())
+    for e in walkdir::WalkDir::new(out).min_depth(1) {
+        let e = e.map_err(|e| RerunError::Io {
+            path: e.path().unwrap_or(out).to_path_buf(),
+            source: e
+                .into_io_error()
+                .unwrap_or_else(|| std::io::Error::other("folder loop")),
+        })?;
+        if !e.file_type().is_dir() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Deletes everything in `out` (not `out` itself: its lock is held).

@@ -163,7 +163,11 @@ fn hostile_files_become_rows_and_exit_3() {
     );
     assert_eq!(
         files_under(out.path()),
-        vec!["manifest.jsonl".to_string(), "stats.json".to_string()]
+        vec![
+            ".imgnorm-inputs.jsonl".to_string(),
+            "manifest.jsonl".to_string(),
+            "stats.json".to_string()
+        ]
     );
 }
 

@@ -123,6 +123,7 @@ fn stack_is_identical_across_modes_and_holds_the_tree_arrays() {
     assert_eq!(
         files_under(&out),
         [
+            ".imgnorm-inputs.jsonl",
             "classes.json",
             "images.npy",
             "labels.npy",

@@ -261,36 +261,75 @@ pub fn stats_from_array(row: &Record, data: &[u8], opts: &EngineOptions) -> Opti
     };
     let domains = scale_domains(channels, opts.scope, &ext);
     let (range, dtype) = (opts.range, opts.dtype);
-    let mut tables = Vec::with_capacity(channels);
+    // Per channel: the output bits of each source value `lo + i`, a table
+    // from bits back to `i` (which also proves no two values share bits),
+    // and the inverse of the scaling, which finds `i` for almost every
+    // element with a few flops (the table is the fallback).
+    let mut channels_maps = Vec::with_capacity(channels);
     for &(lo, hi) in &domains {
-        let mut t = ValueTable::new((hi - lo) as usize + 1);
+        let n = (hi - lo) as usize + 1;
+        let mut table = ValueTable::new(n);
+        let mut bits = Vec::with_capacity(n);
         for x in lo..=hi {
-            if !t.insert(
-                output_bits(output_value(x, lo, hi, range, dtype), dtype),
-                x - lo,
-            ) {
+            let b = output_bits(output_value(x, lo, hi, range, dtype), dtype);
+            if !table.insert(b, x - lo) {
                 return None;
             }
+            bits.push(b);
         }
-        tables.push(t);
+        let k = if hi > lo && range.1 != range.0 {
+            f64::from(hi - lo) / (range.1 - range.0)
+        } else {
+            0.0
+        };
+        channels_maps.push(ChannelMap {
+            table,
+            bits,
+            a: range.0,
+            k,
+        });
     }
     let mut counts: Vec<Vec<u64>> = domains
         .iter()
         .map(|&(lo, hi)| vec![0; (hi - lo) as usize + 1])
         .collect();
-    for (i, e) in data.chunks_exact(size).enumerate() {
-        let c = match opts.layout {
-            ArrayLayout::Hwc => i % channels,
-            ArrayLayout::Chw => i / pixels,
-        };
-        let bits = match *e {
-            [b] => u32::from(b),
-            [a, b] => u32::from(u16::from_le_bytes([a, b])),
-            [a, b, c, d] => u32::from_le_bytes([a, b, c, d]),
-            _ => return None,
-        };
-        let x = tables.get(c)?.get(bits)?;
-        *counts.get_mut(c)?.get_mut(x as usize)? += 1;
+    // The channel of each element, without a division per element: the
+    // next channel after every element (HWC) or after every plane (CHW).
+    let run = match opts.layout {
+        ArrayLayout::Hwc => 1,
+        ArrayLayout::Chw => pixels,
+    };
+    let (mut c, mut left) = (0usize, run);
+    let mut add = |bits: u32| -> Option<()> {
+        let x = channels_maps.get(c)?.find(bits, dtype)?;
+        *counts.get_mut(c)?.get_mut(x)? += 1;
+        left -= 1;
+        if left == 0 {
+            left = run;
+            c += 1;
+            if c == channels {
+                c = 0;
+            }
+        }
+        Some(())
+    };
+    match size {
+        1 => {
+            for &b in data {
+                add(u32::from(b))?;
+            }
+        }
+        2 => {
+            for e in data.as_chunks::<2>().0 {
+                add(u32::from(u16::from_le_bytes(*e)))?;
+            }
+        }
+        4 => {
+            for e in data.as_chunks::<4>().0 {
+                add(u32::from_le_bytes(*e))?;
+            }
+        }
+        _ => return None,
     }
     let binning = Binning::new(range);
     let channels = domains
@@ -304,6 +343,39 @@ pub fn stats_from_array(row: &Record, data: &[u8], opts: &EngineOptions) -> Opti
         })
         .collect();
     Some(ImageStats { channels })
+}
+
+/// One channel's way from output bits back to the source value's offset.
+struct ChannelMap {
+    table: ValueTable,
+    bits: Vec<u32>,
+    /// The range's first end.
+    a: f64,
+    /// Source steps per unit of output (0 for a constant channel).
+    k: f64,
+}
+
+impl ChannelMap {
+    /// The offset of the source value whose output has `bits`.
+    fn find(&self, bits: u32, dtype: Dtype) -> Option<usize> {
+        let v = match dtype {
+            Dtype::F32 => f64::from(f32::from_bits(bits)),
+            Dtype::F16 => half::f16::from_bits(bits as u16).to_f64(),
+            Dtype::U8 | Dtype::U16 => f64::from(bits),
+        };
+        let last = self.bits.len() - 1;
+        // Rounded by truncation (`round` is a libm call on baseline x86-64).
+        let guess = (v - self.a) * self.k + 0.5;
+        if guess.is_finite() && guess >= 0.0 {
+            let g = (guess as usize).min(last);
+            for x in [g, g.saturating_sub(1), (g + 1).min(last)] {
+                if self.bits[x] == bits {
+                    return Some(x);
+                }
+            }
+        }
+        self.table.get(bits).map(|x| x as usize)
+    }
 }
 
 /// The bytes (as an integer) the kernel writes for output value `v`.

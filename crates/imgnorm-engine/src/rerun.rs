@@ -623,8 +623,15 @@ fn read_options(out: &Path) -> Result<serde_json::Value, RerunError> {
         .ok_or_else(|| unreadable("no \"options\"".into()))
 }
 
-/// `name: earlier -> now` for every option that differs.
+/// `name: earlier -> now` for every option that differs. The earlier
+/// options are read back as [`EngineOptions`] first when they parse, so a
+/// field an older version did not write compares as its default.
 fn differences(earlier: &serde_json::Value, opts: &EngineOptions) -> Vec<String> {
+    let earlier = serde_json::from_value::<EngineOptions>(earlier.clone())
+        .ok()
+        .and_then(|o| serde_json::to_value(o).ok())
+        .unwrap_or_else(|| earlier.clone());
+    let earlier = &earlier;
     let now = serde_json::to_value(opts).unwrap_or_default();
     let empty = serde_json::Map::new();
     let (a, b) = (
@@ -674,4 +681,47 @@ fn read_earlier(out: &Path) -> Result<Vec<Earlier>, RerunError> {
     }
     rows.sort_by(|a, b| a.record.path.cmp(&b.record.path));
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use imgnorm_core::options::Dtype;
+
+    #[test]
+    fn differences_name_each_option_and_take_missing_fields_as_defaults() {
+        let opts = EngineOptions::default();
+        let mut older = serde_json::to_value(&opts).expect("json");
+        // A field an older version did not write yet.
+        older
+            .as_object_mut()
+            .expect("object")
+            .remove("max_input_bytes");
+        assert!(differences(&older, &opts).is_empty());
+        let f16 = EngineOptions {
+            dtype: Dtype::F16,
+            ..EngineOptions::default()
+        };
+        assert_eq!(differences(&older, &f16), ["dtype: \"f32\" -> \"f16\""]);
+    }
+
+    #[test]
+    fn only_names_imgnorm_writes_are_its_own() {
+        for (rel, depth) in [
+            ("manifest.jsonl", 1),
+            (".imgnorm-inputs.jsonl", 1),
+            ("a/b/x.png.npy", 3),
+            ("shard-000003.tar", 1),
+            ("a/.1.f43c798f04240a67.12.tmp", 2),
+        ] {
+            assert!(is_ours(Path::new(rel), depth), "{rel}");
+        }
+        for (rel, depth) in [
+            ("notes.txt", 1),
+            ("a/manifest.jsonl", 2),
+            ("a/shard-1.tar", 2),
+        ] {
+            assert!(!is_ours(Path::new(rel), depth), "{rel}");
+        }
+    }
 }

@@ -196,7 +196,7 @@ impl Iterator for Iter<'_> {
 }
 
 /// Builds a [`PathList`] from paths in any order, with duplicates: chunks
-/// of [`CHUNK`] names are sorted into compressed runs, merged at the end.
+/// of `CHUNK` names are sorted into compressed runs, merged at the end.
 #[derive(Debug, Default)]
 pub struct PathListBuilder {
     chunk: Vec<String>,
